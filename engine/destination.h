@@ -1,0 +1,19 @@
+// Where a transaction goes: one SMTP server endpoint (today the relay; with MX routing,
+// an exchanger set). Pools are keyed by it and it picks the shard.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ringmail::engine {
+
+struct Destination {
+  std::string host;  // numeric IPv4/IPv6 address or a name resolved at start-up
+  uint16_t port = 25;
+
+  // "host:port" ("[v6]:port" for IPv6); the pool key and the shard hash input.
+  std::string key() const;
+  friend bool operator==(const Destination&, const Destination&) = default;
+};
+
+}  // namespace ringmail::engine

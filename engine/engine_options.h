@@ -1,0 +1,44 @@
+// Tunables of the sending engine, with production defaults. RFC 5321 §4.5.3.2 gives the
+// SMTP timeouts; pool limits follow Postfix's defaults where they exist.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ringmail::engine {
+
+using Seconds = std::chrono::duration<double>;
+
+struct Timeouts {
+  Seconds connect{30};
+  Seconds greeting{300};    // RFC 5321: initial 220 message, 5 minutes
+  Seconds command{300};     // EHLO/MAIL/RCPT/RSET/QUIT: 5 minutes
+  Seconds data_start{120};  // DATA initiation: 2 minutes
+  Seconds data_block{180};  // each block of the body written: 3 minutes
+  Seconds data_end{600};    // DATA termination: 10 minutes
+};
+
+struct PoolLimits {
+  unsigned max_connections = 20;  // per destination (per shard owning it)
+  unsigned max_messages_per_connection = 10000;  // then QUIT and open a fresh one
+  unsigned max_recipients_per_transaction = 100;
+  Seconds idle_timeout{5};          // an idle pooled connection is closed after this
+  double messages_per_second = 0;   // 0: unlimited
+};
+
+struct EngineOptions {
+  unsigned shards = 0;  // 0: one per core
+  std::string helo_name = "localhost";
+  bool pipelining = true;  // use RFC 2920 when the server advertises it
+  Timeouts timeouts;
+  PoolLimits pool;
+  Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish
+  // Transactions waiting in one shard's inbox before the feeder blocks (bounds memory).
+  size_t shard_inbox_capacity = 4096;
+  // Times a transaction nothing of which reached a server is retried on another connection.
+  unsigned max_not_attempted_retries = 3;
+};
+
+}  // namespace ringmail::engine

@@ -1,0 +1,58 @@
+// The engine's seams to the rest of ringmail: where work comes from (JobSource), where a
+// recipient is routed (RouteResolver), and where outcomes go (OutcomeSink). Today: a
+// recipients file, a static relay and counters; next: SQLite and MX routing via c-ares.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "engine/destination.h"
+#include "smtp/transaction.h"
+
+namespace ringmail::engine {
+
+// One recipient to deliver: who sends what to whom. Items sharing sender and body (the
+// same EncodedBody pointer) and routed to the same destination are grouped into one
+// transaction, up to the pool's recipient limit.
+struct DeliveryItem {
+  std::string sender;
+  std::string recipient;
+  smtp::EncodedBody body;
+};
+
+// Pulled by the engine's feeder thread only; may block (it reads files or a database).
+class JobSource {
+ public:
+  virtual ~JobSource() = default;
+  // The next item, or nullopt when the source is exhausted.
+  virtual std::optional<DeliveryItem> next() = 0;
+};
+
+// Called by the feeder thread, never by a shard.
+class RouteResolver {
+ public:
+  virtual ~RouteResolver() = default;
+  virtual Destination route(std::string_view recipient_domain) = 0;
+};
+
+// Every destination is the relay given at start-up.
+class StaticRelayResolver final : public RouteResolver {
+ public:
+  explicit StaticRelayResolver(Destination relay) : relay_(std::move(relay)) {}
+  Destination route(std::string_view) override { return relay_; }
+
+ private:
+  Destination relay_;
+};
+
+// Receives every finished transaction. Called on the shard thread that ran it, so calls
+// from different shards are concurrent; an implementation must be thread-safe and must
+// never block (hand work to another thread instead).
+class OutcomeSink {
+ public:
+  virtual ~OutcomeSink() = default;
+  virtual void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) = 0;
+};
+
+}  // namespace ringmail::engine

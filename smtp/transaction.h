@@ -1,0 +1,52 @@
+// One SMTP mail transaction as the protocol core sees it: an envelope (sender and up to a
+// limit of recipients that share identical content) and the encoded content, plus the
+// per-recipient outcomes the session produces for it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "smtp/reply.h"
+
+namespace ringmail::smtp {
+
+// Content already passed through encode_data_body(). Shared by every transaction that
+// sends the same message, so a campaign stores its body once.
+using EncodedBody = std::shared_ptr<const std::string>;
+
+struct Transaction {
+  uint64_t id = 0;           // chosen by the caller; returned with the outcome
+  std::string sender;        // reverse-path without brackets; "" for the null sender <>
+  std::vector<std::string> recipients;  // forward-paths without brackets; at least one
+  EncodedBody body;          // never null
+};
+
+enum class RecipientStatus : uint8_t {
+  kDelivered,  // the server's 2xx to the end of data
+  kDeferred,   // 4xx, or the connection was lost / timed out before the final reply
+  kBounced,    // 5xx
+};
+
+const char* to_string(RecipientStatus status);
+
+struct RecipientOutcome {
+  RecipientStatus status = RecipientStatus::kDeferred;
+  // The reply that decided it: the RCPT reply for a refused recipient, the MAIL or DATA
+  // reply when those failed, the reply to the end of data otherwise. For failures made
+  // locally (connection lost, timeout, protocol error) code is 0, the enhanced code is
+  // 4.4.2 (lost) / 4.4.7 (timeout) / 4.5.0 (protocol error) and text says what happened.
+  Reply reply;
+};
+
+struct TransactionOutcome {
+  Transaction transaction;                  // given back to the caller
+  std::vector<RecipientOutcome> recipients;  // parallel to transaction.recipients
+  // True when not one byte of this transaction reached the server (the connection failed
+  // before its MAIL was sent). The caller may retry it on another connection at no risk
+  // of a duplicate; `recipients` then holds deferred outcomes with the reason.
+  bool not_attempted = false;
+};
+
+}  // namespace ringmail::smtp
