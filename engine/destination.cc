@@ -1,0 +1,10 @@
+#include "engine/destination.h"
+
+namespace ringmail::engine {
+
+std::string Destination::key() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+}  // namespace ringmail::engine

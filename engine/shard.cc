@@ -1,0 +1,696 @@
+#include "engine/shard.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "engine/completion_token.h"
+
+namespace ringmail::engine {
+namespace {
+
+// A 64-entry submission queue per shard would be submitted several times per loop turn
+// with a thousand connections; 4096 entries hold a whole turn's sends.
+constexpr unsigned kRingEntries = 4096;
+// Provided receive buffers: replies are small, so 4 KiB each; 1024 of them cover every
+// connection of a busy shard receiving in the same loop turn (must be a power of two).
+constexpr unsigned kReceiveBuffers = 1024;
+constexpr size_t kReceiveBufferBytes = 4096;
+// Deadlines are checked this often; SMTP timeouts are seconds to minutes.
+constexpr auto kDeadlineCheckInterval = std::chrono::milliseconds(50);
+
+Clock::duration to_duration(Seconds s) {
+  return std::chrono::duration_cast<Clock::duration>(s);
+}
+
+smtp::Reply local_reply(smtp::EnhancedCode code, std::string text) {
+  smtp::Reply reply;
+  reply.enhanced = code;
+  reply.text = std::move(text);
+  return reply;
+}
+
+constexpr smtp::EnhancedCode kNoAnswer{4, 4, 1};
+constexpr smtp::EnhancedCode kConnectionLost{4, 4, 2};
+constexpr smtp::EnhancedCode kBadDestination{4, 4, 3};
+constexpr smtp::EnhancedCode kTimedOut{4, 4, 7};
+constexpr smtp::EnhancedCode kShutdown{4, 3, 2};
+
+const char* awaiting_name(smtp::Awaiting awaiting) {
+  switch (awaiting) {
+    case smtp::Awaiting::kNothing: return "idle";
+    case smtp::Awaiting::kGreeting: return "greeting";
+    case smtp::Awaiting::kCommand: return "command reply";
+    case smtp::Awaiting::kDataStart: return "DATA reply";
+    case smtp::Awaiting::kDataEnd: return "end-of-data reply";
+  }
+  return "reply";
+}
+
+}  // namespace
+
+Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, OutcomeSink* sink,
+             DeliveryCounters& counters)
+    : index_(index),
+      options_(options),
+      inbox_(inbox),
+      sink_(sink),
+      counters_(counters),
+      ring_(kRingEntries) {
+  receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
+  multishot_receive_ = receive_buffers_->available();
+}
+
+Shard::~Shard() = default;
+
+// ---------------------------------------------------------------------------- loop
+
+void Shard::run() {
+  now_ = Clock::now();
+  next_deadline_check_ = now_ + kDeadlineCheckInterval;
+  arm_inbox_read();
+  take_inbox();
+  while (true) {
+    schedule_active_pools();
+    flush_sends();
+    if (finished()) break;
+
+    __kernel_timespec wait = next_wait();
+    io_uring_cqe* cqe = nullptr;
+    int rc = io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, 1, &wait, nullptr);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      // The ring itself failed: nothing on this shard can make progress. Fail every
+      // connection so its recipients get an outcome, then stop.
+      for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+        Connection& c = connections_[slot];
+        if (c.state != Connection::State::kFree && c.session)
+          c.session->abort(kConnectionLost, "io_uring failure: " + std::string(strerror(-rc)));
+        if (c.state != Connection::State::kFree) collect_outcomes(c);
+      }
+      break;
+    }
+    now_ = Clock::now();
+    unsigned head;
+    unsigned count = 0;
+    io_uring_for_each_cqe(ring_.raw(), head, cqe) {
+      handle_completion(*cqe);
+      ++count;
+    }
+    io_uring_cq_advance(ring_.raw(), count);
+    if (now_ >= next_deadline_check_) {
+      check_deadlines();
+      next_deadline_check_ = now_ + kDeadlineCheckInterval;
+    }
+  }
+}
+
+__kernel_timespec Shard::next_wait() const {
+  if (!active_pools_.empty()) return {.tv_sec = 0, .tv_nsec = 0};  // more scheduling to do
+  Clock::time_point wake = next_deadline_check_;
+  if (options_.pool.messages_per_second > 0)
+    for (auto& [key, pool] : pools_) wake = std::min(wake, pool->next_token_time(now_));
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - Clock::now()).count();
+  if (ns < 0) ns = 0;
+  return {.tv_sec = ns / 1'000'000'000, .tv_nsec = ns % 1'000'000'000};
+}
+
+bool Shard::finished() const {
+  if (!inbox_exhausted_ && !(draining_ && inbox_.closed())) return false;
+  if (connections_.in_use() != 0) return false;
+  for (auto& [key, pool] : pools_)
+    if (!pool->queue.empty()) return false;
+  return true;
+}
+
+void Shard::arm_inbox_read() {
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_read(sqe, inbox_.eventfd(), &inbox_counter_, sizeof inbox_counter_, 0);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kInboxWake, 0, 0}.encode());
+  inbox_armed_ = true;
+}
+
+void Shard::take_inbox() {
+  // Read `closed` before taking, so a close that races with the last push is seen only
+  // after those jobs are in hand.
+  bool closed = inbox_.closed();
+  if (inbox_.drain_requested() && !draining_) begin_drain();
+  inbox_.take(incoming_);
+  for (ShardJob& job : incoming_) {
+    DestinationPool& pool = pool_for(job.destination);
+    if (draining_) {
+      give_up_not_attempted(std::move(job.transaction),
+                            local_reply(kShutdown, "shutting down before this was attempted"),
+                            true);
+    } else if (!pool.address_valid()) {
+      give_up_not_attempted(std::move(job.transaction),
+                            local_reply(kBadDestination,
+                                        "destination " + pool.destination().key() +
+                                            " is not a numeric address"),
+                            false);
+    } else if (pool.dead() && pool.connections.empty()) {
+      give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false);
+    } else {
+      pool.queue.push_back(std::move(job.transaction));
+      activate(pool);
+    }
+  }
+  incoming_.clear();
+  if (closed) {
+    inbox_exhausted_ = true;
+    // Nothing more will arrive: pools that ran dry can let their idle connections go.
+    for (auto& [key, pool] : pools_) activate(*pool);
+  }
+}
+
+void Shard::handle_completion(const io_uring_cqe& cqe) {
+  CompletionToken token = CompletionToken::decode(cqe.user_data);
+  if (token.op == OpKind::kInboxWake) {
+    inbox_armed_ = false;
+    take_inbox();
+    if (!inbox_exhausted_) arm_inbox_read();
+    return;
+  }
+  Connection* connection = connections_.find(token.slot, token.generation);
+  if (connection == nullptr) {
+    // A completion for a connection that is gone. Slots are released only after their
+    // last completion, so this is a defence, not a path we expect; a provided buffer it
+    // carries must still go back to the kernel.
+    if (token.op == OpKind::kRecv && (cqe.flags & IORING_CQE_F_BUFFER))
+      receive_buffers_->recycle(uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT));
+    return;
+  }
+  switch (token.op) {
+    case OpKind::kConnect: on_connect(token.slot, cqe.res); break;
+    case OpKind::kSend: on_send(token.slot, cqe.res); break;
+    case OpKind::kRecv: on_receive(token.slot, cqe); break;
+    case OpKind::kCancel:
+      --connection->ops_in_flight;
+      maybe_submit_close(token.slot);
+      break;
+    case OpKind::kClose:
+      --connection->ops_in_flight;
+      release(token.slot);
+      break;
+    case OpKind::kInboxWake: break;
+  }
+}
+
+void Shard::check_deadlines() {
+  if (draining_ && now_ >= drain_deadline_) {
+    for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+      Connection& c = connections_[slot];
+      if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen)
+        fail_connection(slot, kShutdown, "drain timeout: shutting down");
+    }
+    return;
+  }
+  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+    Connection& c = connections_[slot];
+    if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) continue;
+    if (now_ < c.deadline) continue;
+    if (c.state == Connection::State::kConnecting) {
+      fail_connection(slot, kNoAnswer, "timeout connecting to " + c.pool->destination().key());
+      continue;
+    }
+    smtp::ClientSession& session = *c.session;
+    if (session.idle() && !c.quit_requested && !c.send_in_flight) {
+      // Idle too long: say goodbye politely; the QUIT reply gets a command timeout.
+      c.quit_requested = true;
+      session.quit();
+      after_session_event(slot);
+      continue;
+    }
+    std::string what = c.send_in_flight ? "timeout sending to " : "timeout waiting for ";
+    what += c.send_in_flight ? c.pool->destination().key() : awaiting_name(session.awaiting());
+    fail_connection(slot, kTimedOut, what);
+  }
+}
+
+void Shard::begin_drain() {
+  draining_ = true;
+  drain_deadline_ = now_ + to_duration(options_.drain_timeout);
+  for (auto& [key, pool] : pools_) {
+    while (!pool->queue.empty()) {
+      smtp::Transaction txn = std::move(pool->queue.front());
+      pool->queue.pop_front();
+      give_up_not_attempted(std::move(txn),
+                            local_reply(kShutdown, "shutting down before this was attempted"),
+                            true);
+    }
+    activate(*pool);
+  }
+  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+    Connection& c = connections_[slot];
+    if (c.state == Connection::State::kOpen && !c.quit_requested) {
+      c.quit_requested = true;
+      c.session->quit();
+      after_session_event(slot);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- pools
+
+DestinationPool& Shard::pool_for(const Destination& destination) {
+  std::string key = destination.key();
+  auto it = pools_.find(key);
+  if (it == pools_.end())
+    it = pools_.emplace(key, std::make_unique<DestinationPool>(destination, options_.pool)).first;
+  return *it->second;
+}
+
+void Shard::activate(DestinationPool& pool) {
+  if (pool.in_active_list) return;
+  pool.in_active_list = true;
+  active_pools_.push_back(&pool);
+}
+
+void Shard::schedule_active_pools() {
+  // Pools whose rate limit has refilled need another look even without an event.
+  if (options_.pool.messages_per_second > 0)
+    for (auto& [key, pool] : pools_)
+      if (!pool->queue.empty()) activate(*pool);
+  // Scheduling may activate pools again; those wait for the next turn.
+  scheduling_.clear();
+  scheduling_.swap(active_pools_);
+  for (DestinationPool* pool : scheduling_) {
+    pool->in_active_list = false;
+    schedule_pool(*pool);
+  }
+}
+
+void Shard::schedule_pool(DestinationPool& pool) {
+  // Existing connections first: a reused connection costs the server nothing new.
+  for (size_t i = 0; i < pool.connections.size() && !pool.queue.empty(); ++i)
+    feed_connection(pool.connections[i]);
+  // Then open connections for the work still waiting, one per waiting transaction, up to
+  // the limit. Connections still connecting have already taken one transaction each.
+  while (!draining_ && !pool.queue.empty() && pool.connections.size() < pool.limits().max_connections) {
+    if (pool.dead()) {
+      defer_queue_of_dead_pool(pool);
+      break;
+    }
+    size_t before = pool.queue.size();
+    open_connection(pool);
+    if (pool.queue.size() == before) break;  // rate limited or could not open
+  }
+  // No more work will come: idle connections close now rather than at the idle timeout.
+  if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
+    for (uint32_t slot : pool.connections) {
+      Connection& c = connections_[slot];
+      if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested) {
+        c.quit_requested = true;
+        c.session->quit();
+        mark_dirty(slot);
+        set_deadline(c);
+      }
+    }
+  }
+}
+
+void Shard::feed_connection(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) return;
+  if (c.quit_requested || draining_) return;
+  DestinationPool& pool = *c.pool;
+  smtp::ClientSession& session = *c.session;
+  bool added = false;
+  const uint64_t max_messages = pool.limits().max_messages_per_connection;
+  while (!pool.queue.empty() && session.can_accept_transaction() &&
+         (max_messages == 0 || c.transactions_assigned < max_messages) &&
+         pool.take_send_token(now_)) {
+    session.add_transaction(std::move(pool.queue.front()));
+    pool.queue.pop_front();
+    ++c.transactions_assigned;
+    added = true;
+  }
+  if (max_messages != 0 && c.transactions_assigned >= max_messages && !c.quit_requested) {
+    // A fresh connection after this many messages, as Postfix's smtp_connection_reuse_count_limit.
+    c.quit_requested = true;
+    session.quit();
+    added = true;
+  }
+  if (added && c.state == Connection::State::kOpen) {
+    mark_dirty(slot);
+    set_deadline(c);
+  }
+}
+
+void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
+  while (!pool.queue.empty()) {
+    smtp::Transaction txn = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    give_up_not_attempted(std::move(txn), pool.last_failure(), false);
+  }
+}
+
+// ---------------------------------------------------------------------------- connections
+
+void Shard::open_connection(DestinationPool& pool) {
+  if (pool.limits().messages_per_second > 0 && pool.next_token_time(now_) > now_) return;
+  int fd = ::socket(pool.address_family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    counters_.count_connection_failure();
+    pool.record_connection_failure(
+        local_reply(kNoAnswer, std::string("cannot create socket: ") + strerror(errno)));
+    return;
+  }
+  // Commands are small and each write is a complete unit; Nagle would only add delay.
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  uint32_t slot = connections_.acquire();
+  Connection& c = connections_[slot];
+  c.state = Connection::State::kConnecting;
+  c.fd = fd;
+  c.pool = &pool;
+  smtp::SessionOptions session_options;
+  session_options.helo_name = options_.helo_name;
+  session_options.allow_pipelining = options_.pipelining;
+  c.session.emplace(std::move(session_options));
+  c.deadline = now_ + to_duration(options_.timeouts.connect);
+  pool.connections.push_back(slot);
+  ++pool.connecting;
+  counters_.count_connection_opened();
+
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_connect(sqe, fd, pool.address(), pool.address_length());
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kConnect, slot, c.generation}.encode());
+  ++c.ops_in_flight;
+  // The connecting session takes its first transaction now, so the next connection is
+  // opened only for work beyond it.
+  feed_connection(slot);
+}
+
+void Shard::on_connect(uint32_t slot, int result) {
+  Connection& c = connections_[slot];
+  --c.ops_in_flight;
+  if (c.state == Connection::State::kConnecting) --c.pool->connecting;
+  if (c.state != Connection::State::kConnecting) {
+    maybe_submit_close(slot);
+    return;
+  }
+  if (result < 0) {
+    fail_connection(slot, kNoAnswer,
+                    "connect to " + c.pool->destination().key() + ": " + strerror(-result));
+    return;
+  }
+  c.state = Connection::State::kOpen;
+  arm_receive(slot);
+  set_deadline(c);
+}
+
+void Shard::arm_receive(uint32_t slot) {
+  Connection& c = connections_[slot];
+  io_uring_sqe* sqe = ring_.sqe();
+  if (multishot_receive_) {
+    io_uring_prep_recv_multishot(sqe, c.fd, nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = ReceiveBufferRing::kGroupId;
+  } else {
+    if (!c.fallback_receive_buffer)
+      c.fallback_receive_buffer = std::make_unique<char[]>(Connection::kFallbackReceiveBytes);
+    io_uring_prep_recv(sqe, c.fd, c.fallback_receive_buffer.get(),
+                       Connection::kFallbackReceiveBytes, 0);
+  }
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kRecv, slot, c.generation}.encode());
+  ++c.ops_in_flight;
+  c.recv_armed = true;
+}
+
+void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
+  Connection& c = connections_[slot];
+  const bool more = cqe.flags & IORING_CQE_F_MORE;
+  if (!more) {
+    c.recv_armed = false;
+    --c.ops_in_flight;
+  }
+  const int result = cqe.res;
+  if (result > 0) {
+    std::string_view bytes;
+    uint16_t buffer_id = 0;
+    const bool provided = cqe.flags & IORING_CQE_F_BUFFER;
+    if (provided) {
+      buffer_id = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+      auto span = receive_buffers_->buffer(buffer_id, size_t(result));
+      bytes = {span.data(), span.size()};
+    } else {
+      bytes = {c.fallback_receive_buffer.get(), size_t(result)};
+    }
+    // The session copies what it keeps, so the buffer goes back to the kernel at once.
+    if (c.state == Connection::State::kOpen) c.session->receive(bytes);
+    if (provided) receive_buffers_->recycle(buffer_id);
+  }
+  if (c.state != Connection::State::kOpen) {
+    maybe_submit_close(slot);
+    return;
+  }
+  if (result == 0) {
+    if (c.session->phase() == smtp::SessionPhase::kClosed) {
+      begin_close(slot);  // the server closed after our QUIT or after an error reply
+      return;
+    }
+    fail_connection(slot, kConnectionLost, "connection closed by " + c.pool->destination().key());
+    return;
+  }
+  if (result < 0) {
+    if (result == -EINVAL && multishot_receive_ && c.session->phase() == smtp::SessionPhase::kConnecting) {
+      // Multishot receive is not supported here: use single receives from now on.
+      multishot_receive_ = false;
+    } else if (result != -ENOBUFS) {
+      // ENOBUFS only means every provided buffer was busy; they are back now, so re-arm.
+      fail_connection(slot, kConnectionLost, std::string("receive failed: ") + strerror(-result));
+      return;
+    }
+  }
+  if (!c.recv_armed && c.session->phase() != smtp::SessionPhase::kClosed) arm_receive(slot);
+  after_session_event(slot);
+}
+
+void Shard::submit_send(uint32_t slot) {
+  Connection& c = connections_[slot];
+  std::array<std::string_view, Connection::kMaxSendSegments> segments;
+  size_t n = c.session->pending_output(segments);
+  if (n == 0) return;
+  for (size_t i = 0; i < n; ++i)
+    c.send_iov[i] = {const_cast<char*>(segments[i].data()), segments[i].size()};
+  c.send_msg = {};
+  c.send_msg.msg_iov = c.send_iov.data();
+  c.send_msg.msg_iovlen = n;
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_sendmsg(sqe, c.fd, &c.send_msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kSend, slot, c.generation}.encode());
+  ++c.ops_in_flight;
+  c.send_in_flight = true;
+}
+
+void Shard::on_send(uint32_t slot, int result) {
+  Connection& c = connections_[slot];
+  --c.ops_in_flight;
+  c.send_in_flight = false;
+  if (c.state != Connection::State::kOpen) {
+    maybe_submit_close(slot);
+    return;
+  }
+  if (result < 0) {
+    fail_connection(slot, kConnectionLost, std::string("send failed: ") + strerror(-result));
+    return;
+  }
+  c.session->mark_sent(size_t(result));
+  after_session_event(slot);
+}
+
+void Shard::mark_dirty(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.in_dirty_list) return;
+  c.in_dirty_list = true;
+  dirty_.push_back(slot);
+}
+
+void Shard::flush_sends() {
+  // One send per connection per loop turn, all submitted together with the next wait.
+  for (size_t i = 0; i < dirty_.size(); ++i) {
+    uint32_t slot = dirty_[i];
+    Connection& c = connections_[slot];
+    c.in_dirty_list = false;
+    if (c.state != Connection::State::kOpen || c.send_in_flight) continue;
+    if (c.session->pending_output_bytes() > 0) {
+      submit_send(slot);
+    } else if (c.close_after_send) {
+      begin_close(slot);
+    }
+  }
+  dirty_.clear();
+}
+
+void Shard::after_session_event(uint32_t slot) {
+  Connection& c = connections_[slot];
+  smtp::ClientSession& session = *c.session;
+  if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
+    c.reached_ready = true;
+    c.pool->record_connection_ready();
+  }
+  if (session.phase() == smtp::SessionPhase::kClosed)
+    note_failure_if_never_ready(c, local_reply(kNoAnswer, "greeting or EHLO refused by " +
+                                                              c.pool->destination().key()));
+  collect_outcomes(c);
+  if (session.phase() == smtp::SessionPhase::kClosed) {
+    // Send what the session still has to say (a QUIT after a refused greeting), then close.
+    if (session.pending_output_bytes() > 0 || c.send_in_flight) {
+      c.close_after_send = true;
+      mark_dirty(slot);
+      set_deadline(c);
+    } else {
+      begin_close(slot);
+    }
+    return;
+  }
+  if (session.can_accept_transaction()) {
+    if (!c.pool->queue.empty()) feed_connection(slot);
+    else if (session.idle()) activate(*c.pool);  // may be time to QUIT
+  }
+  if (session.pending_output_bytes() > 0) mark_dirty(slot);
+  set_deadline(c);
+}
+
+void Shard::set_deadline(Connection& c) {
+  const Timeouts& t = options_.timeouts;
+  Seconds timeout;
+  switch (c.session->awaiting()) {
+    case smtp::Awaiting::kNothing:
+      timeout = c.quit_requested ? t.command : c.pool->limits().idle_timeout;
+      break;
+    case smtp::Awaiting::kGreeting: timeout = t.greeting; break;
+    case smtp::Awaiting::kCommand: timeout = t.command; break;
+    case smtp::Awaiting::kDataStart: timeout = t.data_start; break;
+    case smtp::Awaiting::kDataEnd: timeout = t.data_end; break;
+  }
+  if (c.send_in_flight || c.session->pending_output_bytes() > 0)
+    timeout = std::max(timeout, t.data_block);
+  c.deadline = now_ + to_duration(timeout);
+}
+
+void Shard::collect_outcomes(Connection& c) {
+  if (!c.session || c.session->finished().empty()) return;
+  outcome_scratch_.clear();
+  std::swap(outcome_scratch_, c.session->finished());
+  for (smtp::TransactionOutcome& outcome : outcome_scratch_)
+    finish_transaction(std::move(outcome), c.pool);
+  outcome_scratch_.clear();
+}
+
+void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason) {
+  Connection& c = connections_[slot];
+  if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen) {
+    // Record the failure before the session's outcomes are collected, so a destination
+    // now found dead stops taking its not-attempted transactions back.
+    note_failure_if_never_ready(c, local_reply(code, reason));
+    c.session->abort(code, reason);
+  }
+  begin_close(slot);
+}
+
+void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why) {
+  // A connection that never got through greeting and EHLO is a failure of the host;
+  // counted once per connection, whatever path closes it.
+  if (c.reached_ready || c.failure_noted) return;
+  c.failure_noted = true;
+  counters_.count_connection_failure();
+  c.pool->record_connection_failure(why);
+}
+
+void Shard::begin_close(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.state == Connection::State::kClosing || c.state == Connection::State::kFree) return;
+  if (c.state == Connection::State::kConnecting) --c.pool->connecting;
+  if (c.session && c.session->phase() != smtp::SessionPhase::kClosed)
+    c.session->abort(kConnectionLost, "connection closed");
+  note_failure_if_never_ready(c, local_reply(kConnectionLost, "connection closed before EHLO completed"));
+  collect_outcomes(c);
+  c.state = Connection::State::kClosing;
+  DestinationPool& pool = *c.pool;
+  pool.remove_connection(slot);
+  activate(pool);
+  if (c.ops_in_flight > 0) {
+    // A multishot receive (and a stuck send) hold the socket open: cancel them all first.
+    io_uring_sqe* sqe = ring_.sqe();
+    io_uring_prep_cancel_fd(sqe, c.fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kCancel, slot, c.generation}.encode());
+    ++c.ops_in_flight;
+    c.cancel_submitted = true;
+  }
+  maybe_submit_close(slot);
+}
+
+void Shard::maybe_submit_close(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.state != Connection::State::kClosing || c.ops_in_flight != 0 || c.close_submitted) return;
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_close(sqe, c.fd);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kClose, slot, c.generation}.encode());
+  ++c.ops_in_flight;
+  c.close_submitted = true;
+}
+
+void Shard::release(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.ops_in_flight != 0) return;  // the close completed first; the rest follow
+  connections_.release(slot);
+}
+
+// ---------------------------------------------------------------------------- outcomes
+
+void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool) {
+  if (outcome.not_attempted) {
+    // Nothing reached the server: another connection may try it without risk of a
+    // duplicate, unless the destination is down or we are stopping.
+    unsigned& retries = not_attempted_retries_[outcome.transaction.id];
+    if (!draining_ && pool && !pool->dead() && retries < options_.max_not_attempted_retries) {
+      ++retries;
+      pool->queue.push_front(std::move(outcome.transaction));
+      activate(*pool);
+      return;
+    }
+    not_attempted_retries_.erase(outcome.transaction.id);
+    if (pool && pool->dead() && !draining_) {
+      // Report the destination's failure, which says more than "connection closed".
+      give_up_not_attempted(std::move(outcome.transaction), pool->last_failure(), false);
+      return;
+    }
+  } else if (!not_attempted_retries_.empty()) {
+    not_attempted_retries_.erase(outcome.transaction.id);
+  }
+  bool any_delivered = false;
+  for (const smtp::RecipientOutcome& r : outcome.recipients) {
+    counters_.count_recipient(r.reply.code, int(r.status));
+    any_delivered |= r.status == smtp::RecipientStatus::kDelivered;
+  }
+  counters_.count_transaction(any_delivered);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
+                                  bool count_as_not_attempted) {
+  smtp::TransactionOutcome outcome;
+  outcome.not_attempted = true;
+  outcome.recipients.assign(transaction.recipients.size(),
+                            smtp::RecipientOutcome{smtp::RecipientStatus::kDeferred, why});
+  outcome.transaction = std::move(transaction);
+  if (count_as_not_attempted) {
+    counters_.count_not_attempted(outcome.recipients.size());
+  } else {
+    for (const smtp::RecipientOutcome& r : outcome.recipients)
+      counters_.count_recipient(r.reply.code, int(r.status));
+  }
+  counters_.count_transaction(false);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace ringmail::engine

@@ -1,0 +1,103 @@
+// One shard: one thread, one io_uring ring, and the destinations hashed to it with their
+// pools and connections. Nothing here is shared with other shards; the only meeting point
+// with other threads is the ShardInbox.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/connection.h"
+#include "engine/delivery_counters.h"
+#include "engine/destination_pool.h"
+#include "engine/engine_options.h"
+#include "engine/ring.h"
+#include "engine/seams.h"
+#include "engine/shard_inbox.h"
+
+namespace ringmail::engine {
+
+class Shard {
+ public:
+  // `inbox`, `sink` (may be null) and `counters` must outlive the shard.
+  Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, OutcomeSink* sink,
+        DeliveryCounters& counters);
+  ~Shard();
+
+  // The thread body: returns when the inbox is closed and all its work has finished, or
+  // after a drain.
+  void run();
+
+ private:
+  // ---- Loop
+  void arm_inbox_read();
+  void take_inbox();
+  void handle_completion(const io_uring_cqe& cqe);
+  void schedule_active_pools();
+  void flush_sends();
+  void check_deadlines();
+  bool finished() const;
+  void begin_drain();
+  __kernel_timespec next_wait() const;
+
+  // ---- Pools
+  DestinationPool& pool_for(const Destination& destination);
+  void activate(DestinationPool& pool);
+  void schedule_pool(DestinationPool& pool);
+  void feed_connection(uint32_t slot);
+  void defer_queue_of_dead_pool(DestinationPool& pool);
+
+  // ---- Connections
+  void open_connection(DestinationPool& pool);
+  void arm_receive(uint32_t slot);
+  void submit_send(uint32_t slot);
+  void mark_dirty(uint32_t slot);
+  void after_session_event(uint32_t slot);
+  void collect_outcomes(Connection& connection);
+  void fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason);
+  void note_failure_if_never_ready(Connection& connection, const smtp::Reply& why);
+  void begin_close(uint32_t slot);
+  void maybe_submit_close(uint32_t slot);
+  void release(uint32_t slot);
+  void set_deadline(Connection& connection);
+
+  void on_connect(uint32_t slot, int result);
+  void on_send(uint32_t slot, int result);
+  void on_receive(uint32_t slot, const io_uring_cqe& cqe);
+
+  // ---- Outcomes
+  void finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool);
+  void give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
+                             bool count_as_not_attempted);
+
+  unsigned index_;
+  const EngineOptions& options_;
+  ShardInbox& inbox_;
+  OutcomeSink* sink_;
+  DeliveryCounters& counters_;
+
+  Ring ring_;
+  std::unique_ptr<ReceiveBufferRing> receive_buffers_;
+  bool multishot_receive_ = true;
+  uint64_t inbox_counter_ = 0;  // eventfd read target: the kernel writes it while armed
+  bool inbox_armed_ = false;
+
+  ConnectionTable connections_;
+  std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;
+  std::vector<DestinationPool*> active_pools_;
+  std::vector<DestinationPool*> scheduling_;  // active_pools_ being worked through
+  std::vector<uint32_t> dirty_;
+  std::vector<ShardJob> incoming_;
+  std::vector<smtp::TransactionOutcome> outcome_scratch_;
+  std::unordered_map<uint64_t, unsigned> not_attempted_retries_;
+
+  Clock::time_point now_;
+  Clock::time_point next_deadline_check_;
+  bool draining_ = false;
+  Clock::time_point drain_deadline_{};
+  bool inbox_exhausted_ = false;  // closed and everything taken
+};
+
+}  // namespace ringmail::engine

@@ -1,0 +1,117 @@
+// Runs the real engine against a real server on loopback for a test: a vector of
+// recipients in, every transaction's outcome and the counters out, bounded in time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "smtp/message_body.h"
+
+namespace ringmail::test {
+
+class VectorJobSource final : public engine::JobSource {
+ public:
+  explicit VectorJobSource(std::vector<engine::DeliveryItem> items) : items_(std::move(items)) {}
+  std::optional<engine::DeliveryItem> next() override {
+    if (next_ >= items_.size()) return std::nullopt;
+    return std::move(items_[next_++]);
+  }
+
+ private:
+  std::vector<engine::DeliveryItem> items_;
+  size_t next_ = 0;
+};
+
+class RecordingSink final : public engine::OutcomeSink {
+ public:
+  void on_transaction_finished(unsigned, const smtp::TransactionOutcome& outcome) override {
+    std::lock_guard lock(mutex_);
+    outcomes_.push_back(outcome);
+  }
+  std::vector<smtp::TransactionOutcome> outcomes() const {
+    std::lock_guard lock(mutex_);
+    return outcomes_;
+  }
+  // recipient address -> its final outcome
+  std::map<std::string, smtp::RecipientOutcome> by_recipient() const {
+    std::map<std::string, smtp::RecipientOutcome> out;
+    std::lock_guard lock(mutex_);
+    for (auto& o : outcomes_)
+      for (size_t i = 0; i < o.recipients.size(); ++i)
+        out[o.transaction.recipients[i]] = o.recipients[i];
+    return out;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<smtp::TransactionOutcome> outcomes_;
+};
+
+// `count` recipients r000000@example.test ... sharing one small body.
+inline std::vector<engine::DeliveryItem> make_items(size_t count, size_t body_bytes = 200,
+                                                    std::string domain = "example.test") {
+  std::string content = "Subject: test\r\nFrom: s@example.test\r\n\r\n";
+  while (content.size() < body_bytes) content += "The quick brown fox jumps over the lazy dog.\r\n";
+  auto body = std::make_shared<const std::string>(smtp::encode_data_body(content));
+  std::vector<engine::DeliveryItem> items;
+  items.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    char name[64];
+    snprintf(name, sizeof name, "r%06zu@%s", i, domain.c_str());
+    items.push_back({"sender@example.test", name, body});
+  }
+  return items;
+}
+
+struct EngineRun {
+  engine::DeliverySnapshot counts;
+  std::vector<smtp::TransactionOutcome> outcomes;
+  std::map<std::string, smtp::RecipientOutcome> by_recipient;
+  bool finished = false;  // false: the run hit the test's time limit
+};
+
+inline engine::EngineOptions test_options() {
+  engine::EngineOptions options;
+  options.shards = 1;
+  options.helo_name = "ringmail.test";
+  options.pool.max_connections = 4;
+  options.pool.max_recipients_per_transaction = 1;
+  options.pool.idle_timeout = engine::Seconds(2);
+  options.timeouts.connect = engine::Seconds(5);
+  options.timeouts.greeting = engine::Seconds(5);
+  options.timeouts.command = engine::Seconds(5);
+  options.timeouts.data_start = engine::Seconds(5);
+  options.timeouts.data_block = engine::Seconds(5);
+  options.timeouts.data_end = engine::Seconds(5);
+  options.drain_timeout = engine::Seconds(5);
+  return options;
+}
+
+inline EngineRun run_engine(engine::EngineOptions options, const std::string& host, uint16_t port,
+                            std::vector<engine::DeliveryItem> items,
+                            std::chrono::seconds limit = std::chrono::seconds(60)) {
+  engine::StaticRelayResolver resolver(engine::Destination{host, port});
+  RecordingSink sink;
+  VectorJobSource source(std::move(items));
+  EngineRun run;
+  {
+    engine::Engine engine(options, resolver, &sink);
+    engine.start(source);
+    run.finished = engine.wait_for(std::chrono::duration_cast<std::chrono::milliseconds>(limit));
+    if (!run.finished) {
+      engine.request_drain();
+      engine.wait_for(std::chrono::seconds(30));
+    }
+    run.counts = engine.snapshot();
+  }
+  run.outcomes = sink.outcomes();
+  run.by_recipient = sink.by_recipient();
+  return run;
+}
+
+}  // namespace ringmail::test

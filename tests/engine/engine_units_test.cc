@@ -1,0 +1,126 @@
+// Unit tests of the engine's pure parts: completion tokens, transaction grouping, the
+// connection table's generations and the pool's rate limit.
+#include <gtest/gtest.h>
+
+#include "engine/completion_token.h"
+#include "engine/connection.h"
+#include "engine/destination_pool.h"
+#include "engine/transaction_batcher.h"
+
+namespace ringmail::engine {
+namespace {
+
+TEST(CompletionToken, RoundTrips) {
+  CompletionToken t{OpKind::kRecv, 123456, 0xABCDEF};
+  CompletionToken d = CompletionToken::decode(t.encode());
+  EXPECT_EQ(d.op, OpKind::kRecv);
+  EXPECT_EQ(d.slot, 123456u);
+  EXPECT_EQ(d.generation, 0xABCDEFu);
+  // Generations wrap at 24 bits.
+  EXPECT_EQ(CompletionToken::decode(CompletionToken{OpKind::kSend, 1, 0x1000001}.encode()).generation, 1u);
+}
+
+TEST(ConnectionTable, StaleCompletionIsNotFound) {
+  ConnectionTable table;
+  uint32_t slot = table.acquire();
+  table[slot].state = Connection::State::kOpen;
+  uint32_t generation = table[slot].generation;
+  EXPECT_NE(table.find(slot, generation), nullptr);
+  table.release(slot);
+  EXPECT_EQ(table.find(slot, generation), nullptr);  // freed
+  uint32_t again = table.acquire();
+  EXPECT_EQ(again, slot);  // the slot is reused ...
+  table[again].state = Connection::State::kOpen;
+  EXPECT_EQ(table.find(slot, generation), nullptr);  // ... but the old completion is dropped
+  EXPECT_NE(table.find(slot, table[again].generation), nullptr);
+  EXPECT_EQ(table.find(999, 0), nullptr);
+}
+
+TEST(TransactionBatcher, GroupsIdenticalContentUpToTheLimit) {
+  std::vector<ShardJob> out;
+  TransactionBatcher batcher(3, [&](ShardJob&& j) { out.push_back(std::move(j)); });
+  auto body = std::make_shared<const std::string>("x\r\n");
+  Destination relay{"127.0.0.1", 25};
+  for (int i = 0; i < 7; ++i)
+    batcher.add({"s@a", "r" + std::to_string(i) + "@b", body}, relay);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].transaction.recipients.size(), 3u);
+  batcher.flush();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2].transaction.recipients, std::vector<std::string>{"r6@b"});
+  EXPECT_NE(out[0].transaction.id, out[1].transaction.id);
+}
+
+TEST(TransactionBatcher, PersonalisedContentIsOneTransactionPerMessage) {
+  std::vector<ShardJob> out;
+  TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); });
+  Destination relay{"127.0.0.1", 25};
+  for (int i = 0; i < 5; ++i)
+    batcher.add({"s@a", "r@b", std::make_shared<const std::string>("body " + std::to_string(i))}, relay);
+  batcher.flush();
+  EXPECT_EQ(out.size(), 5u);
+}
+
+TEST(TransactionBatcher, SeparatesDestinationsAndSenders) {
+  std::vector<ShardJob> out;
+  TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); });
+  auto body = std::make_shared<const std::string>("x\r\n");
+  batcher.add({"s@a", "r1@b", body}, Destination{"127.0.0.1", 25});
+  batcher.add({"s@a", "r2@b", body}, Destination{"127.0.0.2", 25});
+  batcher.add({"t@a", "r3@b", body}, Destination{"127.0.0.1", 25});
+  batcher.add({"s@a", "r4@b", body}, Destination{"127.0.0.1", 25});
+  batcher.flush();
+  ASSERT_EQ(out.size(), 3u);
+  size_t total = 0;
+  for (auto& j : out) total += j.transaction.recipients.size();
+  EXPECT_EQ(total, 4u);
+}
+
+TEST(TransactionBatcher, BoundsOpenTransactions) {
+  std::vector<ShardJob> out;
+  TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); }, 2);
+  auto body = std::make_shared<const std::string>("x\r\n");
+  for (int i = 0; i < 3; ++i)
+    batcher.add({"s@a", "r@b", body}, Destination{"127.0.0." + std::to_string(i + 1), 25});
+  EXPECT_EQ(out.size(), 2u);  // the third destination forced a flush of the first two
+}
+
+TEST(DestinationPool, ParsesNumericAddresses) {
+  PoolLimits limits;
+  EXPECT_TRUE(DestinationPool(Destination{"127.0.0.1", 25}, limits).address_valid());
+  EXPECT_TRUE(DestinationPool(Destination{"::1", 25}, limits).address_valid());
+  EXPECT_FALSE(DestinationPool(Destination{"mail.example.test", 25}, limits).address_valid());
+  EXPECT_EQ(Destination({"::1", 2525}).key(), "[::1]:2525");
+}
+
+TEST(DestinationPool, RateLimitSpendsAndRefillsTokens) {
+  PoolLimits limits;
+  limits.messages_per_second = 10;
+  DestinationPool pool(Destination{"127.0.0.1", 25}, limits);
+  auto t0 = Clock::now();
+  int taken = 0;
+  while (pool.take_send_token(t0)) ++taken;
+  EXPECT_EQ(taken, 10);  // one second's burst
+  pool.queue.push_back({});
+  auto due = pool.next_token_time(t0);
+  EXPECT_GT(due, t0);
+  EXPECT_LE(due, t0 + std::chrono::milliseconds(101));
+  EXPECT_TRUE(pool.take_send_token(t0 + std::chrono::milliseconds(100)));
+  EXPECT_FALSE(pool.take_send_token(t0 + std::chrono::milliseconds(100)));
+}
+
+TEST(DestinationPool, DeadAfterRepeatedFailuresAndRevivedByASuccess) {
+  DestinationPool pool(Destination{"127.0.0.1", 25}, PoolLimits{});
+  smtp::Reply why;
+  why.text = "refused";
+  for (unsigned i = 0; i + 1 < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(why);
+  EXPECT_FALSE(pool.dead());
+  pool.record_connection_failure(why);
+  EXPECT_TRUE(pool.dead());
+  EXPECT_EQ(pool.last_failure().text, "refused");
+  pool.record_connection_ready();
+  EXPECT_FALSE(pool.dead());
+}
+
+}  // namespace
+}  // namespace ringmail::engine
