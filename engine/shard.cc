@@ -560,7 +560,7 @@ void Shard::after_session_event(uint32_t slot) {
 
 void Shard::set_deadline(Connection& c) {
   const Timeouts& t = options_.timeouts;
-  Seconds timeout;
+  Seconds timeout = t.command;
   switch (c.session->awaiting()) {
     case smtp::Awaiting::kNothing:
       timeout = c.quit_requested ? t.command : c.pool->limits().idle_timeout;
