@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -117,17 +118,155 @@ class ClientSession {
   uint64_t transactions_completed() const;
 
  private:
-  // Implementation details live in client_session.cc; see the comments there.
-  struct Expected;  // one reply awaited: which command, for which transaction/recipient
-  struct Pending;   // one transaction and its progress
+  // Behaviour notes, where the contract above leaves a choice (Postfix smtp(8) decided):
+  // - Output lifetime is stronger than promised above: bytes returned by pending_output()
+  //   stay at the same address until mark_sent() covers them, whatever else is called
+  //   meanwhile (so a send may be in flight across receive()/add_transaction()). After
+  //   abort(), a protocol error or a 421 the rest of the output is withdrawn (pending
+  //   bytes 0, mark_sent() ignored) but kept alive until the session is destroyed.
+  //   abort() on a closed session withdraws what is left (the QUIT after a refused
+  //   greeting); outcomes are never produced twice.
+  // - Segments: a command group is one owned segment (commands are appended to the last
+  //   owned segment while it has room, never moving bytes already there); a body is its
+  //   own segment pointing into the shared body. With pipelining, one message costs
+  //   [body] [".\r\n" + ("RSET\r\n") + next MAIL/RCPT.../DATA]: two segments.
+  // - finished() fills when a transaction's last expected reply arrives: the reply to
+  //   the dot, or to MAIL/RCPT/DATA when it was refused there (with PIPELINING the reply
+  //   to DATA, which was already sent), or the ignored reply to a dot sent with no
+  //   accepted recipient; or at once when the session fails (abort, protocol error,
+  //   421, refused greeting/HELO/RSET), with every undecided recipient deferred.
+  // - transactions_completed() counts transactions finished by their own server replies
+  //   (the dot's reply, or a refusal of MAIL/every RCPT/DATA), not those failed wholesale.
+  // - not_attempted: no reply was received for the transaction and none of its MAIL
+  //   command's bytes had been marked sent (an RSET before it does not count).
+  // - EHLO refused with any 4xx/5xx but 421 falls back to HELO. A refused greeting or
+  //   HELO defers every queued transaction with that reply and queues QUIT (not after a
+  //   421). A refused RSET ends the session without QUIT (the stream state is unclear).
+  // - After a 421 every other unfinished recipient is deferred with that 421 reply.
+  // - quit() before the greeting: QUIT follows the 220 directly, without EHLO. QUIT is not
+  //   pipelined after the last dot; it goes once every transaction has finished.
+  // - The queue limit is soft: add_transaction() beyond max_queued_transactions() queues
+  //   (sent in turn). In kQuitting/kClosed a transaction comes straight back in
+  //   finished(), deferred 4.4.2 and not_attempted. An address containing CR or LF
+  //   bounces the whole transaction locally (code 0, 5.1.3): it would inject commands.
+  //   A transaction without recipients comes straight back, not_attempted.
+  // - BODY=8BITMIME is not sent (it would need a scan of every body per transaction).
+
+  // The reply each queued command waits for; the transaction it concerns is always the
+  // oldest unfinished one, since replies come in order and transactions finish in order.
+  enum class Command : uint8_t {
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kMail,
+    kRcpt,
+    kData,
+    kDot,
+    kDotWithoutRecipients,  // the dot closing a DATA opened with no accepted recipient
+    kRset,
+    kQuit,
+  };
+  // How far a transaction's sending has gone; with pipelining the next transaction's
+  // envelope may follow once this one is kDone.
+  enum class SendStage : uint8_t { kNotSent, kEnvelopeSent, kDone };
+
+  struct Pending {
+    // recipients[i].reply.code is the progress marker until the end: 0 no RCPT reply
+    // yet, 2xx accepted (awaiting DATA/dot), 4xx/5xx decided.
+    TransactionOutcome outcome;
+    uint64_t mail_offset = UINT64_MAX;  // output stream offset of its MAIL; MAX: not queued
+    uint32_t rcpt_replies = 0;
+    uint32_t accepted = 0;
+    bool mail_failed = false;
+    bool got_reply = false;
+    SendStage send = SendStage::kNotSent;
+  };
+
   struct OutSegment {
     EncodedBody body;   // set for a body segment; null for an owned command segment
-    std::string owned;  // commands (coalesced)
+    std::string owned;  // commands (coalesced); capacity kept when the slot is reused
     size_t offset = 0;  // bytes already sent from this segment
   };
 
+  // A FIFO over a power-of-two ring whose slots keep their buffers when reused; a deque
+  // would allocate and free blocks as a steady stream walks through it.
+  template <typename T>
+  class Ring {
+   public:
+    bool empty() const { return size_ == 0; }
+    size_t size() const { return size_; }
+    T& operator[](size_t i) { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+    const T& operator[](size_t i) const { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+    T& front() { return (*this)[0]; }
+    const T& front() const { return (*this)[0]; }
+    T& back() { return (*this)[size_ - 1]; }
+    // Appends the next slot as its previous use left it; the caller resets what matters.
+    T& push_back() {
+      if (size_ == slots_.size()) grow();
+      ++size_;
+      return back();
+    }
+    void pop_front() {
+      head_ = (head_ + 1) & (slots_.size() - 1);
+      --size_;
+    }
+    void clear() { head_ = size_ = 0; }
+
+   private:
+    void grow() {
+      std::vector<T> bigger(slots_.empty() ? 4 : slots_.size() * 2);
+      for (size_t i = 0; i < size_; ++i) bigger[i] = std::move((*this)[i]);
+      slots_ = std::move(bigger);
+      head_ = 0;
+    }
+    std::vector<T> slots_;
+    size_t head_ = 0;
+    size_t size_ = 0;
+  };
+
+  // Input side (client_session.cc).
+  void handle_reply(Reply& reply);
+  void dispatch(Command command, Reply& reply);
+  void on_greeting(const Reply& reply);
+  void on_ehlo(const Reply& reply);
+  void on_helo(const Reply& reply);
+  void on_mail(const Reply& reply);
+  void on_rcpt(const Reply& reply);
+  void on_data(const Reply& reply);
+  void on_dot(Reply& reply);
+  void handshake_done();
+  void pump();
+  void finish_front(bool by_server);
+  void fail_session(const Reply& reply, bool send_quit);
+  void protocol_error(std::string what);
+  void unexpected_reply(Command command, const Reply& reply);
+
+  // Output side (client_session_output.cc).
+  std::string& command_buffer(size_t bytes);
+  void queue_command(std::initializer_list<std::string_view> parts, Command expect);
+  void queue_mail(Pending& pending);
+  void queue_rcpt(Pending& pending, size_t index);
+  void queue_envelope(Pending& pending);
+  void queue_body_and_dot(Pending& pending);
+  void queue_quit();
+  void withdraw_output() { output_withdrawn_ = true; }
+
   SessionOptions options_;
-  // ... private members are the implementer's choice.
+  ReplyParser parser_;
+  Capabilities capabilities_;
+  SessionPhase phase_ = SessionPhase::kConnecting;
+  bool pipelining_ = false;  // advertised and allowed
+  bool need_rset_ = false;   // the last transaction aborted; RSET before next MAIL
+  bool quit_requested_ = false;
+  bool quit_queued_ = false;
+  bool output_withdrawn_ = false;  // the session failed: nothing more is offered
+  Ring<Command> expected_;         // replies awaited, in order
+  Ring<Pending> pending_;          // unfinished transactions, in order
+  Ring<OutSegment> out_;           // output not yet marked sent
+  uint64_t queued_bytes_ = 0;      // every byte ever queued...
+  uint64_t sent_bytes_ = 0;        // ...and marked sent: offsets into one output stream
+  uint64_t completed_ = 0;
+  std::vector<TransactionOutcome> finished_;
 };
 
 }  // namespace ringmail::smtp
