@@ -1,0 +1,335 @@
+#include "app/config.h"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "app/mailbox.h"
+
+namespace ringmail::app {
+namespace {
+
+using Status = std::expected<void, std::string>;
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      return "a date/time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+template <typename T>
+Status read_integer(const toml::node& n, T& out, uint64_t min, uint64_t max) {
+  if (!n.is_integer()) {
+    return std::unexpected(fmt::format("must be an integer, not {}", type_name(n)));
+  }
+  int64_t v = n.as_integer()->get();
+  if (v < 0 || static_cast<uint64_t>(v) < min || static_cast<uint64_t>(v) > max) {
+    return std::unexpected(fmt::format("must be from {} to {} (got {})", min, max, v));
+  }
+  out = static_cast<T>(v);
+  return {};
+}
+
+std::expected<double, std::string> read_number(const toml::node& n, double min, double max) {
+  double v = 0;
+  if (n.is_integer()) {
+    v = static_cast<double>(n.as_integer()->get());
+  } else if (n.is_floating_point()) {
+    v = n.as_floating_point()->get();
+  } else {
+    return std::unexpected(fmt::format("must be a number, not {}", type_name(n)));
+  }
+  if (!std::isfinite(v) || v < min || v > max) {
+    return std::unexpected(fmt::format("must be from {} to {} (got {})", min, max, v));
+  }
+  return v;
+}
+
+// A timeout must be positive; `allow_zero` for the ones where 0 means "at once".
+Status read_seconds(const toml::node& n, engine::Seconds& out, bool allow_zero) {
+  auto v = read_number(n, 0, Limits::kMaxSeconds);
+  if (!v) return std::unexpected(v.error());
+  if (*v == 0 && !allow_zero) return std::unexpected("must be more than 0 seconds");
+  out = engine::Seconds(*v);
+  return {};
+}
+
+Status read_bool(const toml::node& n, bool& out) {
+  if (!n.is_boolean())
+    return std::unexpected(fmt::format("must be true or false, not {}", type_name(n)));
+  out = n.as_boolean()->get();
+  return {};
+}
+
+Status read_string(const toml::node& n, std::string& out) {
+  if (!n.is_string()) return std::unexpected(fmt::format("must be a string, not {}", type_name(n)));
+  out = n.as_string()->get();
+  return {};
+}
+
+Status read_progress_mode(const toml::node& n, ProgressMode& out) {
+  std::string s;
+  if (auto ok = read_string(n, s); !ok) return ok;
+  for (ProgressMode m :
+       {ProgressMode::kAuto, ProgressMode::kBar, ProgressMode::kPlain, ProgressMode::kOff}) {
+    if (s == to_string(m)) {
+      out = m;
+      return {};
+    }
+  }
+  return std::unexpected(
+      fmt::format("must be \"auto\", \"bar\", \"plain\" or \"off\" (got \"{}\")", s));
+}
+
+struct KeyRule {
+  std::string_view table;
+  std::string_view key;
+  Status (*apply)(const toml::node&, Config&);
+};
+
+// The whole schema. ringmail.example.toml and CONFIG.md document these keys; a unit test
+// keeps the three in step.
+constexpr KeyRule kRules[] = {
+    {"send", "relay", [](const toml::node& n, Config& c) { return read_string(n, c.relay); }},
+    {"send", "from", [](const toml::node& n, Config& c) { return read_string(n, c.from); }},
+    {"engine", "shards",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.shards, 0, Limits::kMaxShards);
+     }},
+    {"engine", "helo_name",
+     [](const toml::node& n, Config& c) { return read_string(n, c.engine.helo_name); }},
+    {"engine", "pipelining",
+     [](const toml::node& n, Config& c) { return read_bool(n, c.engine.pipelining); }},
+    {"engine", "drain_timeout",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.engine.drain_timeout, true); }},
+    {"engine", "shard_inbox_capacity",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.shard_inbox_capacity, 1, 1u << 24);
+     }},
+    {"engine", "max_not_attempted_retries",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.max_not_attempted_retries, 0, 1000);
+     }},
+    {"timeouts", "connect",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.connect, false);
+     }},
+    {"timeouts", "greeting",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.greeting, false);
+     }},
+    {"timeouts", "command",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.command, false);
+     }},
+    {"timeouts", "data_start",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.data_start, false);
+     }},
+    {"timeouts", "data_block",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.data_block, false);
+     }},
+    {"timeouts", "data_end",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.timeouts.data_end, false);
+     }},
+    {"pool", "max_connections",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.pool.max_connections, 1, Limits::kMaxConnections);
+     }},
+    {"pool", "max_messages_per_connection",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.pool.max_messages_per_connection, 1,
+                           Limits::kMaxMessagesPerConnection);
+     }},
+    {"pool", "max_recipients_per_transaction",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.pool.max_recipients_per_transaction, 1,
+                           Limits::kMaxRecipientsPerTransaction);
+     }},
+    {"pool", "idle_timeout",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.pool.idle_timeout, true);
+     }},
+    {"pool", "messages_per_second",
+     [](const toml::node& n, Config& c) -> Status {
+       auto v = read_number(n, 0, Limits::kMaxRate);
+       if (!v) return std::unexpected(v.error());
+       c.engine.pool.messages_per_second = *v;
+       return {};
+     }},
+    {"progress", "mode",
+     [](const toml::node& n, Config& c) { return read_progress_mode(n, c.progress.mode); }},
+    {"progress", "interval",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.progress.plain_interval, false);
+     }},
+};
+
+bool is_table_name(std::string_view name) {
+  for (const KeyRule& r : kRules) {
+    if (r.table == name) return true;
+  }
+  return false;
+}
+
+const KeyRule* find_rule(std::string_view table, std::string_view key) {
+  for (const KeyRule& r : kRules) {
+    if (r.table == table && r.key == key) return &r;
+  }
+  return nullptr;
+}
+
+std::string keys_of(std::string_view table) {
+  std::string out;
+  for (const KeyRule& r : kRules) {
+    if (r.table != table) continue;
+    if (!out.empty()) out += ", ";
+    out += r.key;
+  }
+  return out;
+}
+
+// A value from the user, quoted in an error message with control bytes escaped, so a
+// stray CR cannot rewrite the terminal line that reports it.
+std::string escaped(std::string_view value) {
+  std::string out;
+  for (unsigned char c : value) {
+    if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(ProgressMode mode) {
+  switch (mode) {
+    case ProgressMode::kAuto:
+      return "auto";
+    case ProgressMode::kBar:
+      return "bar";
+    case ProgressMode::kPlain:
+      return "plain";
+    case ProgressMode::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+std::expected<Config, std::string> parse_config(std::string_view toml_text,
+                                                std::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    return std::unexpected(
+        fmt::format("{}:{}: {}", source_name, e.source().begin.line, e.description()));
+  }
+
+  Config config;
+  for (auto&& [table_key, table_node] : root) {
+    const auto line = table_key.source().begin.line;
+    if (!is_table_name(table_key.str())) {
+      return std::unexpected(
+          fmt::format("{}:{}: unknown {} '{}' (known tables: send, engine, "
+                      "timeouts, pool, progress)",
+                      source_name, line, table_node.is_table() ? "table" : "key", table_key.str()));
+    }
+    const toml::table* table = table_node.as_table();
+    if (table == nullptr) {
+      return std::unexpected(fmt::format("{}:{}: '{}' must be a table, not {}", source_name, line,
+                                         table_key.str(), type_name(table_node)));
+    }
+    for (auto&& [key, value] : *table) {
+      const KeyRule* rule = find_rule(table_key.str(), key.str());
+      if (rule == nullptr) {
+        return std::unexpected(fmt::format("{}:{}: unknown key '{}.{}' (keys of [{}]: {})",
+                                           source_name, key.source().begin.line, table_key.str(),
+                                           key.str(), table_key.str(), keys_of(table_key.str())));
+      }
+      if (auto ok = rule->apply(value, config); !ok) {
+        return std::unexpected(fmt::format("{}:{}: '{}.{}' {}", source_name,
+                                           value.source().begin.line, table_key.str(), key.str(),
+                                           ok.error()));
+      }
+    }
+  }
+  return config;
+}
+
+std::expected<Config, std::string> load_config_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return std::unexpected(fmt::format("cannot read config file '{}': is a directory", path));
+  }
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::unexpected(fmt::format("cannot read config file '{}': {}", path,
+                                       std::strerror(errno != 0 ? errno : ENOENT)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return std::unexpected(fmt::format("cannot read config file '{}'", path));
+  return parse_config(text.view(), path);
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> keys;
+  for (const KeyRule& r : kRules) keys.push_back(fmt::format("{}.{}", r.table, r.key));
+  return keys;
+}
+
+std::expected<void, std::string> validate_for_send(const Config& config) {
+  if (config.relay.empty()) {
+    return std::unexpected("no relay: give --relay HOST:PORT or set [send] relay in the config");
+  }
+  if (config.from.empty()) {
+    return std::unexpected("no sender: give --from ADDRESS or set [send] from in the config");
+  }
+  if (auto ok = validate_mailbox(config.from); !ok) {
+    return std::unexpected(
+        fmt::format("invalid sender address '{}': {}", escaped(config.from), ok.error()));
+  }
+  if (auto ok = validate_domain(config.engine.helo_name); !ok) {
+    return std::unexpected(
+        fmt::format("invalid EHLO name '{}': {}", escaped(config.engine.helo_name), ok.error()));
+  }
+  return {};
+}
+
+}  // namespace ringmail::app

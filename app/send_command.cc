@@ -1,0 +1,119 @@
+#include "app/send_command.h"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+#include "app/console.h"
+#include "app/progress.h"
+#include "app/recipients_job_source.h"
+#include "app/send_plan.h"
+#include "app/summary.h"
+#include "engine/engine.h"
+
+namespace ringmail::app {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr timespec kTick{0, 200'000'000};  // how often progress redraws and the run is polled
+
+size_t terminal_width() {
+  winsize ws{};
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 0;
+}
+
+}  // namespace
+
+int run_send(const SendFlags& flags) {
+  auto plan = prepare_send(flags);
+  if (!plan) {
+    std::cerr << "ringmail: " << plan.error() << '\n';
+    return 2;
+  }
+  if (plan->estimated_total == 0) {
+    std::cerr << "ringmail: " << flags.recipients_path << ": warning: no recipient lines\n";
+  }
+
+  // Blocked before any engine thread exists, so all of them inherit the mask and SIGINT /
+  // SIGTERM wait for sigtimedwait() below instead of killing the process mid-transaction.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A peer closing early must be an error on that write, not the death of the process.
+  signal(SIGPIPE, SIG_IGN);
+
+  const ProgressStyle style =
+      resolve_progress_style(plan->config.progress.mode, isatty(STDERR_FILENO) == 1);
+  Console console(std::cerr, style == ProgressStyle::kBar,
+                  style == ProgressStyle::kBar ? terminal_width() : 0);
+  RecipientsJobSource source(std::move(plan->recipients), plan->config.from, plan->body, console);
+  engine::StaticRelayResolver resolver(plan->relay);
+
+  std::unique_ptr<engine::Engine> engine;  // declared last: destroyed (joined) first
+  const Clock::time_point start = Clock::now();
+  try {
+    engine = std::make_unique<engine::Engine>(plan->config.engine, resolver, nullptr);
+    engine->start(source);
+  } catch (const std::exception& e) {
+    std::cerr << "ringmail: cannot start the engine: " << e.what() << '\n';
+    return 2;
+  }
+
+  ProgressMeter meter(console, style, plan->config.progress.plain_interval, start);
+  auto counts_now = [&] {
+    return make_progress_counts(engine->snapshot(), source.rejected(), source.accepted(),
+                                source.exhausted(), plan->estimated_total.value_or(0));
+  };
+  bool interrupted = false;
+  while (true) {
+    const int sig = sigtimedwait(&stop_signals, nullptr, &kTick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      if (interrupted) {
+        console.print_line("ringmail: second signal: exiting without waiting");
+        std::fflush(stdout);
+        std::_Exit(130);
+      }
+      interrupted = true;
+      console.print_line(fmt::format(
+          "ringmail: SIG{} received: draining, transactions in flight get up to {}s (send "
+          "it again to abort)",
+          sigabbrev_np(sig), plan->config.engine.drain_timeout.count()));
+      engine->request_drain();
+    }
+    if (engine->wait_for(std::chrono::milliseconds(0))) break;
+    meter.update(Clock::now(), counts_now());
+  }
+  const Clock::time_point end = Clock::now();
+  meter.finish(end, counts_now());
+
+  RunResult result;
+  result.delivery = engine->snapshot();
+  result.rejected = source.rejected();
+  result.taken = engine->recipients_taken();
+  result.source_exhausted = source.exhausted();
+  result.interrupted = interrupted;
+  result.elapsed_s = std::chrono::duration<double>(end - start).count();
+
+  if (flags.summary == SummaryFormat::kJson) {
+    std::cout << format_summary_json(result) << std::endl;
+    if (!flags.quiet) std::cerr << format_summary_text(result);
+  } else if (!flags.quiet) {
+    std::cout << format_summary_text(result) << std::flush;
+  }
+  return exit_status(result);
+}
+
+}  // namespace ringmail::app

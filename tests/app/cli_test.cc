@@ -1,0 +1,138 @@
+#include "app/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace ringmail::app {
+namespace {
+
+struct Parsed {
+  std::expected<SendFlags, int> flags;
+  std::string out;
+  std::string err;
+};
+
+Parsed parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "ringmail");
+  std::ostringstream out, err;
+  auto flags = parse_command_line(static_cast<int>(args.size()), args.data(), out, err);
+  return {std::move(flags), out.str(), err.str()};
+}
+
+TEST(app_cli, ParsesEveryOptionOfSend) {
+  auto p = parse({"send",
+                  "--relay",
+                  "127.0.0.1:2525",
+                  "--from",
+                  "a@b.c",
+                  "--message",
+                  "m.eml",
+                  "--recipients",
+                  "r.csv",
+                  "--connections",
+                  "8",
+                  "--rcpt-per-txn",
+                  "50",
+                  "--shards",
+                  "2",
+                  "--config",
+                  "x.toml",
+                  "--summary",
+                  "json",
+                  "--no-pipelining",
+                  "--helo",
+                  "mta.example",
+                  "--drain-timeout",
+                  "1.5",
+                  "--max-msgs-per-conn",
+                  "9",
+                  "--rate",
+                  "100",
+                  "--quiet"});
+  ASSERT_TRUE(p.flags) << p.err;
+  const SendFlags& f = *p.flags;
+  EXPECT_EQ(f.relay, "127.0.0.1:2525");
+  EXPECT_EQ(f.from, "a@b.c");
+  EXPECT_EQ(f.message_path, "m.eml");
+  EXPECT_EQ(f.recipients_path, "r.csv");
+  EXPECT_EQ(f.connections, 8u);
+  EXPECT_EQ(f.recipients_per_transaction, 50u);
+  EXPECT_EQ(f.shards, 2u);
+  EXPECT_EQ(f.config_path, "x.toml");
+  EXPECT_EQ(f.summary, SummaryFormat::kJson);
+  EXPECT_TRUE(f.no_pipelining);
+  EXPECT_EQ(f.helo, "mta.example");
+  EXPECT_EQ(f.drain_timeout_s, 1.5);
+  EXPECT_EQ(f.max_messages_per_connection, 9u);
+  EXPECT_EQ(f.messages_per_second, 100.0);
+  EXPECT_TRUE(f.quiet);
+}
+
+TEST(app_cli, UnsetOptionsStayUnset) {
+  auto p = parse({"send", "--message", "m.eml", "--recipients", "r.txt"});
+  ASSERT_TRUE(p.flags) << p.err;
+  EXPECT_FALSE(p.flags->relay);
+  EXPECT_FALSE(p.flags->connections);
+  EXPECT_FALSE(p.flags->drain_timeout_s);
+  EXPECT_FALSE(p.flags->no_pipelining);
+  EXPECT_EQ(p.flags->summary, SummaryFormat::kText);
+}
+
+TEST(app_cli, HelpDocumentsEveryOptionAndExitsZero) {
+  for (auto args :
+       {std::vector<const char*>{"--help"}, std::vector<const char*>{"send", "--help"}}) {
+    auto p = parse(args);
+    ASSERT_FALSE(p.flags);
+    EXPECT_EQ(p.flags.error(), 0);
+    for (const char* option :
+         {"--relay", "--from", "--message", "--recipients", "--connections", "--rcpt-per-txn",
+          "--shards", "--config", "--summary", "--no-pipelining", "--helo", "--drain-timeout",
+          "--max-msgs-per-conn", "--rate", "--quiet"}) {
+      EXPECT_NE(p.out.find(option), std::string::npos) << option << " missing from " << args[0];
+    }
+  }
+}
+
+TEST(app_cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(parse({}).flags.error(), 2);
+  EXPECT_EQ(parse({"send", "--message", "m.eml"}).flags.error(), 2);  // --recipients missing
+  EXPECT_EQ(
+      parse({"send", "--message", "m", "--recipients", "r", "--summary", "xml"}).flags.error(), 2);
+  EXPECT_EQ(
+      parse({"send", "--message", "m", "--recipients", "r", "--connections", "0"}).flags.error(),
+      2);
+  EXPECT_EQ(
+      parse({"send", "--message", "m", "--recipients", "r", "--shards", "many"}).flags.error(), 2);
+  EXPECT_EQ(parse({"send", "--message", "m", "--recipients", "r", "--bogus"}).flags.error(), 2);
+  EXPECT_EQ(parse({"fly"}).flags.error(), 2);
+}
+
+TEST(app_cli, FlagsOverrideTheConfig) {
+  Config config;
+  config.relay = "config:25";
+  config.from = "config@example.com";
+  config.engine.pool.max_connections = 3;
+  config.engine.pool.max_recipients_per_transaction = 7;
+
+  SendFlags flags;
+  flags.relay = "flag:2525";
+  flags.connections = 40;
+  flags.drain_timeout_s = 0;
+  flags.no_pipelining = true;
+  flags.quiet = true;
+  apply_flags(flags, config);
+
+  EXPECT_EQ(config.relay, "flag:2525");
+  EXPECT_EQ(config.from, "config@example.com");  // not given: the config's value stays
+  EXPECT_EQ(config.engine.pool.max_connections, 40u);
+  EXPECT_EQ(config.engine.pool.max_recipients_per_transaction, 7u);
+  EXPECT_EQ(config.engine.drain_timeout, engine::Seconds(0));
+  EXPECT_FALSE(config.engine.pipelining);
+  EXPECT_EQ(config.progress.mode, ProgressMode::kOff);
+}
+
+}  // namespace
+}  // namespace ringmail::app

@@ -1,0 +1,242 @@
+#include "app/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "tests/app/temp_dir.h"
+
+namespace ringmail::app {
+namespace {
+
+void expect_engine_options_equal(const engine::EngineOptions& a, const engine::EngineOptions& b) {
+  EXPECT_EQ(a.shards, b.shards);
+  EXPECT_EQ(a.helo_name, b.helo_name);
+  EXPECT_EQ(a.pipelining, b.pipelining);
+  EXPECT_EQ(a.timeouts.connect, b.timeouts.connect);
+  EXPECT_EQ(a.timeouts.greeting, b.timeouts.greeting);
+  EXPECT_EQ(a.timeouts.command, b.timeouts.command);
+  EXPECT_EQ(a.timeouts.data_start, b.timeouts.data_start);
+  EXPECT_EQ(a.timeouts.data_block, b.timeouts.data_block);
+  EXPECT_EQ(a.timeouts.data_end, b.timeouts.data_end);
+  EXPECT_EQ(a.pool.max_connections, b.pool.max_connections);
+  EXPECT_EQ(a.pool.max_messages_per_connection, b.pool.max_messages_per_connection);
+  EXPECT_EQ(a.pool.max_recipients_per_transaction, b.pool.max_recipients_per_transaction);
+  EXPECT_EQ(a.pool.idle_timeout, b.pool.idle_timeout);
+  EXPECT_EQ(a.pool.messages_per_second, b.pool.messages_per_second);
+  EXPECT_EQ(a.drain_timeout, b.drain_timeout);
+  EXPECT_EQ(a.shard_inbox_capacity, b.shard_inbox_capacity);
+  EXPECT_EQ(a.max_not_attempted_retries, b.max_not_attempted_retries);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(app_config, EmptyFileKeepsEveryDefault) {
+  auto config = parse_config("", "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  expect_engine_options_equal(config->engine, engine::EngineOptions{});
+  EXPECT_EQ(config->relay, "");
+  EXPECT_EQ(config->from, "");
+  EXPECT_EQ(config->progress.mode, ProgressMode::kAuto);
+  EXPECT_EQ(config->progress.plain_interval, engine::Seconds(5));
+}
+
+TEST(app_config, ReadsEveryKey) {
+  auto config = parse_config(R"(
+[send]
+relay = "[::1]:2525"
+from = "bulk@example.com"
+
+[engine]
+shards = 4
+helo_name = "mta1.example.com"
+pipelining = false
+drain_timeout = 2.5
+shard_inbox_capacity = 128
+max_not_attempted_retries = 0
+
+[timeouts]
+connect = 1
+greeting = 2
+command = 3
+data_start = 4
+data_block = 5
+data_end = 6.5
+
+[pool]
+max_connections = 50
+max_messages_per_connection = 7
+max_recipients_per_transaction = 1000
+idle_timeout = 0
+messages_per_second = 120.5
+
+[progress]
+mode = "plain"
+interval = 1
+)",
+                             "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->relay, "[::1]:2525");
+  EXPECT_EQ(config->from, "bulk@example.com");
+  const auto& e = config->engine;
+  EXPECT_EQ(e.shards, 4u);
+  EXPECT_EQ(e.helo_name, "mta1.example.com");
+  EXPECT_FALSE(e.pipelining);
+  EXPECT_EQ(e.drain_timeout, engine::Seconds(2.5));
+  EXPECT_EQ(e.shard_inbox_capacity, 128u);
+  EXPECT_EQ(e.max_not_attempted_retries, 0u);
+  EXPECT_EQ(e.timeouts.connect, engine::Seconds(1));
+  EXPECT_EQ(e.timeouts.greeting, engine::Seconds(2));
+  EXPECT_EQ(e.timeouts.command, engine::Seconds(3));
+  EXPECT_EQ(e.timeouts.data_start, engine::Seconds(4));
+  EXPECT_EQ(e.timeouts.data_block, engine::Seconds(5));
+  EXPECT_EQ(e.timeouts.data_end, engine::Seconds(6.5));
+  EXPECT_EQ(e.pool.max_connections, 50u);
+  EXPECT_EQ(e.pool.max_messages_per_connection, 7u);
+  EXPECT_EQ(e.pool.max_recipients_per_transaction, 1000u);
+  EXPECT_EQ(e.pool.idle_timeout, engine::Seconds(0));
+  EXPECT_EQ(e.pool.messages_per_second, 120.5);
+  EXPECT_EQ(config->progress.mode, ProgressMode::kPlain);
+  EXPECT_EQ(config->progress.plain_interval, engine::Seconds(1));
+}
+
+TEST(app_config, DottedKeysAtTheTopLevelWorkToo) {
+  auto config = parse_config("pool.max_connections = 3\n", "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.pool.max_connections, 3u);
+}
+
+TEST(app_config, UnknownKeyNamesFileAndLine) {
+  auto config = parse_config("[pool]\nmax_connections = 5\nmax_conections = 6\n", "cfg.toml");
+  ASSERT_FALSE(config);
+  EXPECT_EQ(config.error(),
+            "cfg.toml:3: unknown key 'pool.max_conections' (keys of [pool]: max_connections, "
+            "max_messages_per_connection, max_recipients_per_transaction, idle_timeout, "
+            "messages_per_second)");
+}
+
+TEST(app_config, UnknownTableNamesFileAndLine) {
+  auto config = parse_config("\n\n[smtp]\nport = 25\n", "cfg.toml");
+  ASSERT_FALSE(config);
+  EXPECT_EQ(config.error(),
+            "cfg.toml:3: unknown table 'smtp' (known tables: send, engine, timeouts, pool, "
+            "progress)");
+  auto top = parse_config("relay = \"x:25\"\n", "cfg.toml");
+  ASSERT_FALSE(top);
+  EXPECT_TRUE(top.error().starts_with("cfg.toml:1: unknown key 'relay'")) << top.error();
+}
+
+TEST(app_config, WrongTypesNameFileLineAndKey) {
+  auto shards = parse_config("[engine]\nshards = \"four\"\n", "cfg.toml");
+  ASSERT_FALSE(shards);
+  EXPECT_EQ(shards.error(), "cfg.toml:2: 'engine.shards' must be an integer, not a string");
+
+  auto pipelining = parse_config("[engine]\n\npipelining = 1\n", "cfg.toml");
+  ASSERT_FALSE(pipelining);
+  EXPECT_EQ(pipelining.error(),
+            "cfg.toml:3: 'engine.pipelining' must be true or false, not an integer");
+
+  auto timeout = parse_config("[timeouts]\nconnect = \"30s\"\n", "cfg.toml");
+  ASSERT_FALSE(timeout);
+  EXPECT_EQ(timeout.error(), "cfg.toml:2: 'timeouts.connect' must be a number, not a string");
+
+  auto table = parse_config("pool = 3\n", "cfg.toml");
+  ASSERT_FALSE(table);
+  EXPECT_EQ(table.error(), "cfg.toml:1: 'pool' must be a table, not an integer");
+
+  auto mode = parse_config("[progress]\nmode = \"fancy\"\n", "cfg.toml");
+  ASSERT_FALSE(mode);
+  EXPECT_EQ(mode.error(),
+            "cfg.toml:2: 'progress.mode' must be \"auto\", \"bar\", \"plain\" or \"off\" (got "
+            "\"fancy\")");
+}
+
+TEST(app_config, ValuesOutOfRange) {
+  auto zero = parse_config("[pool]\nmax_connections = 0\n", "cfg.toml");
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error(), "cfg.toml:2: 'pool.max_connections' must be from 1 to 100000 (got 0)");
+
+  auto negative = parse_config("[engine]\nshards = -1\n", "cfg.toml");
+  ASSERT_FALSE(negative);
+  EXPECT_EQ(negative.error(), "cfg.toml:2: 'engine.shards' must be from 0 to 1024 (got -1)");
+
+  auto no_time = parse_config("[timeouts]\ndata_end = 0\n", "cfg.toml");
+  ASSERT_FALSE(no_time);
+  EXPECT_EQ(no_time.error(), "cfg.toml:2: 'timeouts.data_end' must be more than 0 seconds");
+
+  EXPECT_TRUE(parse_config("[engine]\ndrain_timeout = 0\n", "cfg.toml"));
+  EXPECT_FALSE(parse_config("[pool]\nmessages_per_second = -1.0\n", "cfg.toml"));
+  EXPECT_FALSE(parse_config("[pool]\nmessages_per_second = nan\n", "cfg.toml"));
+}
+
+TEST(app_config, SyntaxErrorsNameFileAndLine) {
+  auto config = parse_config("[engine]\nshards = = 4\n", "cfg.toml");
+  ASSERT_FALSE(config);
+  EXPECT_TRUE(config.error().starts_with("cfg.toml:2: ")) << config.error();
+}
+
+TEST(app_config, LoadsAFileAndNamesItInErrors) {
+  testing::TempDir dir;
+  auto path = dir.write("ringmail.toml", "[pool]\nmax_connections = 9\n");
+  auto config = load_config_file(path);
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.pool.max_connections, 9u);
+
+  auto bad = load_config_file(dir.write("bad.toml", "[pool]\nmax_connections = true\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_TRUE(bad.error().starts_with(dir.path("bad.toml") + ":2: ")) << bad.error();
+
+  auto missing = load_config_file(dir.path("none.toml"));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error(),
+            "cannot read config file '" + dir.path("none.toml") + "': No such file or directory");
+}
+
+// ringmail.example.toml documents every key with its default: parsing it must change nothing.
+TEST(app_config, ExampleFileHoldsTheDefaults) {
+  auto config = load_config_file(RINGMAIL_SOURCE_DIR "/ringmail.example.toml");
+  ASSERT_TRUE(config) << config.error();
+  expect_engine_options_equal(config->engine, engine::EngineOptions{});
+  EXPECT_EQ(config->progress.mode, ProgressMode::kAuto);
+  EXPECT_EQ(config->progress.plain_interval, engine::Seconds(5));
+}
+
+TEST(app_config, EveryKeyIsDocumented) {
+  const std::string example = read_file(RINGMAIL_SOURCE_DIR "/ringmail.example.toml");
+  const std::string table = read_file(RINGMAIL_SOURCE_DIR "/app/CONFIG.md");
+  ASSERT_FALSE(example.empty());
+  ASSERT_FALSE(table.empty());
+  for (const std::string& key : config_keys()) {
+    const std::string name = key.substr(key.find('.') + 1);
+    EXPECT_NE(example.find(name + " = "), std::string::npos) << key << " not in the example";
+    EXPECT_NE(table.find("| `" + key + "` |"), std::string::npos) << key << " not in CONFIG.md";
+  }
+}
+
+TEST(app_config, ValidatesWhatASendNeeds) {
+  Config config;
+  EXPECT_EQ(validate_for_send(config).error(),
+            "no relay: give --relay HOST:PORT or set [send] relay in the config");
+  config.relay = "127.0.0.1:25";
+  EXPECT_EQ(validate_for_send(config).error(),
+            "no sender: give --from ADDRESS or set [send] from in the config");
+  config.from = "bulk@example.com>\r\nRCPT TO:<x@y>";
+  EXPECT_EQ(validate_for_send(config).error(),
+            "invalid sender address 'bulk@example.com>\\r\\nRCPT TO:<x@y>': carriage return in "
+            "address");
+  config.from = "bulk@example.com";
+  EXPECT_TRUE(validate_for_send(config));
+  config.engine.helo_name = "mx\r\nQUIT";
+  EXPECT_EQ(validate_for_send(config).error(),
+            "invalid EHLO name 'mx\\r\\nQUIT': carriage return in domain");
+}
+
+}  // namespace
+}  // namespace ringmail::app
