@@ -25,7 +25,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr timespec kTick{0, 200'000'000};  // how often progress redraws and the run is polled
+// How often progress redraws and pending signals are looked at.
+constexpr std::chrono::milliseconds kTickDuration{200};
 
 size_t terminal_width() {
   winsize ws{};
@@ -78,8 +79,12 @@ int run_send(const SendFlags& flags) {
                                 source.exhausted(), plan->estimated_total.value_or(0));
   };
   bool interrupted = false;
+  // Wait on the engine, which wakes us the moment the run ends (so elapsed time is not
+  // padded by a tick), and look for a pending signal between waits.
+  const timespec no_wait{0, 0};
   while (true) {
-    const int sig = sigtimedwait(&stop_signals, nullptr, &kTick);
+    if (engine->wait_for(kTickDuration)) break;
+    const int sig = sigtimedwait(&stop_signals, nullptr, &no_wait);
     if (sig == SIGINT || sig == SIGTERM) {
       if (interrupted) {
         console.print_line("ringmail: second signal: exiting without waiting");
@@ -93,7 +98,6 @@ int run_send(const SendFlags& flags) {
           sigabbrev_np(sig), plan->config.engine.drain_timeout.count()));
       engine->request_drain();
     }
-    if (engine->wait_for(std::chrono::milliseconds(0))) break;
     meter.update(Clock::now(), counts_now());
   }
   const Clock::time_point end = Clock::now();
