@@ -76,13 +76,17 @@ void Shard::run() {
   arm_inbox_read();
   take_inbox();
   while (true) {
+    // The drain flag is read every turn: the inbox's eventfd is no longer watched once the
+    // feeder has closed it, and a drain may come after that.
+    if (!draining_ && inbox_.drain_requested()) begin_drain();
     schedule_active_pools();
     flush_sends();
     if (finished()) break;
 
     __kernel_timespec wait = next_wait();
+    unsigned wait_for = completions_to_wait_for(wait);
     io_uring_cqe* cqe = nullptr;
-    int rc = io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, 1, &wait, nullptr);
+    int rc = io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, wait_for, &wait, nullptr);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
       // The ring itself failed: nothing on this shard can make progress. Fail every
       // connection so its recipients get an outcome, then stop.
@@ -117,6 +121,25 @@ __kernel_timespec Shard::next_wait() const {
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - Clock::now()).count();
   if (ns < 0) ns = 0;
   return {.tv_sec = ns / 1'000'000'000, .tv_nsec = ns % 1'000'000'000};
+}
+
+unsigned Shard::completions_to_wait_for(__kernel_timespec& wait) const {
+  // Waking once per completion costs more than the completion itself when the server is
+  // the bottleneck. With many connections busy, wait for a share of them to complete, but
+  // never longer than a short batching window, so latency stays bounded.
+  static const unsigned divisor = [] {
+    const char* v = getenv("RINGMAIL_BATCH_DIVISOR");
+    return v ? unsigned(atoi(v)) : 4u;
+  }();
+  static const long window_ns = [] {
+    const char* v = getenv("RINGMAIL_BATCH_WINDOW_US");
+    return v ? atol(v) * 1000 : 200'000L;
+  }();
+  if (divisor == 0) return 1;
+  size_t busy = connections_.in_use();
+  unsigned n = unsigned(std::clamp<size_t>(busy / divisor, 1, 64));
+  if (n > 1 && (wait.tv_sec > 0 || wait.tv_nsec > window_ns)) wait = {.tv_sec = 0, .tv_nsec = window_ns};
+  return n;
 }
 
 bool Shard::finished() const {
@@ -535,9 +558,15 @@ void Shard::after_session_event(uint32_t slot) {
     c.reached_ready = true;
     c.pool->record_connection_ready();
   }
-  if (session.phase() == smtp::SessionPhase::kClosed)
-    note_failure_if_never_ready(c, local_reply(kNoAnswer, "greeting or EHLO refused by " +
-                                                              c.pool->destination().key()));
+  if (session.phase() == smtp::SessionPhase::kClosed && !c.reached_ready) {
+    // Refused greeting or EHLO: the pool remembers the server's own reply, so work it
+    // defers later as a dead destination carries it.
+    const auto& done = session.finished();
+    note_failure_if_never_ready(
+        c, !done.empty() && !done.front().recipients.empty()
+               ? done.front().recipients.front().reply
+               : local_reply(kNoAnswer, "greeting or EHLO refused by " + c.pool->destination().key()));
+  }
   collect_outcomes(c);
   if (session.phase() == smtp::SessionPhase::kClosed) {
     // Send what the session still has to say (a QUIT after a refused greeting), then close.
@@ -657,11 +686,8 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
       return;
     }
     not_attempted_retries_.erase(outcome.transaction.id);
-    if (pool && pool->dead() && !draining_) {
-      // Report the destination's failure, which says more than "connection closed".
-      give_up_not_attempted(std::move(outcome.transaction), pool->last_failure(), false);
-      return;
-    }
+    // Given up: the session's own outcomes say why (the server's refusal, or "connect
+    // to ...: Connection refused"), which is more precise than anything said here.
   } else if (!not_attempted_retries_.empty()) {
     not_attempted_retries_.erase(outcome.transaction.id);
   }

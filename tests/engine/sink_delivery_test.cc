@@ -85,6 +85,9 @@ struct FaultCase {
   std::vector<std::string> args;
   RecipientStatus expected;
   int expected_code_class;  // 4 or 5, 0 for a locally made outcome
+  // The server drops the connection after the fault, so the transaction pipelined after
+  // the failed one is lost with it: those recipients are deferred instead.
+  bool pipelined_next_deferred = false;
 };
 
 class SinkFault : public ::testing::TestWithParam<FaultCase> {};
@@ -98,9 +101,15 @@ TEST_P(SinkFault, EndsInTheRightOutcomeAndTheProcessGoesOn) {
   auto run = run_engine(options, "127.0.0.1", sink->port(), make_items(40), std::chrono::seconds(60));
   ASSERT_TRUE(run.finished);
   ASSERT_EQ(run.by_recipient.size(), 40u);
-  EXPECT_EQ(count_status(run, c.expected), 40u) << c.name;
   EXPECT_EQ(run.counts.recipients_delivered, 0u);
+  if (c.pipelined_next_deferred) {
+    EXPECT_GE(count_status(run, c.expected), 20u) << c.name;
+    EXPECT_EQ(count_status(run, c.expected) + count_status(run, RecipientStatus::kDeferred), 40u);
+  } else {
+    EXPECT_EQ(count_status(run, c.expected), 40u) << c.name;
+  }
   for (auto& [rcpt, outcome] : run.by_recipient) {
+    if (outcome.status != c.expected) continue;
     EXPECT_EQ(outcome.reply.code / 100, c.expected_code_class) << rcpt << " " << outcome.reply.to_string();
     break;
   }
@@ -119,7 +128,7 @@ INSTANTIATE_TEST_SUITE_P(
         FaultCase{"DisconnectAfterDot", {"-q", "."}, RecipientStatus::kDeferred, 0},
         FaultCase{"Reply421AfterMail", {"-Q", "MAIL"}, RecipientStatus::kDeferred, 4},
         FaultCase{"Reply421AtConnect", {"-Q", "CONNECT"}, RecipientStatus::kDeferred, 4},
-        FaultCase{"AbortAfterData", {"-A", "0"}, RecipientStatus::kBounced, 5}),
+        FaultCase{"AbortAfterData", {"-A", "0"}, RecipientStatus::kBounced, 5, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(SinkDelivery, SlowDataReadsStillDeliver) {
