@@ -105,10 +105,15 @@ int run_send(const SendFlags& flags) {
 
   RunResult result;
   result.delivery = engine->snapshot();
-  result.rejected = source.rejected();
   result.taken = engine->recipients_taken();
   result.source_exhausted = source.exhausted();
   result.interrupted = interrupted;
+  // After a drain, every address still in the file is counted as not attempted, so the
+  // summary accounts for every line. The engine has joined its feeder, so reading the
+  // source here races with nothing.
+  if (interrupted)
+    while (source.next()) ++result.unread;
+  result.rejected = source.rejected();
   result.elapsed_s = std::chrono::duration<double>(end - start).count();
 
   if (flags.summary == SummaryFormat::kJson) {

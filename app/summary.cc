@@ -27,7 +27,8 @@ std::string rate(uint64_t n, double seconds) {
 // counted with the ones it reports as not attempted.
 uint64_t not_attempted(const RunResult& r) {
   const uint64_t finished = r.delivery.recipients_finished();
-  return r.delivery.recipients_not_attempted + (r.taken > finished ? r.taken - finished : 0);
+  return r.delivery.recipients_not_attempted + (r.taken > finished ? r.taken - finished : 0) +
+         r.unread;
 }
 
 // (code, recipients) with recipients > 0, most frequent first, then by code.

@@ -32,6 +32,10 @@ struct EngineOptions {
   unsigned shards = 0;  // 0: one per core
   std::string helo_name = "localhost";
   bool pipelining = true;  // use RFC 2920 when the server advertises it
+  // Multishot receives over a provided-buffer ring when the kernel has them (5.19+);
+  // false forces the fallback (one receive at a time into a per-connection buffer), the
+  // path older kernels take, so tests can cover it here.
+  bool multishot_receive = true;
   Timeouts timeouts;
   PoolLimits pool;
   Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish

@@ -62,8 +62,9 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
       sink_(sink),
       counters_(counters),
       ring_(kRingEntries) {
-  receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
-  multishot_receive_ = receive_buffers_->available();
+  if (options_.multishot_receive)
+    receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
+  multishot_receive_ = receive_buffers_ && receive_buffers_->available();
 }
 
 Shard::~Shard() = default;
@@ -203,7 +204,7 @@ void Shard::handle_completion(const io_uring_cqe& cqe) {
     // A completion for a connection that is gone. Slots are released only after their
     // last completion, so this is a defence, not a path we expect; a provided buffer it
     // carries must still go back to the kernel.
-    if (token.op == OpKind::kRecv && (cqe.flags & IORING_CQE_F_BUFFER))
+    if (token.op == OpKind::kRecv && (cqe.flags & IORING_CQE_F_BUFFER) && receive_buffers_)
       receive_buffers_->recycle(uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT));
     return;
   }

@@ -52,6 +52,18 @@ TEST(SinkDelivery, ThousandsOfMessagesWithoutPipelining) {
   EXPECT_EQ(sink->messages_received(), 2000u);
 }
 
+TEST(SinkDelivery, SingleReceiveFallbackDeliversToo) {
+  auto sink = start_sink({});
+  ASSERT_TRUE(sink);
+  auto options = test_options();
+  options.multishot_receive = false;
+  options.pool.max_recipients_per_transaction = 3;
+  auto run = run_engine(options, "127.0.0.1", sink->port(), make_items(3000));
+  ASSERT_TRUE(run.finished);
+  EXPECT_EQ(run.counts.recipients_delivered, 3000u);
+  EXPECT_EQ(sink->recipients_received(), 3000u);
+}
+
 TEST(SinkDelivery, ManyRecipientsPerTransaction) {
   auto sink = start_sink({});
   ASSERT_TRUE(sink);

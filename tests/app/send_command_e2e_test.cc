@@ -1,0 +1,162 @@
+// `ringmail send` as a user runs it: the real binary against real servers on loopback,
+// judged by its exit status, its JSON summary and what the server received.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/scripted_smtp_server.h"
+#include "tests/support/smtp_sink_process.h"
+
+namespace ringmail::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class SendCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ringmail-e2e-" + std::to_string(getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: e2e\n\nhello\n.\nbye\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path recipients(size_t count, const std::string& extra_line = "") {
+    fs::path p = dir_ / "r.txt";
+    std::ofstream f(p);
+    for (size_t i = 0; i < count; ++i) f << "user" << i << "@example.test\n";
+    if (!extra_line.empty()) f << extra_line << "\n";
+    return p;
+  }
+
+  // Starts the binary; when `signal_after` is set, sends SIGTERM after that long.
+  Result run(std::vector<std::string> args,
+             std::optional<std::chrono::milliseconds> signal_after = std::nullopt) {
+    fs::path out = dir_ / "stdout", err = dir_ / "stderr";
+    pid_t pid = fork();
+    if (pid == 0) {
+      freopen(out.c_str(), "w", stdout);
+      freopen(err.c_str(), "w", stderr);
+      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(RINGMAIL_BINARY, argv.data());
+      _exit(127);
+    }
+    if (signal_after) {
+      std::this_thread::sleep_for(*signal_after);
+      kill(pid, SIGTERM);
+    }
+    // Bounded wait: a hung binary fails the test instead of hanging CI.
+    int status = 0;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ADD_FAILURE() << "ringmail did not finish in 60 s";
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Result r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::ifstream o(out), e(err);
+    r.out.assign(std::istreambuf_iterator<char>(o), {});
+    r.err.assign(std::istreambuf_iterator<char>(e), {});
+    return r;
+  }
+
+  std::vector<std::string> send_args(const std::string& relay, const fs::path& rcpts) {
+    return {"send", "--relay", relay, "--from", "a@ringmail.test", "--message",
+            (dir_ / "m.eml").string(), "--recipients", rcpts.string(), "--summary", "json",
+            "--quiet", "--shards", "1"};
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(SendCommand, DeliversACampaignAndReportsARefusedLine) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  auto r = run(send_args((*sink)->address(), recipients(2000, "not an address")));
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // one line was refused
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["delivered"], 2000);
+  EXPECT_EQ(summary["rejected"], 1);
+  EXPECT_EQ(summary["deferred"], 0);
+  EXPECT_EQ((*sink)->recipients_received(), 2000u);
+  EXPECT_NE(r.err.find("r.txt:2001:"), std::string::npos) << r.err;
+}
+
+TEST_F(SendCommand, ExitsZeroWhenEveryRecipientIsDelivered) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  auto args = send_args((*sink)->address(), recipients(500));
+  args.insert(args.end(), {"--rcpt-per-txn", "7"});
+  auto r = run(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["delivered"], 500);
+  EXPECT_EQ(summary["messages"], 72);  // ceil(500 / 7)
+  EXPECT_EQ((*sink)->messages_received(), 72u);
+}
+
+TEST_F(SendCommand, BadInputExitsTwoAndSendsNothing) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  auto rcpts = recipients(10);
+  EXPECT_EQ(run(send_args("127.0.0.1:notaport", rcpts)).exit_code, 2);
+  EXPECT_EQ(run(send_args((*sink)->address(), dir_ / "missing.txt")).exit_code, 2);
+  auto bad_from = send_args((*sink)->address(), rcpts);
+  bad_from[4] = "not an address";
+  EXPECT_EQ(run(bad_from).exit_code, 2);
+  std::ofstream(dir_ / "bad.toml") << "[pool]\nmax_conections = 3\n";
+  auto bad_config = send_args((*sink)->address(), rcpts);
+  bad_config.insert(bad_config.end(), {"--config", (dir_ / "bad.toml").string()});
+  Result r = run(bad_config);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("bad.toml:2"), std::string::npos) << r.err;
+  EXPECT_EQ((*sink)->messages_received(), 0u);
+}
+
+TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipient) {
+  ScriptedSmtpServerOptions o;
+  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(10)};
+    return std::nullopt;
+  };
+  auto server = ScriptedSmtpServer::start(o);
+  ASSERT_TRUE(server) << server.error();
+  auto args = send_args((*server)->address(), recipients(5000));
+  args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
+  auto started = std::chrono::steady_clock::now();
+  Result r = run(args, std::chrono::milliseconds(700));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(15));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["interrupted"], true);
+  uint64_t delivered = summary["delivered"], not_attempted = summary["not_attempted"];
+  EXPECT_GT(delivered, 0u);
+  EXPECT_GT(not_attempted, 0u);
+  EXPECT_EQ(summary["deferred"], 0);  // in-flight work finished rather than being cut off
+  EXPECT_EQ(delivered + not_attempted, 5000u);
+  EXPECT_EQ((*server)->messages().size(), delivered);
+}
+
+}  // namespace
+}  // namespace ringmail::test
