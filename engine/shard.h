@@ -41,7 +41,6 @@ class Shard {
   bool finished() const;
   void begin_drain();
   __kernel_timespec next_wait() const;
-  unsigned completions_to_wait_for(__kernel_timespec& wait) const;
 
   // ---- Pools
   DestinationPool& pool_for(const Destination& destination);
