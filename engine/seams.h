@@ -19,6 +19,7 @@ struct DeliveryItem {
   std::string sender;
   std::string recipient;
   smtp::EncodedBody body;
+  uint64_t tag = 0;  // the source's id of this recipient; comes back in recipient_tags
 };
 
 // Pulled by the engine's feeder thread only; may block (it reads files or a database).

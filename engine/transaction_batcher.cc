@@ -25,10 +25,12 @@ void TransactionBatcher::add(DeliveryItem&& item, const Destination& destination
     job.transaction.sender = std::move(item.sender);
     job.transaction.body = std::move(item.body);
     job.transaction.recipients.reserve(max_recipients_);
+    job.transaction.recipient_tags.reserve(max_recipients_);
     it = open_.emplace(std::move(key), std::move(job)).first;
   }
   ShardJob& job = it->second;
   job.transaction.recipients.push_back(std::move(item.recipient));
+  job.transaction.recipient_tags.push_back(item.tag);
   if (job.transaction.recipients.size() >= max_recipients_) {
     emit_(std::move(job));
     open_.erase(it);

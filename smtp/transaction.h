@@ -20,6 +20,9 @@ struct Transaction {
   uint64_t id = 0;           // chosen by the caller; returned with the outcome
   std::string sender;        // reverse-path without brackets; "" for the null sender <>
   std::vector<std::string> recipients;  // forward-paths without brackets; at least one
+  // The caller's own id of each recipient (a database row, say), parallel to
+  // `recipients` or empty. Opaque to the protocol; returned with the outcome.
+  std::vector<uint64_t> recipient_tags;
   EncodedBody body;          // never null
 };
 

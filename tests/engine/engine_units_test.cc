@@ -42,13 +42,15 @@ TEST(TransactionBatcher, GroupsIdenticalContentUpToTheLimit) {
   auto body = std::make_shared<const std::string>("x\r\n");
   Destination relay{"127.0.0.1", 25};
   for (int i = 0; i < 7; ++i)
-    batcher.add({"s@a", "r" + std::to_string(i) + "@b", body}, relay);
+    batcher.add({"s@a", "r" + std::to_string(i) + "@b", body, uint64_t(100 + i)}, relay);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].transaction.recipients.size(), 3u);
   batcher.flush();
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[2].transaction.recipients, std::vector<std::string>{"r6@b"});
+  EXPECT_EQ(out[0].transaction.recipient_tags.size(), 3u);
   EXPECT_NE(out[0].transaction.id, out[1].transaction.id);
+  EXPECT_EQ(out[1].transaction.recipient_tags, (std::vector<uint64_t>{103, 104, 105}));
 }
 
 TEST(TransactionBatcher, PersonalisedContentIsOneTransactionPerMessage) {
