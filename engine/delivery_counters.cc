@@ -15,6 +15,15 @@ void DeliverySnapshot::add(const DeliverySnapshot& other) {
   connection_failures += other.connection_failures;
   for (size_t i = 0; i < recipients_by_reply_code.size(); ++i)
     recipients_by_reply_code[i] += other.recipients_by_reply_code[i];
+  for (size_t i = 0; i < recipients_by_enhanced_class.size(); ++i)
+    recipients_by_enhanced_class[i] += other.recipients_by_enhanced_class[i];
+  connections_closed += other.connections_closed;
+  ring_submissions += other.ring_submissions;
+  ring_completions += other.ring_completions;
+  for (size_t i = 0; i < transaction_duration.buckets.size(); ++i)
+    transaction_duration.buckets[i] += other.transaction_duration.buckets[i];
+  transaction_duration.count += other.transaction_duration.count;
+  transaction_duration.sum_seconds += other.transaction_duration.sum_seconds;
 }
 
 void DeliveryCounters::count_recipient(int reply_code, int status) {
@@ -27,6 +36,27 @@ void DeliveryCounters::count_recipient(int reply_code, int status) {
   bump(by_code_[reply_code]);
 }
 
+void DeliveryCounters::count_recipient(const smtp::Reply& reply, int status) {
+  count_recipient(reply.code, status);
+  unsigned klass = reply.enhanced.klass;
+  bump(by_enhanced_class_[klass < by_enhanced_class_.size() ? klass : 0]);
+}
+
+void DeliveryCounters::note_transaction_finished(uint64_t transaction_id,
+                                                 std::chrono::steady_clock::time_point now) {
+  auto it = queued_at_.find(transaction_id);
+  if (it == queued_at_.end()) return;
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - it->second).count();
+  queued_at_.erase(it);
+  const uint64_t elapsed_ns = ns > 0 ? uint64_t(ns) : 0;
+  const double seconds = double(elapsed_ns) * 1e-9;
+  size_t bucket = 0;
+  while (bucket < kTransactionDurationBounds.size() && seconds > kTransactionDurationBounds[bucket])
+    ++bucket;
+  bump(duration_buckets_[bucket]);
+  bump(duration_sum_ns_, elapsed_ns);
+}
+
 void DeliveryCounters::count_not_attempted(uint64_t recipients) { bump(not_attempted_, recipients); }
 
 void DeliveryCounters::count_transaction(bool any_delivered) {
@@ -36,6 +66,7 @@ void DeliveryCounters::count_transaction(bool any_delivered) {
 
 void DeliveryCounters::count_connection_opened() { bump(opened_); }
 void DeliveryCounters::count_connection_failure() { bump(failures_); }
+void DeliveryCounters::count_connection_closed() { bump(closed_); }
 
 DeliverySnapshot DeliveryCounters::snapshot() const {
   DeliverySnapshot s;
@@ -49,6 +80,18 @@ DeliverySnapshot DeliveryCounters::snapshot() const {
   s.connection_failures = failures_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < by_code_.size(); ++i)
     s.recipients_by_reply_code[i] = by_code_[i].load(std::memory_order_relaxed);
+  for (size_t i = 0; i < by_enhanced_class_.size(); ++i)
+    s.recipients_by_enhanced_class[i] = by_enhanced_class_[i].load(std::memory_order_relaxed);
+  s.connections_closed = closed_.load(std::memory_order_relaxed);
+  s.ring_submissions = ring_submissions_.load(std::memory_order_relaxed);
+  s.ring_completions = ring_completions_.load(std::memory_order_relaxed);
+  // The count is the sum of the buckets read, never a separate counter, so a scrape racing
+  // an observation still gets a histogram whose +Inf bucket equals its count.
+  s.transaction_duration.sum_seconds = double(duration_sum_ns_.load(std::memory_order_relaxed)) * 1e-9;
+  for (size_t i = 0; i < duration_buckets_.size(); ++i) {
+    s.transaction_duration.buckets[i] = duration_buckets_[i].load(std::memory_order_relaxed);
+    s.transaction_duration.count += s.transaction_duration.buckets[i];
+  }
   return s;
 }
 

@@ -4,9 +4,25 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <unordered_map>
+
+#include "smtp/reply.h"
 
 namespace ringmail::engine {
+
+// Upper bounds (seconds) of the transaction-duration histogram buckets; one more bucket
+// (+Inf) follows. Fixed, so every shard's histogram sums with every other's. From a
+// loopback sink (~1 ms) to RFC 5321's 10-minute end-of-data timeout.
+inline constexpr std::array<double, 16> kTransactionDurationBounds = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120, 600};
+
+struct DurationHistogram {
+  std::array<uint64_t, kTransactionDurationBounds.size() + 1> buckets{};  // not cumulative
+  uint64_t count = 0;
+  double sum_seconds = 0;
+};
 
 struct DeliverySnapshot {
   uint64_t recipients_delivered = 0;
@@ -18,6 +34,15 @@ struct DeliverySnapshot {
   uint64_t connections_opened = 0;
   uint64_t connection_failures = 0;
   std::array<uint64_t, 600> recipients_by_reply_code{};  // index: reply code deciding it (0: local)
+  // Recipients by the class of the RFC 3463 enhanced code deciding them: index 2, 4, 5;
+  // index 0 when the reply had none.
+  std::array<uint64_t, 6> recipients_by_enhanced_class{};
+  uint64_t connections_closed = 0;  // open = opened - closed
+  uint64_t ring_submissions = 0;    // SQEs the kernel took (io_uring_submit* results)
+  uint64_t ring_completions = 0;    // CQEs reaped
+  // From the shard taking a transaction off its inbox to its outcome, one sample per
+  // transaction that was queued on a pool (resolution: one loop turn).
+  DurationHistogram transaction_duration;
 
   uint64_t recipients_finished() const {
     return recipients_delivered + recipients_deferred + recipients_bounced + recipients_not_attempted;
@@ -29,10 +54,23 @@ class DeliveryCounters {
  public:
   // Writer side: only the owning shard thread calls these.
   void count_recipient(int reply_code, int status /*smtp::RecipientStatus*/);
+  // As above, also counting the enhanced code's class.
+  void count_recipient(const smtp::Reply& reply, int status /*smtp::RecipientStatus*/);
   void count_not_attempted(uint64_t recipients);
   void count_transaction(bool any_delivered);
   void count_connection_opened();
   void count_connection_failure();
+  void count_connection_closed();
+  void count_ring_submissions(int submitted) { if (submitted > 0) bump(ring_submissions_, unsigned(submitted)); }
+  void count_ring_completions(unsigned reaped) { bump(ring_completions_, reaped); }
+  // Transaction timing, keyed by smtp::Transaction::id. `now` is the shard's loop-turn
+  // clock, so timing costs no clock read. A transaction taken but never finished keeps
+  // its entry until the counters are destroyed (only after a ring failure).
+  void note_transaction_queued(uint64_t transaction_id, std::chrono::steady_clock::time_point now) {
+    queued_at_.try_emplace(transaction_id, now);
+  }
+  // Records the duration when `transaction_id` was noted; otherwise does nothing.
+  void note_transaction_finished(uint64_t transaction_id, std::chrono::steady_clock::time_point now);
   // Reader side: any thread.
   DeliverySnapshot snapshot() const;
 
@@ -44,6 +82,12 @@ class DeliveryCounters {
   std::atomic<uint64_t> transactions_{0}, transactions_delivered_{0};
   std::atomic<uint64_t> opened_{0}, failures_{0};
   std::array<std::atomic<uint64_t>, 600> by_code_{};
+  std::array<std::atomic<uint64_t>, 6> by_enhanced_class_{};
+  std::atomic<uint64_t> closed_{0}, ring_submissions_{0}, ring_completions_{0};
+  std::array<std::atomic<uint64_t>, kTransactionDurationBounds.size() + 1> duration_buckets_{};
+  std::atomic<uint64_t> duration_sum_ns_{0};
+  // Writer-only (the shard thread): when each queued transaction was taken.
+  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> queued_at_;
 };
 
 }  // namespace ringmail::engine

@@ -26,7 +26,8 @@ DestinationPool::DestinationPool(Destination destination, const PoolLimits& limi
 void DestinationPool::refill(Clock::time_point now) {
   if (tokens_updated_ == Clock::time_point{}) tokens_updated_ = now;
   double elapsed = std::chrono::duration<double>(now - tokens_updated_).count();
-  tokens_ = std::min(limits_.messages_per_second,
+  // At least one token fits, or a rate below 1/s could never send anything.
+  tokens_ = std::min(std::max(1.0, limits_.messages_per_second),
                      tokens_ + elapsed * limits_.messages_per_second);
   tokens_updated_ = now;
 }
@@ -48,9 +49,21 @@ Clock::time_point DestinationPool::next_token_time(Clock::time_point now) const 
   return std::max(due, now);
 }
 
-void DestinationPool::record_connection_failure(const smtp::Reply& why) {
+void DestinationPool::record_connection_failure(const smtp::Reply& why, Clock::time_point now) {
   ++consecutive_failures_;
   last_failure_ = why;
+  if (consecutive_failures_ >= kDeadAfterFailures) {
+    // Down: defer its work at once until the probe time, then let one connection try
+    // again (one more failure makes it dead for another interval).
+    dead_until_ = now + kDeadProbeInterval;
+  }
+}
+
+bool DestinationPool::dead(Clock::time_point now) {
+  if (consecutive_failures_ < kDeadAfterFailures) return false;
+  if (now < dead_until_) return true;
+  consecutive_failures_ = kDeadAfterFailures - 1;  // probe: one connection may try
+  return false;
 }
 
 }  // namespace ringmail::engine

@@ -24,6 +24,8 @@ class DestinationPool {
   // Consecutive connections that fail before reaching EHLO's reply, with none working,
   // after which the destination is treated as down (Postfix's "dead destination").
   static constexpr unsigned kDeadAfterFailures = 3;
+  // How long a dead destination's work is deferred at once before one probe connection.
+  static constexpr Clock::duration kDeadProbeInterval = std::chrono::seconds(60);
 
   DestinationPool(Destination destination, const PoolLimits& limits);
 
@@ -46,9 +48,14 @@ class DestinationPool {
 
   // Connection health.
   void record_connection_ready() { consecutive_failures_ = 0; }
-  void record_connection_failure(const smtp::Reply& why);
-  bool dead() const { return consecutive_failures_ >= kDeadAfterFailures; }
+  void record_connection_failure(const smtp::Reply& why, Clock::time_point now);
+  // True while the destination is considered down. Past the probe time it turns false
+  // (allowing one probe connection), so it is not const.
+  bool dead(Clock::time_point now);
   const smtp::Reply& last_failure() const { return last_failure_; }
+  // Since the last connection that worked, at least one failed: open one connection at a
+  // time until one succeeds (slow start after trouble, as Postfix does).
+  bool failing() const { return consecutive_failures_ > 0; }
 
   void remove_connection(uint32_t slot) {
     auto it = std::find(connections.begin(), connections.end(), slot);
@@ -70,6 +77,7 @@ class DestinationPool {
   double tokens_ = 0;
   Clock::time_point tokens_updated_{};
   unsigned consecutive_failures_ = 0;
+  Clock::time_point dead_until_{};
   smtp::Reply last_failure_;
 };
 

@@ -42,6 +42,7 @@ struct Engine::Impl {
   std::atomic<bool> drain{false};
   std::atomic<uint64_t> taken{0};
   std::mutex done_mutex;
+  std::mutex join_mutex;
   std::condition_variable done_cv;
   unsigned threads_running = 0;
   bool started = false;
@@ -49,6 +50,19 @@ struct Engine::Impl {
   Impl(EngineOptions o, RouteResolver& r, OutcomeSink* s)
       : options(std::move(o)), resolver(r), sink(s) {
     if (options.shards == 0) options.shards = std::max(1u, std::thread::hardware_concurrency());
+    // Built here, never resized: request_drain() and snapshot() may run on other threads
+    // at any time, including while start() runs.
+    for (unsigned i = 0; i < options.shards; ++i) {
+      inboxes.push_back(std::make_unique<ShardInbox>());
+      counters.push_back(std::make_unique<DeliveryCounters>());
+    }
+  }
+
+  void join_all() {
+    std::lock_guard lock(join_mutex);  // wait_for and the destructor may both get here
+    if (feeder.joinable()) feeder.join();
+    for (auto& t : threads)
+      if (t.joinable()) t.join();
   }
 
   void thread_exited() {
@@ -83,12 +97,13 @@ void Engine::Impl::feed(JobSource& source) {
   };
 
   TransactionBatcher batcher(options.pool.max_recipients_per_transaction, [&](ShardJob&& job) {
-    unsigned shard = unsigned(std::hash<std::string>{}(job.destination.key()) % shard_count);
+    unsigned shard = unsigned(std::hash<std::string>{}(job.destination_key) % shard_count);
     pending[shard].push_back(std::move(job));
     if (pending[shard].size() >= kFeedBatch) push(shard);
   });
 
   Destination last_destination;
+  std::string last_destination_key;
   std::string last_domain;
   bool have_last = false;
   while (!drain.load(std::memory_order_relaxed)) {
@@ -100,12 +115,15 @@ void Engine::Impl::feed(JobSource& source) {
     if (!have_last || domain != last_domain) {
       last_domain.assign(domain);
       last_destination = resolver.route(domain);
+      last_destination_key = last_destination.key();
       have_last = true;
     }
-    batcher.add(std::move(*item), last_destination);
+    batcher.add(std::move(*item), last_destination, last_destination_key);
     if (std::chrono::steady_clock::now() - last_push > kFeedMaxDelay) push_all();
   }
-  if (!drain.load(std::memory_order_relaxed)) batcher.flush();
+  // Flushed even when draining: every recipient taken must reach a shard, which gives
+  // the ones it will not attempt their "not attempted" outcome.
+  batcher.flush();
   push_all();
   for (auto& inbox : inboxes) inbox->close();
 }
@@ -116,18 +134,12 @@ Engine::Engine(EngineOptions options, RouteResolver& resolver, OutcomeSink* sink
 Engine::~Engine() {
   if (!impl_->started) return;
   request_drain();
-  if (impl_->feeder.joinable()) impl_->feeder.join();
-  for (auto& t : impl_->threads)
-    if (t.joinable()) t.join();
+  impl_->join_all();
 }
 
 void Engine::start(JobSource& source) {
   Impl& m = *impl_;
   const unsigned n = m.options.shards;
-  for (unsigned i = 0; i < n; ++i) {
-    m.inboxes.push_back(std::make_unique<ShardInbox>());
-    m.counters.push_back(std::make_unique<DeliveryCounters>());
-  }
   // Each ring is created on the thread that uses it: IORING_SETUP_SINGLE_ISSUER ties a
   // ring to its creating thread. start() waits for every shard to be built, so a kernel
   // without io_uring is a start-up error here, not a silently dead thread.
@@ -190,9 +202,7 @@ bool Engine::wait_for(std::chrono::milliseconds timeout) {
   bool done = m.done_cv.wait_for(lock, timeout, [&] { return m.threads_running == 0; });
   if (!done) return false;
   lock.unlock();
-  if (m.feeder.joinable()) m.feeder.join();
-  for (auto& t : m.threads)
-    if (t.joinable()) t.join();
+  m.join_all();
   return true;
 }
 

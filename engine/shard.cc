@@ -80,6 +80,9 @@ void Shard::run() {
     // The drain flag is read every turn: the inbox's eventfd is no longer watched once the
     // feeder has closed it, and a drain may come after that.
     if (!draining_ && inbox_.drain_requested()) begin_drain();
+    // A close seen here (the eventfd wake may still be queued) is collected with the
+    // last jobs now, so the shard never stops with work left in its inbox.
+    if (!inbox_exhausted_ && inbox_.closed()) take_inbox();
     schedule_active_pools();
     flush_sends();
     if (finished()) break;
@@ -89,6 +92,7 @@ void Shard::run() {
     // Waiting for several completions per wake was measured: ~15% more messages/s but
     // ~11% more CPU per message (the timer each bounded wait arms), so wake for one.
     int rc = io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, 1, &wait, nullptr);
+    counters_.count_ring_submissions(rc);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
       // The ring itself failed: nothing on this shard can make progress. Fail every
       // connection so its recipients get an outcome, then stop.
@@ -108,10 +112,34 @@ void Shard::run() {
       ++count;
     }
     io_uring_cq_advance(ring_.raw(), count);
+    counters_.count_ring_completions(count);
     if (now_ >= next_deadline_check_) {
       check_deadlines();
       next_deadline_check_ = now_ + kDeadlineCheckInterval;
     }
+  }
+  quiesce();
+}
+
+void Shard::quiesce() {
+  // Connections are all closed when the loop ends normally; the inbox read may still be
+  // armed, and the kernel would write its counter after we are gone. Cancel it and reap
+  // until its completion has arrived (bounded: a broken ring must not hang the exit).
+  if (!inbox_armed_) return;
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_cancel64(sqe, CompletionToken{OpKind::kInboxWake, 0, 0}.encode(), 0);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kCancel, UINT32_MAX, 0}.encode());
+  const auto give_up = Clock::now() + std::chrono::seconds(1);
+  while (inbox_armed_ && Clock::now() < give_up) {
+    __kernel_timespec wait{.tv_sec = 0, .tv_nsec = 10'000'000};
+    io_uring_cqe* cqe = nullptr;
+    io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, 1, &wait, nullptr);
+    unsigned head, count = 0;
+    io_uring_for_each_cqe(ring_.raw(), head, cqe) {
+      if (CompletionToken::decode(cqe->user_data).op == OpKind::kInboxWake) inbox_armed_ = false;
+      ++count;
+    }
+    io_uring_cq_advance(ring_.raw(), count);
   }
 }
 
@@ -126,7 +154,7 @@ __kernel_timespec Shard::next_wait() const {
 }
 
 bool Shard::finished() const {
-  if (!inbox_exhausted_ && !(draining_ && inbox_.closed())) return false;
+  if (!inbox_exhausted_) return false;
   if (connections_.in_use() != 0) return false;
   for (auto& [key, pool] : pools_)
     if (!pool->queue.empty()) return false;
@@ -141,13 +169,11 @@ void Shard::arm_inbox_read() {
 }
 
 void Shard::take_inbox() {
-  // Read `closed` before taking, so a close that races with the last push is seen only
-  // after those jobs are in hand.
-  bool closed = inbox_.closed();
   if (inbox_.drain_requested() && !draining_) begin_drain();
-  inbox_.take(incoming_);
+  // `closed` comes from under the inbox lock with the jobs: none can follow it.
+  const bool closed = inbox_.take(incoming_);
   for (ShardJob& job : incoming_) {
-    DestinationPool& pool = pool_for(job.destination);
+    DestinationPool& pool = pool_for(job.destination, job.destination_key);
     if (draining_) {
       give_up_not_attempted(std::move(job.transaction),
                             local_reply(kShutdown, "shutting down before this was attempted"),
@@ -158,9 +184,10 @@ void Shard::take_inbox() {
                                         "destination " + pool.destination().key() +
                                             " is not a numeric address"),
                             false);
-    } else if (pool.dead() && pool.connections.empty()) {
+    } else if (pool.dead(now_) && pool.connections.empty()) {
       give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false);
     } else {
+      counters_.note_transaction_queued(job.transaction.id, now_);
       pool.queue.push_back(std::move(job.transaction));
       activate(pool);
     }
@@ -262,8 +289,7 @@ void Shard::begin_drain() {
 
 // ---------------------------------------------------------------------------- pools
 
-DestinationPool& Shard::pool_for(const Destination& destination) {
-  std::string key = destination.key();
+DestinationPool& Shard::pool_for(const Destination& destination, const std::string& key) {
   auto it = pools_.find(key);
   if (it == pools_.end())
     it = pools_.emplace(key, std::make_unique<DestinationPool>(destination, options_.pool)).first;
@@ -296,8 +322,9 @@ void Shard::schedule_pool(DestinationPool& pool) {
     feed_connection(pool.connections[i]);
   // Then open connections for the work still waiting, one per waiting transaction, up to
   // the limit. Connections still connecting have already taken one transaction each.
-  while (!draining_ && !pool.queue.empty() && pool.connections.size() < pool.limits().max_connections) {
-    if (pool.dead()) {
+  const size_t max_connections = pool.failing() ? 1 : pool.limits().max_connections;
+  while (!draining_ && !pool.queue.empty() && pool.connections.size() < max_connections) {
+    if (pool.dead(now_)) {
       defer_queue_of_dead_pool(pool);
       break;
     }
@@ -361,9 +388,17 @@ void Shard::open_connection(DestinationPool& pool) {
   if (pool.limits().messages_per_second > 0 && pool.next_token_time(now_) > now_) return;
   int fd = ::socket(pool.address_family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
+    // A local failure (EMFILE, ENFILE...). Without a connection of the pool to carry its
+    // queue later, nothing would wake it again: defer its work now with the reason.
+    const smtp::Reply why = local_reply(kNoAnswer, std::string("cannot create socket: ") + strerror(errno));
     counters_.count_connection_failure();
-    pool.record_connection_failure(
-        local_reply(kNoAnswer, std::string("cannot create socket: ") + strerror(errno)));
+    if (pool.connections.empty()) {
+      while (!pool.queue.empty()) {
+        smtp::Transaction txn = std::move(pool.queue.front());
+        pool.queue.pop_front();
+        give_up_not_attempted(std::move(txn), why, false);
+      }
+    }
     return;
   }
   // Commands are small and each write is a complete unit; Nagle would only add delay.
@@ -437,12 +472,11 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
     --c.ops_in_flight;
   }
   const int result = cqe.res;
+  const bool provided = cqe.flags & IORING_CQE_F_BUFFER;
+  const uint16_t buffer_id = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
   if (result > 0) {
     std::string_view bytes;
-    uint16_t buffer_id = 0;
-    const bool provided = cqe.flags & IORING_CQE_F_BUFFER;
     if (provided) {
-      buffer_id = uint16_t(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
       auto span = receive_buffers_->buffer(buffer_id, size_t(result));
       bytes = {span.data(), span.size()};
     } else {
@@ -450,8 +484,8 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
     }
     // The session copies what it keeps, so the buffer goes back to the kernel at once.
     if (c.state == Connection::State::kOpen) c.session->receive(bytes);
-    if (provided) receive_buffers_->recycle(buffer_id);
   }
+  if (provided) receive_buffers_->recycle(buffer_id);
   if (c.state != Connection::State::kOpen) {
     maybe_submit_close(slot);
     return;
@@ -601,7 +635,8 @@ void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::s
   if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen) {
     // Record the failure before the session's outcomes are collected, so a destination
     // now found dead stops taking its not-attempted transactions back.
-    note_failure_if_never_ready(c, local_reply(code, reason));
+    // A close of our own making (drain timeout) says nothing about the host.
+    if (code != kShutdown) note_failure_if_never_ready(c, local_reply(code, reason));
     c.session->abort(code, reason);
   }
   begin_close(slot);
@@ -613,7 +648,7 @@ void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why) {
   if (c.reached_ready || c.failure_noted) return;
   c.failure_noted = true;
   counters_.count_connection_failure();
-  c.pool->record_connection_failure(why);
+  c.pool->record_connection_failure(why, now_);
 }
 
 void Shard::begin_close(uint32_t slot) {
@@ -622,7 +657,6 @@ void Shard::begin_close(uint32_t slot) {
   if (c.state == Connection::State::kConnecting) --c.pool->connecting;
   if (c.session && c.session->phase() != smtp::SessionPhase::kClosed)
     c.session->abort(kConnectionLost, "connection closed");
-  note_failure_if_never_ready(c, local_reply(kConnectionLost, "connection closed before EHLO completed"));
   collect_outcomes(c);
   c.state = Connection::State::kClosing;
   DestinationPool& pool = *c.pool;
@@ -653,6 +687,7 @@ void Shard::release(uint32_t slot) {
   Connection& c = connections_[slot];
   if (c.ops_in_flight != 0) return;  // the close completed first; the rest follow
   connections_.release(slot);
+  counters_.count_connection_closed();
 }
 
 // ---------------------------------------------------------------------------- outcomes
@@ -662,7 +697,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
     // Nothing reached the server: another connection may try it without risk of a
     // duplicate, unless the destination is down or we are stopping.
     unsigned& retries = not_attempted_retries_[outcome.transaction.id];
-    if (!draining_ && pool && !pool->dead() && retries < options_.max_not_attempted_retries) {
+    if (!draining_ && pool && !pool->dead(now_) && retries < options_.max_not_attempted_retries) {
       ++retries;
       pool->queue.push_front(std::move(outcome.transaction));
       activate(*pool);
@@ -676,10 +711,11 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   }
   bool any_delivered = false;
   for (const smtp::RecipientOutcome& r : outcome.recipients) {
-    counters_.count_recipient(r.reply.code, int(r.status));
+    counters_.count_recipient(r.reply, int(r.status));
     any_delivered |= r.status == smtp::RecipientStatus::kDelivered;
   }
   counters_.count_transaction(any_delivered);
+  counters_.note_transaction_finished(outcome.transaction.id, now_);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -695,9 +731,10 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
     counters_.count_not_attempted(outcome.recipients.size());
   } else {
     for (const smtp::RecipientOutcome& r : outcome.recipients)
-      counters_.count_recipient(r.reply.code, int(r.status));
+      counters_.count_recipient(r.reply, int(r.status));
   }
   counters_.count_transaction(false);
+  counters_.note_transaction_finished(outcome.transaction.id, now_);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }

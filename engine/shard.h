@@ -39,11 +39,12 @@ class Shard {
   void flush_sends();
   void check_deadlines();
   bool finished() const;
+  void quiesce();
   void begin_drain();
   __kernel_timespec next_wait() const;
 
   // ---- Pools
-  DestinationPool& pool_for(const Destination& destination);
+  DestinationPool& pool_for(const Destination& destination, const std::string& key);
   void activate(DestinationPool& pool);
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
@@ -78,8 +79,6 @@ class Shard {
   OutcomeSink* sink_;
   DeliveryCounters& counters_;
 
-  Ring ring_;
-  std::unique_ptr<ReceiveBufferRing> receive_buffers_;
   bool multishot_receive_ = true;
   uint64_t inbox_counter_ = 0;  // eventfd read target: the kernel writes it while armed
   bool inbox_armed_ = false;
@@ -98,6 +97,11 @@ class Shard {
   bool draining_ = false;
   Clock::time_point drain_deadline_{};
   bool inbox_exhausted_ = false;  // closed and everything taken
+
+  // Declared last so they are destroyed first: no request of the ring may outlive the
+  // memory it reads or writes (connections' iovecs, receive buffers, inbox_counter_).
+  Ring ring_;
+  std::unique_ptr<ReceiveBufferRing> receive_buffers_;
 };
 
 }  // namespace ringmail::engine

@@ -38,7 +38,11 @@ void ShardInbox::push(std::vector<ShardJob>&& jobs) {
 void ShardInbox::close() {
   std::lock_guard lock(mutex_);
   closed_.store(true, std::memory_order_release);
-  wake_locked();
+  // Always write: a pending wake may already have been consumed by a shard that read
+  // "not closed" just before this, and it must hear about the close.
+  wake_pending_ = true;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(eventfd_, &one, sizeof one);
 }
 
 void ShardInbox::request_drain() {
@@ -47,7 +51,7 @@ void ShardInbox::request_drain() {
   wake_locked();
 }
 
-void ShardInbox::take(std::vector<ShardJob>& out) {
+bool ShardInbox::take(std::vector<ShardJob>& out) {
   std::lock_guard lock(mutex_);
   wake_pending_ = false;
   if (out.empty()) {
@@ -56,6 +60,7 @@ void ShardInbox::take(std::vector<ShardJob>& out) {
     for (auto& job : jobs_) out.push_back(std::move(job));
     jobs_.clear();
   }
+  return closed_.load(std::memory_order_relaxed);
 }
 
 }  // namespace ringmail::engine

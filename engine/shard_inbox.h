@@ -15,6 +15,7 @@ namespace ringmail::engine {
 
 struct ShardJob {
   Destination destination;
+  std::string destination_key;  // destination.key(), computed once by the feeder
   smtp::Transaction transaction;
 };
 
@@ -32,8 +33,9 @@ class ShardInbox {
 
   // ---- The shard thread
   int eventfd() const { return eventfd_; }
-  // Moves every job pushed so far into `out` (appending).
-  void take(std::vector<ShardJob>& out);
+  // Moves every job pushed so far into `out` (appending). Returns true when the inbox
+  // was closed at that moment, so no job can follow the ones taken.
+  bool take(std::vector<ShardJob>& out);
   bool closed() const { return closed_.load(std::memory_order_acquire); }
   bool drain_requested() const { return drain_.load(std::memory_order_acquire); }
 

@@ -14,18 +14,22 @@ TransactionBatcher::TransactionBatcher(unsigned max_recipients, Emit emit, size_
       emit_(std::move(emit)),
       max_open_(max_open) {}
 
-void TransactionBatcher::add(DeliveryItem&& item, const Destination& destination) {
-  Key key{destination.key(), item.sender, item.body.get()};
+void TransactionBatcher::add(DeliveryItem&& item, const Destination& destination,
+                             const std::string& destination_key) {
+  Key key{destination_key, item.sender, item.body.get()};
   auto it = open_.find(key);
   if (it == open_.end()) {
     if (open_.size() >= max_open_) flush();
     ShardJob job;
     job.destination = destination;
+    job.destination_key = destination_key;
     job.transaction.id = next_id_++;
     job.transaction.sender = std::move(item.sender);
     job.transaction.body = std::move(item.body);
-    job.transaction.recipients.reserve(max_recipients_);
-    job.transaction.recipient_tags.reserve(max_recipients_);
+    // Room for a few recipients, not the limit: personalised mail has one each.
+    const size_t expected = std::min<size_t>(max_recipients_, 8);
+    job.transaction.recipients.reserve(expected);
+    job.transaction.recipient_tags.reserve(expected);
     it = open_.emplace(std::move(key), std::move(job)).first;
   }
   ShardJob& job = it->second;

@@ -21,7 +21,9 @@ class TransactionBatcher {
   // by `max_open`; past it the oldest-started ones are flushed.
   TransactionBatcher(unsigned max_recipients, Emit emit, size_t max_open = 4096);
 
-  void add(DeliveryItem&& item, const Destination& destination);
+  // `destination_key` is destination.key(), passed in so it is built once per
+  // destination rather than once per recipient.
+  void add(DeliveryItem&& item, const Destination& destination, const std::string& destination_key);
   // Emits every partial transaction (at the end of the source, or to cut latency).
   void flush();
 

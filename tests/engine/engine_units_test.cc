@@ -36,13 +36,17 @@ TEST(ConnectionTable, StaleCompletionIsNotFound) {
   EXPECT_EQ(table.find(999, 0), nullptr);
 }
 
+void add_to(TransactionBatcher& batcher, DeliveryItem item, const Destination& destination) {
+  batcher.add(std::move(item), destination, destination.key());
+}
+
 TEST(TransactionBatcher, GroupsIdenticalContentUpToTheLimit) {
   std::vector<ShardJob> out;
   TransactionBatcher batcher(3, [&](ShardJob&& j) { out.push_back(std::move(j)); });
   auto body = std::make_shared<const std::string>("x\r\n");
   Destination relay{"127.0.0.1", 25};
   for (int i = 0; i < 7; ++i)
-    batcher.add({"s@a", "r" + std::to_string(i) + "@b", body, uint64_t(100 + i)}, relay);
+    batcher.add({"s@a", "r" + std::to_string(i) + "@b", body, uint64_t(100 + i)}, relay, relay.key());
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].transaction.recipients.size(), 3u);
   batcher.flush();
@@ -58,7 +62,7 @@ TEST(TransactionBatcher, PersonalisedContentIsOneTransactionPerMessage) {
   TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); });
   Destination relay{"127.0.0.1", 25};
   for (int i = 0; i < 5; ++i)
-    batcher.add({"s@a", "r@b", std::make_shared<const std::string>("body " + std::to_string(i))}, relay);
+    batcher.add({"s@a", "r@b", std::make_shared<const std::string>("body " + std::to_string(i))}, relay, relay.key());
   batcher.flush();
   EXPECT_EQ(out.size(), 5u);
 }
@@ -67,10 +71,10 @@ TEST(TransactionBatcher, SeparatesDestinationsAndSenders) {
   std::vector<ShardJob> out;
   TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); });
   auto body = std::make_shared<const std::string>("x\r\n");
-  batcher.add({"s@a", "r1@b", body}, Destination{"127.0.0.1", 25});
-  batcher.add({"s@a", "r2@b", body}, Destination{"127.0.0.2", 25});
-  batcher.add({"t@a", "r3@b", body}, Destination{"127.0.0.1", 25});
-  batcher.add({"s@a", "r4@b", body}, Destination{"127.0.0.1", 25});
+  add_to(batcher, {"s@a", "r1@b", body}, Destination{"127.0.0.1", 25});
+  add_to(batcher, {"s@a", "r2@b", body}, Destination{"127.0.0.2", 25});
+  add_to(batcher, {"t@a", "r3@b", body}, Destination{"127.0.0.1", 25});
+  add_to(batcher, {"s@a", "r4@b", body}, Destination{"127.0.0.1", 25});
   batcher.flush();
   ASSERT_EQ(out.size(), 3u);
   size_t total = 0;
@@ -83,7 +87,7 @@ TEST(TransactionBatcher, BoundsOpenTransactions) {
   TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); }, 2);
   auto body = std::make_shared<const std::string>("x\r\n");
   for (int i = 0; i < 3; ++i)
-    batcher.add({"s@a", "r@b", body}, Destination{"127.0.0." + std::to_string(i + 1), 25});
+    add_to(batcher, {"s@a", "r@b", body}, Destination{"127.0.0." + std::to_string(i + 1), 25});
   EXPECT_EQ(out.size(), 2u);  // the third destination forced a flush of the first two
 }
 
@@ -111,17 +115,43 @@ TEST(DestinationPool, RateLimitSpendsAndRefillsTokens) {
   EXPECT_FALSE(pool.take_send_token(t0 + std::chrono::milliseconds(100)));
 }
 
+TEST(DestinationPool, RateBelowOnePerSecondStillSends) {
+  PoolLimits limits;
+  limits.messages_per_second = 0.5;
+  DestinationPool pool(Destination{"127.0.0.1", 25}, limits);
+  auto t0 = Clock::now();
+  EXPECT_FALSE(pool.take_send_token(t0));  // starts with half a token
+  EXPECT_TRUE(pool.take_send_token(t0 + std::chrono::seconds(1)));
+  EXPECT_FALSE(pool.take_send_token(t0 + std::chrono::seconds(2)));
+  EXPECT_TRUE(pool.take_send_token(t0 + std::chrono::seconds(3)));
+}
+
 TEST(DestinationPool, DeadAfterRepeatedFailuresAndRevivedByASuccess) {
   DestinationPool pool(Destination{"127.0.0.1", 25}, PoolLimits{});
   smtp::Reply why;
   why.text = "refused";
-  for (unsigned i = 0; i + 1 < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(why);
-  EXPECT_FALSE(pool.dead());
-  pool.record_connection_failure(why);
-  EXPECT_TRUE(pool.dead());
+  auto t0 = Clock::now();
+  EXPECT_FALSE(pool.failing());
+  for (unsigned i = 0; i + 1 < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(why, t0);
+  EXPECT_TRUE(pool.failing());
+  EXPECT_FALSE(pool.dead(t0));
+  pool.record_connection_failure(why, t0);
+  EXPECT_TRUE(pool.dead(t0));
   EXPECT_EQ(pool.last_failure().text, "refused");
   pool.record_connection_ready();
-  EXPECT_FALSE(pool.dead());
+  EXPECT_FALSE(pool.dead(t0));
+  EXPECT_FALSE(pool.failing());
+}
+
+TEST(DestinationPool, DeadDestinationIsProbedAgainLater) {
+  DestinationPool pool(Destination{"127.0.0.1", 25}, PoolLimits{});
+  auto t0 = Clock::now();
+  for (unsigned i = 0; i < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure({}, t0);
+  EXPECT_TRUE(pool.dead(t0 + DestinationPool::kDeadProbeInterval / 2));
+  auto later = t0 + DestinationPool::kDeadProbeInterval;
+  EXPECT_FALSE(pool.dead(later));  // one probe may go
+  pool.record_connection_failure({}, later);  // ... and fails
+  EXPECT_TRUE(pool.dead(later));
 }
 
 }  // namespace
