@@ -8,12 +8,17 @@
 #include <cassert>
 #include <utility>
 
+#include "smtp/base64.h"
+#include "smtp/secret.h"
+
 namespace ringmail::smtp {
 namespace {
 
 constexpr EnhancedCode kConnectionLost{4, 4, 2};
 constexpr EnhancedCode kProtocolError{4, 5, 0};
 constexpr EnhancedCode kBadAddress{5, 1, 3};
+// RFC 3463 X.7.0 "other or undefined security status": TLS or AUTH could not be had.
+constexpr EnhancedCode kSecurity{4, 7, 0};
 
 Reply local_reply(EnhancedCode enhanced, std::string text) {
   Reply reply;
@@ -44,10 +49,44 @@ bool has_line_break(std::string_view address) {
 }
 
 const char* command_name(int command) {
-  static constexpr const char* kNames[] = {"greeting", "EHLO", "HELO",        "MAIL",
-                                           "RCPT",     "DATA", "end of data", "end of data",
-                                           "RSET",     "QUIT"};
+  static constexpr const char* kNames[] = {"greeting", "EHLO",        "HELO",        "MAIL", "RCPT",
+                                           "DATA",     "end of data", "end of data", "RSET", "QUIT",
+                                           "STARTTLS", "AUTH",        "AUTH",        "AUTH"};
   return kNames[command];
+}
+
+bool has_word(std::string_view list, std::string_view word) {
+  while (!list.empty()) {
+    const size_t space = list.find(' ');
+    if (list.substr(0, space) == word) return true;
+    list = space == std::string_view::npos ? std::string_view{} : list.substr(space + 1);
+  }
+  return false;
+}
+
+// "<prefix><base64(secret)>\r\n" built in place: no intermediate copy of the credential
+// is left behind in freed memory by a reallocation.
+std::string secret_line(std::string_view prefix, std::string_view secret) {
+  std::string encoded = base64_encode(secret);
+  std::string line;
+  line.reserve(prefix.size() + encoded.size() + 2);
+  line.append(prefix).append(encoded).append("\r\n");
+  wipe_secret(encoded);
+  return line;
+}
+
+// RFC 4616: authorization identity (empty: the same as the user), user, password.
+std::string plain_response(const AuthCredentials& auth) {
+  std::string response;
+  response.reserve(2 + auth.username.size() + auth.password.size());
+  response.append(1, '\0').append(auth.username).append(1, '\0').append(auth.password);
+  return response;
+}
+
+void replace_all(std::string& text, std::string_view what, std::string_view with) {
+  if (what.empty()) return;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + with.size()))
+    text.replace(at, what.size(), with);
 }
 
 }  // namespace
@@ -55,12 +94,21 @@ const char* command_name(int command) {
 ClientSession::ClientSession(SessionOptions options)
     : options_(std::move(options)), parser_(options_.reply_limits) {
   expected_.push_back() = Command::kGreeting;
+  secure_ = options_.implicit_tls;
+}
+
+ClientSession::~ClientSession() {
+  if (options_.auth) wipe_secret(options_.auth->password);
+  for (size_t i = 0; i < out_.size(); ++i)
+    if (out_[i].secret) wipe_secret(out_[i].owned);
 }
 
 // ---- Input --------------------------------------------------------------------------
 
 void ClientSession::receive(std::string_view bytes) {
   while (!bytes.empty() && phase_ != SessionPhase::kClosed) {
+    // After the 220 to STARTTLS: whatever follows is not the server's (see the header).
+    if (phase_ == SessionPhase::kTlsHandshake) return;
     if (expected_.empty()) {
       protocol_error("unexpected data from server while no reply was awaited");
       return;
@@ -76,6 +124,7 @@ void ClientSession::receive(std::string_view bytes) {
           expected_.clear();
           phase_ = SessionPhase::kClosed;
         } else {
+          if (is_auth(expected_.front())) redact_credentials(result.error);  // quotes the line
           protocol_error(std::move(result.error));
         }
         return;
@@ -89,6 +138,7 @@ void ClientSession::receive(std::string_view bytes) {
 void ClientSession::handle_reply(Reply& reply) {
   const Command command = expected_.front();
   expected_.pop_front();
+  if (is_auth(command)) redact_credentials(reply.text);
   if (reply.code == 421 && command != Command::kQuit) {
     // The server is closing: the 421 answers its command like any 4xx, and then every
     // other unfinished recipient is deferred with it. No QUIT; it would not be read.
@@ -150,6 +200,14 @@ void ClientSession::dispatch(Command command, Reply& reply) {
       expected_.clear();
       phase_ = SessionPhase::kClosed;
       break;
+    case Command::kStartTls:
+      on_starttls(reply);
+      break;
+    case Command::kAuth:
+    case Command::kAuthLogin:
+    case Command::kAuthUsername:
+      on_auth(command, reply);
+      break;
   }
 }
 
@@ -171,8 +229,7 @@ void ClientSession::on_greeting(const Reply& reply) {
 void ClientSession::on_ehlo(const Reply& reply) {
   if (reply.positive_completion()) {
     capabilities_ = parse_ehlo_reply(reply);
-    pipelining_ = capabilities_.pipelining && options_.allow_pipelining;
-    handshake_done();
+    after_ehlo();
   } else if (is_refusal(reply)) {
     // Postfix falls back on any refusal but 421 (handled before we get here): servers
     // that do not know EHLO answer 500 or 502, some answer 4xx or 554.
@@ -185,8 +242,7 @@ void ClientSession::on_ehlo(const Reply& reply) {
 void ClientSession::on_helo(const Reply& reply) {
   if (reply.positive_completion()) {
     capabilities_ = Capabilities{};
-    pipelining_ = false;
-    handshake_done();
+    after_ehlo();
   } else if (is_refusal(reply)) {
     fail_session(reply, /*send_quit=*/true);
   } else {
@@ -194,7 +250,111 @@ void ClientSession::on_helo(const Reply& reply) {
   }
 }
 
+void ClientSession::after_ehlo() {
+  if (quit_requested_ && pending_.empty()) {
+    handshake_done();  // nothing to protect or authenticate: straight to QUIT
+    return;
+  }
+  if (options_.starttls != StartTlsPolicy::kNever && !secure_ && !starttls_refused_) {
+    if (capabilities_.starttls) {
+      queue_command({"STARTTLS\r\n"}, Command::kStartTls);
+      return;
+    }
+    if (options_.starttls == StartTlsPolicy::kRequired) {
+      fail_locally("TLS required but not offered by server", /*send_quit=*/true);
+      return;
+    }
+  }
+  if (options_.auth && !authenticated_) {
+    start_auth();
+    return;
+  }
+  handshake_done();
+}
+
+void ClientSession::on_starttls(const Reply& reply) {
+  if (reply.positive_completion()) {
+    // The transport takes over the byte stream; receive() drops what is left of it.
+    phase_ = SessionPhase::kTlsHandshake;
+    parser_.reset();
+  } else if (is_refusal(reply)) {
+    if (options_.starttls == StartTlsPolicy::kRequired) {
+      std::string text = reply.to_string();
+      if (text.size() > 200) text.resize(200);
+      fail_locally("TLS required but STARTTLS refused by server: " + text, /*send_quit=*/true);
+      return;
+    }
+    starttls_refused_ = true;
+    after_ehlo();  // on in plaintext
+  } else {
+    unexpected_reply(Command::kStartTls, reply);
+  }
+}
+
+void ClientSession::start_auth() {
+  const AuthCredentials& auth = *options_.auth;
+  if (!secure_ && !auth.allow_plaintext) {
+    fail_locally("refusing to send credentials over a plaintext connection", /*send_quit=*/true);
+    return;
+  }
+  if (has_word(capabilities_.auth_mechanisms, "PLAIN")) {
+    std::string response = plain_response(auth);
+    queue_secret(secret_line("AUTH PLAIN ", response), Command::kAuth);
+    wipe_secret(response);
+  } else if (has_word(capabilities_.auth_mechanisms, "LOGIN")) {
+    queue_command({"AUTH LOGIN\r\n"}, Command::kAuthLogin);
+  } else {
+    auth_failed_ = true;
+    const std::string& offered = capabilities_.auth_mechanisms;
+    fail_locally("no AUTH mechanism we support (PLAIN, LOGIN) offered by server" +
+                     (offered.empty() ? std::string(": none offered")
+                                      : " (offered: " + offered.substr(0, 100) + ")"),
+                 /*send_quit=*/true);
+  }
+}
+
+void ClientSession::on_auth(Command command, const Reply& reply) {
+  if (reply.positive_completion()) {
+    authenticated_ = true;
+    wipe_secret(options_.auth->password);
+    handshake_done();
+  } else if (reply.positive_intermediate() && command == Command::kAuthLogin) {
+    // RFC 4954 §4: each 334 carries a challenge ("Username:", "Password:" in base64);
+    // LOGIN's order is fixed, so the text is not needed.
+    queue_secret(secret_line("", options_.auth->username), Command::kAuthUsername);
+  } else if (reply.positive_intermediate() && command == Command::kAuthUsername) {
+    queue_secret(secret_line("", options_.auth->password), Command::kAuth);
+  } else if (is_refusal(reply)) {
+    auth_failed_ = reply.permanent_failure();
+    wipe_secret(options_.auth->password);
+    fail_session(reply, /*send_quit=*/true);
+  } else {
+    unexpected_reply(command, reply);
+  }
+}
+
+bool ClientSession::is_auth(Command command) {
+  return command == Command::kAuth || command == Command::kAuthLogin ||
+         command == Command::kAuthUsername;
+}
+
+void ClientSession::redact_credentials(std::string& text) const {
+  if (!options_.auth || options_.auth->password.empty()) return;
+  const AuthCredentials& auth = *options_.auth;
+  replace_all(text, auth.password, "<redacted>");
+  std::string encoded = base64_encode(auth.password);
+  replace_all(text, encoded, "<redacted>");
+  wipe_secret(encoded);
+  std::string plain = plain_response(auth);
+  encoded = base64_encode(plain);
+  wipe_secret(plain);
+  replace_all(text, encoded, "<redacted>");
+  wipe_secret(encoded);
+}
+
 void ClientSession::handshake_done() {
+  // Only now is the last EHLO reply known (the one after STARTTLS, if any).
+  pipelining_ = capabilities_.pipelining && options_.allow_pipelining;
   phase_ = quit_requested_ ? SessionPhase::kQuitting : SessionPhase::kReady;
 }
 
@@ -349,6 +509,10 @@ void ClientSession::fail_session(const Reply& reply, bool send_quit) {
   phase_ = SessionPhase::kClosed;
 }
 
+void ClientSession::fail_locally(std::string text, bool send_quit) {
+  fail_session(local_reply(kSecurity, std::move(text)), send_quit);
+}
+
 void ClientSession::protocol_error(std::string what) {
   fail_session(local_reply(kProtocolError, "protocol error: " + what), /*send_quit=*/false);
 }
@@ -367,11 +531,33 @@ void ClientSession::abort(EnhancedCode enhanced, std::string_view reason) {
   fail_session(local_reply(enhanced, std::string(reason)), /*send_quit=*/false);
 }
 
+// ---- TLS ------------------------------------------------------------------------------------
+
+bool ClientSession::wants_tls_handshake() const { return phase_ == SessionPhase::kTlsHandshake; }
+
+void ClientSession::tls_established() {
+  if (phase_ != SessionPhase::kTlsHandshake) return;
+  secure_ = true;
+  capabilities_ = Capabilities{};  // RFC 3207 §4.2: forget what was learnt in plaintext
+  parser_.reset();
+  if (quit_requested_ && pending_.empty()) {
+    queue_quit();
+    return;
+  }
+  phase_ = SessionPhase::kGreeting;
+  queue_command({"EHLO ", options_.helo_name, "\r\n"}, Command::kEhlo);
+}
+
+void ClientSession::tls_failed(std::string_view reason) {
+  if (phase_ == SessionPhase::kClosed) return;
+  fail_locally("TLS handshake failed: " + std::string(reason), /*send_quit=*/false);
+}
+
 // ---- Work ---------------------------------------------------------------------------------
 
 bool ClientSession::can_accept_transaction() const {
   return (phase_ == SessionPhase::kConnecting || phase_ == SessionPhase::kGreeting ||
-          phase_ == SessionPhase::kReady) &&
+          phase_ == SessionPhase::kTlsHandshake || phase_ == SessionPhase::kReady) &&
          !quit_requested_ && pending_.size() < max_queued_transactions();
 }
 
@@ -419,6 +605,7 @@ std::vector<TransactionOutcome>& ClientSession::finished() { return finished_; }
 SessionPhase ClientSession::phase() const { return phase_; }
 
 Awaiting ClientSession::awaiting() const {
+  if (phase_ == SessionPhase::kTlsHandshake) return Awaiting::kCommand;  // see the header
   if (phase_ == SessionPhase::kClosed || expected_.empty()) return Awaiting::kNothing;
   switch (expected_.front()) {
     case Command::kGreeting:
@@ -438,5 +625,11 @@ bool ClientSession::idle() const { return phase_ == SessionPhase::kReady && pend
 const Capabilities& ClientSession::capabilities() const { return capabilities_; }
 
 uint64_t ClientSession::transactions_completed() const { return completed_; }
+
+bool ClientSession::secure() const { return secure_; }
+
+bool ClientSession::authenticated() const { return authenticated_; }
+
+bool ClientSession::auth_failed() const { return auth_failed_; }
 
 }  // namespace ringmail::smtp

@@ -1,12 +1,14 @@
 // The client side of one SMTP connection as a pure state machine (no sockets, clocks,
 // logging or TLS): the transport feeds it the server's bytes and sends what it asks;
-// the session produces per-recipient outcomes. Pipelines (RFC 2920) when advertised.
+// the session produces per-recipient outcomes. Pipelines (RFC 2920) when advertised;
+// asks for STARTTLS (RFC 3207) and authenticates (RFC 4954) when configured to.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,10 +20,32 @@
 
 namespace ringmail::smtp {
 
+// Whether to upgrade a plaintext connection with STARTTLS after EHLO.
+enum class StartTlsPolicy : uint8_t {
+  kNever,      // plaintext (or implicit TLS, which the transport does before the greeting)
+  kIfOffered,  // STARTTLS when advertised; plaintext when not, or when STARTTLS is refused
+  kRequired,   // STARTTLS or nothing: its absence or refusal defers every transaction (4.7.0)
+};
+
+// AUTH (RFC 4954) towards a relay. Mechanisms in order of preference: PLAIN (one command
+// with an initial response), then LOGIN.
+struct AuthCredentials {
+  std::string username;
+  std::string password;
+  // Credentials go only over TLS (STARTTLS done, or implicit TLS) unless this is set.
+  bool allow_plaintext = false;
+};
+
 struct SessionOptions {
   std::string helo_name = "localhost";  // the name sent in EHLO/HELO
   bool allow_pipelining = true;  // pipeline when the server advertises PIPELINING
   ReplyLimits reply_limits;
+  StartTlsPolicy starttls = StartTlsPolicy::kNever;
+  // The transport completed a TLS handshake before the greeting (RFC 8314, port 465): the
+  // session is secure() from the start and never asks for STARTTLS.
+  bool implicit_tls = false;
+  // Set: authenticate after the final EHLO, before any transaction.
+  std::optional<AuthCredentials> auth;
 };
 
 // What the session is waiting for from the server; the engine picks the matching timeout
@@ -29,23 +53,28 @@ struct SessionOptions {
 enum class Awaiting : uint8_t {
   kNothing,   // idle (or closed): the engine applies its idle timeout
   kGreeting,  // 220 banner
-  kCommand,   // reply to EHLO/HELO/MAIL/RCPT/RSET/QUIT
+  kCommand,   // reply to EHLO/HELO/STARTTLS/AUTH/MAIL/RCPT/RSET/QUIT, or the TLS handshake
   kDataStart, // reply to DATA (354)
   kDataEnd,   // reply to the end-of-data dot
 };
 
 // Lifecycle of the whole connection.
 enum class SessionPhase : uint8_t {
-  kConnecting,  // waiting for the greeting
-  kGreeting,    // EHLO/HELO exchange in progress
-  kReady,       // can run transactions
-  kQuitting,    // QUIT queued or sent; nothing more will be accepted
-  kClosed,      // finished: the engine should close the connection once output is sent
+  kConnecting,    // waiting for the greeting
+  kGreeting,      // EHLO/HELO, STARTTLS and AUTH exchanges in progress
+  kTlsHandshake,  // STARTTLS accepted: the transport runs the TLS handshake (see below)
+  kReady,         // can run transactions
+  kQuitting,      // QUIT queued or sent; nothing more will be accepted
+  kClosed,        // finished: the engine should close the connection once output is sent
 };
 
 class ClientSession {
  public:
   explicit ClientSession(SessionOptions options);
+  // Overwrites the password and any credentials still in the output buffer.
+  ~ClientSession();
+  ClientSession(ClientSession&&) = default;
+  ClientSession& operator=(ClientSession&&) = default;
 
   // ---- Input from the transport -------------------------------------------------------
 
@@ -59,6 +88,12 @@ class ClientSession {
   //
   // A 421 to any command (or as the greeting) ends the session the same way after the
   // 421 is applied to the command it answered: the server is closing the connection.
+  //
+  // The bytes after the 220 that accepts STARTTLS, in the same call, and every byte given
+  // while wants_tls_handshake() are discarded unread: the server can have sent nothing
+  // legitimate before the handshake, so anything there was injected by a third party
+  // (CVE-2011-0411). Once the handshake is done the session reads only the decrypted
+  // stream, from a fresh reply parser.
   void receive(std::string_view bytes);
 
   // The connection failed or the peer closed it, or a timeout expired (`enhanced` 4.4.2
@@ -67,14 +102,39 @@ class ClientSession {
   // was sent are marked not_attempted. Phase becomes kClosed. Idempotent.
   void abort(EnhancedCode enhanced, std::string_view reason);
 
+  // ---- TLS, driven by the transport ----------------------------------------------------
+
+  // True from the 220 reply to STARTTLS until tls_established() or tls_failed(): the
+  // transport must now run the TLS client handshake on the connection, starting once
+  // pending_output_bytes() is 0 and no send is in flight (the 220 may be read before the
+  // completion of the send that carried STARTTLS is; nothing is queued after STARTTLS,
+  // so whatever is still pending ends with it). Meanwhile the phase is kTlsHandshake,
+  // awaiting() is kCommand (the peer owes us handshake bytes; the command timeout bounds
+  // a stalled handshake), and transactions may still be queued (they wait).
+  bool wants_tls_handshake() const;
+  // The handshake succeeded: from now on receive() takes the decrypted stream and
+  // pending_output() is to be encrypted. The capabilities are forgotten and EHLO is sent
+  // again (or QUIT at once if quit() was called and nothing is queued). Ignored unless
+  // wants_tls_handshake().
+  void tls_established();
+  // The handshake failed (or, with implicit TLS, failed before the greeting): every
+  // unfinished recipient is deferred with 4.7.0 "TLS handshake failed: <reason>",
+  // transactions none of whose bytes were sent are not_attempted, nothing more is sent
+  // (no QUIT: the stream is in no state for one) and the phase becomes kClosed. Ignored
+  // once closed.
+  void tls_failed(std::string_view reason);
+
   // ---- Work ---------------------------------------------------------------------------
 
-  // True when add_transaction() may be called now: the session is kConnecting, kGreeting
-  // or kReady and holds fewer than max_queued_transactions() unfinished transactions.
+  // True when add_transaction() may be called now: the session is kConnecting, kGreeting,
+  // kTlsHandshake or kReady and holds fewer than max_queued_transactions() unfinished
+  // transactions.
   bool can_accept_transaction() const;
   // How many unfinished transactions the session holds at most: 2 with pipelining (one
   // being sent, the next one's envelope pipelined after the end of data), 1 otherwise,
-  // and 1 before the EHLO reply tells whether the server pipelines.
+  // and 1 until the session is ready (the last EHLO reply, after STARTTLS and AUTH, tells
+  // whether the server pipelines). Transactions queued before then wait; none is sent
+  // before STARTTLS and AUTH have completed.
   size_t max_queued_transactions() const;
   // Queues a transaction. Its envelope is sent as soon as the protocol allows: with
   // PIPELINING, MAIL + every RCPT + DATA in one write, immediately after the previous
@@ -116,6 +176,16 @@ class ClientSession {
   const Capabilities& capabilities() const;
   // Transactions completed (end-of-data reply received, success or failure) on this session.
   uint64_t transactions_completed() const;
+  // The connection is encrypted: implicit TLS, or tls_established() was called.
+  bool secure() const;
+  // The server accepted our AUTH (235).
+  bool authenticated() const;
+  // Authentication cannot succeed with these credentials against this server: it refused
+  // AUTH with a 5xx (535 bad credentials, 504 mechanism refused...) or advertised no
+  // mechanism we speak. Every transaction was deferred with that reason (not_attempted,
+  // so it can be retried once the configuration is fixed) and QUIT was queued; the
+  // transport should stop sending to this destination rather than retry at once.
+  bool auth_failed() const;
 
  private:
   // Behaviour notes, where the contract above leaves a choice (Postfix smtp(8) decided):
@@ -151,6 +221,29 @@ class ClientSession {
   //   bounces the whole transaction locally (code 0, 5.1.3): it would inject commands.
   //   A transaction without recipients comes straight back, not_attempted.
   // - BODY=8BITMIME is not sent (it would need a scan of every body per transaction).
+  // - Order after a successful EHLO (or HELO): STARTTLS if the policy asks and the session
+  //   is not secure yet, then AUTH if credentials are set, then kReady. max_queued and
+  //   PIPELINING are decided only then, from the last EHLO reply (the one after TLS).
+  //   With quit() called and nothing queued, STARTTLS and AUTH are skipped: QUIT follows.
+  // - STARTTLS is sent alone and its reply awaited (RFC 3207 §4: nothing may follow it in
+  //   a pipeline). A 4xx/5xx to it under kIfOffered continues in plaintext on the same
+  //   connection, as the EHLO state is unchanged (no RSET, no second EHLO); under
+  //   kRequired it fails the session like a missing STARTTLS: every transaction deferred
+  //   (code 0, 4.7.0, the text quoting the server's reply), not_attempted, QUIT queued.
+  // - tls_failed() sends no QUIT (a plaintext QUIT mid-handshake is garbage to the peer).
+  //   Retrying in plaintext (Postfix does for opportunistic TLS) is the caller's choice:
+  //   the transactions come back not_attempted.
+  // - AUTH refusals: 5xx → auth_failed(); 4xx → temporary. Both defer every transaction
+  //   with the server's reply (deferred, not bounced: the recipients are not at fault),
+  //   not_attempted, and queue QUIT; a 421 behaves as for any command. A 334 where none
+  //   is due (to AUTH PLAIN with its initial response, or to the password) is a protocol
+  //   error. A 235 at any step ends the exchange successfully.
+  //   Refusing to authenticate in plaintext and "no mechanism we speak" are local
+  //   failures (code 0, 4.7.0); the latter sets auth_failed().
+  // - Credentials: every reply to an AUTH step (and a parse error in one) is scrubbed of
+  //   the password and of the base64 forms we sent (a server may echo them in its 535),
+  //   so no outcome carries them; the password is then wiped from the options. Output
+  //   segments that held credentials are zeroed once sent, and at destruction.
 
   // The reply each queued command waits for; the transaction it concerns is always the
   // oldest unfinished one, since replies come in order and transactions finish in order.
@@ -165,6 +258,10 @@ class ClientSession {
     kDotWithoutRecipients,  // the dot closing a DATA opened with no accepted recipient
     kRset,
     kQuit,
+    kStartTls,
+    kAuth,          // the last AUTH step: AUTH PLAIN with its response, or the password
+    kAuthLogin,     // AUTH LOGIN: a 334 asks for the username
+    kAuthUsername,  // the username: a 334 asks for the password
   };
   // How far a transaction's sending has gone; with pipelining the next transaction's
   // envelope may follow once this one is kDone.
@@ -186,6 +283,7 @@ class ClientSession {
     EncodedBody body;   // set for a body segment; null for an owned command segment
     std::string owned;  // commands (coalesced); capacity kept when the slot is reused
     size_t offset = 0;  // bytes already sent from this segment
+    bool secret = false;  // holds credentials: zeroed when sent
   };
 
   // A FIFO over a power-of-two ring whose slots keep their buffers when reused; a deque
@@ -234,6 +332,13 @@ class ClientSession {
   void on_rcpt(const Reply& reply);
   void on_data(const Reply& reply);
   void on_dot(Reply& reply);
+  void after_ehlo();
+  void on_starttls(const Reply& reply);
+  void start_auth();
+  void on_auth(Command command, const Reply& reply);
+  void fail_locally(std::string text, bool send_quit);
+  static bool is_auth(Command command);
+  void redact_credentials(std::string& text) const;
   void handshake_done();
   void pump();
   void finish_front(bool by_server);
@@ -249,6 +354,7 @@ class ClientSession {
   void queue_envelope(Pending& pending);
   void queue_body_and_dot(Pending& pending);
   void queue_quit();
+  void queue_secret(std::string command, Command expect);
   void withdraw_output() { output_withdrawn_ = true; }
 
   SessionOptions options_;
@@ -260,6 +366,10 @@ class ClientSession {
   bool quit_requested_ = false;
   bool quit_queued_ = false;
   bool output_withdrawn_ = false;  // the session failed: nothing more is offered
+  bool secure_ = false;            // implicit TLS, or STARTTLS completed
+  bool starttls_refused_ = false;  // a 4xx/5xx to STARTTLS under kIfOffered: plaintext
+  bool authenticated_ = false;
+  bool auth_failed_ = false;
   Ring<Command> expected_;         // replies awaited, in order
   Ring<Pending> pending_;          // unfinished transactions, in order
   Ring<OutSegment> out_;           // output not yet marked sent

@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "smtp/client_session.h"
+#include "smtp/secret.h"
 
 namespace ringmail::smtp {
 namespace {
@@ -25,6 +26,7 @@ std::string& ClientSession::command_buffer(size_t bytes) {
   OutSegment& segment = out_.push_back();
   segment.body.reset();
   segment.offset = 0;
+  segment.secret = false;
   segment.owned.clear();
   segment.owned.reserve(std::max(bytes, kCommandBufferBytes));
   return segment.owned;
@@ -37,6 +39,12 @@ void ClientSession::queue_command(std::initializer_list<std::string_view> parts,
   for (std::string_view part : parts) buffer.append(part);
   queued_bytes_ += bytes;
   expected_.push_back() = expect;
+}
+
+void ClientSession::queue_secret(std::string command, Command expect) {
+  queue_command({command}, expect);
+  out_.back().secret = true;
+  wipe_secret(command);
 }
 
 void ClientSession::queue_mail(Pending& p) {
@@ -80,6 +88,7 @@ void ClientSession::queue_body_and_dot(Pending& p) {
     segment.body = body;  // shares the body; released once sent
     segment.owned.clear();
     segment.offset = 0;
+    segment.secret = false;
     queued_bytes_ += body->size();
   }
   queue_command({".\r\n"}, Command::kDot);
@@ -114,6 +123,8 @@ void ClientSession::mark_sent(size_t bytes) {
     }
     bytes -= left;
     segment.body.reset();
+    if (segment.secret) wipe_secret(segment.owned);
+    segment.secret = false;
     segment.owned.clear();  // keeps the capacity for the slot's next use
     out_.pop_front();
   }

@@ -1,5 +1,6 @@
 // ClientSession behaviours that transcripts show less directly: queue limits, partial
-// sends and not_attempted, output segment shape and address stability, abort idempotence.
+// sends and not_attempted, output segment shape and address stability, abort idempotence,
+// the TLS hand-over to the transport and the handling of credentials.
 #include "smtp/client_session.h"
 
 #include <gtest/gtest.h>
@@ -251,6 +252,166 @@ TEST(ClientSessionTest, SteadyStateReusesBuffers) {
   }
   EXPECT_EQ(s.transactions_completed(), 1000u);
   EXPECT_EQ(b.use_count(), 1 + 2 + 1);  // ours, two queued transactions, one segment
+}
+
+// ---- STARTTLS and AUTH ------------------------------------------------------------------
+
+SessionOptions tls_options(StartTlsPolicy policy) {
+  SessionOptions options;
+  options.starttls = policy;
+  return options;
+}
+
+// Greeting, EHLO offering PIPELINING and STARTTLS, STARTTLS accepted.
+void to_handshake(ClientSession& s) {
+  s.receive("220 mx ESMTP\r\n");
+  EXPECT_EQ(send_all(s), "EHLO localhost\r\n");
+  s.receive("250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(send_all(s), "STARTTLS\r\n");
+  s.receive("220 go ahead\r\n");
+}
+
+TEST(ClientSessionTest, TlsHandshakeHandsTheStreamToTheTransport) {
+  ClientSession s(tls_options(StartTlsPolicy::kIfOffered));
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  EXPECT_FALSE(s.secure());
+  to_handshake(s);
+  EXPECT_TRUE(s.wants_tls_handshake());
+  EXPECT_EQ(s.phase(), SessionPhase::kTlsHandshake);
+  EXPECT_EQ(s.awaiting(), Awaiting::kCommand);  // a stalled handshake times out
+  EXPECT_EQ(s.pending_output_bytes(), 0u);
+  EXPECT_FALSE(s.idle());
+  // PIPELINING was offered in plaintext only: not yet a reason to queue more.
+  EXPECT_EQ(s.max_queued_transactions(), 1u);
+  EXPECT_FALSE(s.can_accept_transaction());
+  // Plaintext arriving now (injected, or ciphertext given by mistake) is dropped unread.
+  s.receive("250 injected\r\n\x16\x03\x03 garbage");
+  EXPECT_TRUE(s.wants_tls_handshake());
+  EXPECT_TRUE(s.finished().empty());
+  s.tls_established();
+  EXPECT_FALSE(s.wants_tls_handshake());
+  EXPECT_TRUE(s.secure());
+  EXPECT_FALSE(s.capabilities().pipelining);  // forgotten
+  EXPECT_FALSE(s.capabilities().starttls);
+  EXPECT_EQ(s.phase(), SessionPhase::kGreeting);
+  EXPECT_EQ(send_all(s), "EHLO localhost\r\n");
+  s.receive("250-mx\r\n250 PIPELINING\r\n");
+  EXPECT_EQ(s.phase(), SessionPhase::kReady);
+  EXPECT_EQ(s.max_queued_transactions(), 2u);
+  EXPECT_EQ(send_all(s), "MAIL FROM:<s@example.org>\r\nRCPT TO:<a@x>\r\nDATA\r\n");
+  s.tls_established();  // not during a handshake: ignored
+  EXPECT_EQ(pending(s), "");
+  EXPECT_TRUE(s.secure());
+}
+
+TEST(ClientSessionTest, AbortDuringTheHandshake) {
+  ClientSession s(tls_options(StartTlsPolicy::kRequired));
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  to_handshake(s);
+  s.abort({4, 4, 7}, "timeout during TLS handshake");
+  EXPECT_FALSE(s.wants_tls_handshake());
+  EXPECT_EQ(s.phase(), SessionPhase::kClosed);
+  ASSERT_EQ(s.finished().size(), 1u);
+  EXPECT_TRUE(s.finished()[0].not_attempted);
+  s.tls_established();  // a late completion changes nothing
+  s.tls_failed("late");
+  EXPECT_EQ(s.phase(), SessionPhase::kClosed);
+  EXPECT_EQ(s.finished().size(), 1u);
+  EXPECT_EQ(s.pending_output_bytes(), 0u);
+}
+
+TEST(ClientSessionTest, ImplicitTlsIsSecureFromTheStartAndMayFailBeforeTheGreeting) {
+  SessionOptions options;
+  options.implicit_tls = true;
+  options.starttls = StartTlsPolicy::kRequired;
+  ClientSession s(options);
+  EXPECT_TRUE(s.secure());
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  s.tls_failed("unknown CA");
+  EXPECT_EQ(s.phase(), SessionPhase::kClosed);
+  ASSERT_EQ(s.finished().size(), 1u);
+  EXPECT_TRUE(s.finished()[0].not_attempted);
+  EXPECT_EQ(s.finished()[0].recipients[0].reply.enhanced, (EnhancedCode{4, 7, 0}));
+  EXPECT_EQ(s.finished()[0].recipients[0].reply.text, "TLS handshake failed: unknown CA");
+
+  ClientSession t(options);  // STARTTLS advertised over implicit TLS is not used
+  t.add_transaction(txn(1, {"a@x"}, body("hi")));
+  t.receive("220 mx ESMTP\r\n");
+  send_all(t);
+  t.receive("250-mx\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(t.phase(), SessionPhase::kReady);
+  EXPECT_EQ(send_all(t), "MAIL FROM:<s@example.org>\r\n");
+}
+
+TEST(ClientSessionTest, NoTransactionBeforeAuthCompletes) {
+  SessionOptions options;
+  options.implicit_tls = true;
+  options.auth = AuthCredentials{"u", "p", false};
+  ClientSession s(options);
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  s.receive("220 mx ESMTP\r\n");
+  send_all(s);
+  s.receive("250-mx\r\n250-PIPELINING\r\n250 AUTH LOGIN\r\n");
+  EXPECT_EQ(s.phase(), SessionPhase::kGreeting);
+  EXPECT_EQ(s.max_queued_transactions(), 1u);
+  EXPECT_EQ(send_all(s), "AUTH LOGIN\r\n");
+  s.receive("334 VXNlcm5hbWU6\r\n");
+  EXPECT_EQ(send_all(s), "dQ==\r\n");
+  s.receive("334 UGFzc3dvcmQ6\r\n");
+  EXPECT_EQ(send_all(s), "cA==\r\n");
+  EXPECT_FALSE(s.authenticated());
+  s.receive("235 ok\r\n");
+  EXPECT_TRUE(s.authenticated());
+  EXPECT_EQ(s.phase(), SessionPhase::kReady);
+  EXPECT_EQ(s.max_queued_transactions(), 2u);
+  EXPECT_EQ(send_all(s), "MAIL FROM:<s@example.org>\r\nRCPT TO:<a@x>\r\nDATA\r\n");
+}
+
+TEST(ClientSessionTest, SentCredentialsAreZeroed) {
+  // White-box: a sent segment's slot keeps its buffer (see the header), so the bytes
+  // that carried the credentials can be looked at right after mark_sent().
+  SessionOptions options;
+  options.implicit_tls = true;
+  options.auth = AuthCredentials{"alice", "s3cret-Pw", false};
+  ClientSession s(options);
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  s.receive("220 mx ESMTP\r\n");
+  send_all(s);
+  s.receive("250-mx\r\n250 AUTH PLAIN\r\n");
+  std::array<std::string_view, 16> segments;
+  ASSERT_EQ(s.pending_output(segments), 1u);
+  const std::string_view line = segments[0];
+  ASSERT_EQ(line, "AUTH PLAIN AGFsaWNlAHMzY3JldC1Qdw==\r\n");
+  s.mark_sent(line.size());
+  EXPECT_EQ(line.find("AGFsaWNl"), std::string_view::npos);
+  EXPECT_EQ(line.find_first_not_of('\0'), std::string_view::npos);
+}
+
+TEST(ClientSessionTest, AuthFailureDefersWithoutBouncing) {
+  SessionOptions options;
+  options.implicit_tls = true;
+  options.auth = AuthCredentials{"alice", "s3cret-Pw", false};
+  ClientSession s(options);
+  s.add_transaction(txn(1, {"a@x", "b@x"}, body("hi")));
+  s.receive("220 mx ESMTP\r\n");
+  send_all(s);
+  s.receive("250-mx\r\n250 AUTH PLAIN\r\n");
+  send_all(s);
+  s.receive("535 5.7.8 Error: authentication failed: s3cret-Pw\r\n");
+  EXPECT_TRUE(s.auth_failed());
+  EXPECT_FALSE(s.authenticated());
+  EXPECT_EQ(s.phase(), SessionPhase::kClosed);
+  EXPECT_EQ(pending(s), "QUIT\r\n");
+  ASSERT_EQ(s.finished().size(), 1u);
+  const TransactionOutcome& o = s.finished()[0];
+  EXPECT_TRUE(o.not_attempted);
+  for (const RecipientOutcome& r : o.recipients) {
+    EXPECT_EQ(r.status, RecipientStatus::kDeferred);
+    EXPECT_EQ(r.reply.code, 535);
+    EXPECT_EQ(r.reply.enhanced, (EnhancedCode{5, 7, 8}));
+    EXPECT_EQ(r.reply.text, "Error: authentication failed: <redacted>");
+  }
+  EXPECT_EQ(s.transactions_completed(), 0u);
 }
 
 }  // namespace

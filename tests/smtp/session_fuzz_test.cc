@@ -14,30 +14,52 @@ namespace ringmail::smtp {
 namespace {
 
 // Mostly plausible replies, so the fuzzer gets deep into transactions, with junk mixed in.
-std::string random_input(std::mt19937& rng) {
-  static const char* kPieces[] = {
-      "220 mx ESMTP\r\n",
-      "250-mx\r\n250-PIPELINING\r\n250 SIZE 1000\r\n",
-      "250 ok\r\n",
-      "250 2.1.5 ok\r\n",
-      "354 go\r\n",
-      "450 4.2.0 later\r\n",
-      "550 5.1.1 no\r\n",
-      "421 4.7.0 bye\r\n",
-      "503 5.5.1 sequence\r\n",
-      "221 bye\r\n",
-      "250-",
-      "250 ",
-      "\r\n",
-      "\n",
-      "\r",
-      "2.0.0 ",
-      "599",
-      "1",
-      "x",
-      "\xff",
-      "000 x\r\n",
-  };
+constexpr const char* kPieces[] = {
+    "220 mx ESMTP\r\n",
+    "250-mx\r\n250-PIPELINING\r\n250 SIZE 1000\r\n",
+    "250 ok\r\n",
+    "250 2.1.5 ok\r\n",
+    "354 go\r\n",
+    "450 4.2.0 later\r\n",
+    "550 5.1.1 no\r\n",
+    "421 4.7.0 bye\r\n",
+    "503 5.5.1 sequence\r\n",
+    "221 bye\r\n",
+    "250-",
+    "250 ",
+    "\r\n",
+    "\n",
+    "\r",
+    "2.0.0 ",
+    "599",
+    "1",
+    "x",
+    "\xff",
+    "000 x\r\n",
+};
+
+// With STARTTLS and AUTH in play: their offers and replies too.
+constexpr const char* kSecurityPieces[] = {
+    "220 mx ESMTP\r\n",
+    "250-mx\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n",
+    "250-mx\r\n250-PIPELINING\r\n250 AUTH LOGIN\r\n",
+    "250-mx\r\n250 STARTTLS\r\n",
+    "220 2.0.0 go ahead\r\n",
+    "454 4.7.0 no TLS\r\n",
+    "334 VXNlcm5hbWU6\r\n",
+    "235 2.7.0 ok\r\n",
+    "535 5.7.8 bad credentials\r\n",
+    "250 ok\r\n",
+    "354 go\r\n",
+    "550 5.1.1 no\r\n",
+    "421 4.7.0 bye\r\n",
+    "221 bye\r\n",
+    "\r\n",
+    "x",
+};
+
+template <size_t N>
+std::string random_input(std::mt19937& rng, const char* const (&choices)[N]) {
   std::string out;
   size_t pieces = rng() % 40;
   for (size_t i = 0; i < pieces; ++i) {
@@ -45,23 +67,32 @@ std::string random_input(std::mt19937& rng) {
       size_t n = rng() % 16;
       for (size_t k = 0; k < n; ++k) out += char(rng());
     } else {
-      out += kPieces[rng() % std::size(kPieces)];
+      out += choices[rng() % N];
     }
   }
   return out;
 }
 
-TEST(SessionFuzzTest, RandomInputNeverBreaksInvariants) {
-  std::mt19937 rng(20240601);
+// `security`: random STARTTLS/AUTH options and the transport's TLS calls at random
+// moments; no outcome may carry the password (the server never echoes it here; echoes
+// are the transcripts' business).
+void fuzz(uint32_t seed, bool security) {
+  std::mt19937 rng(seed);
   EncodedBody body = std::make_shared<const std::string>(encode_data_body("hello\n.\n"));
   for (int round = 0; round < 4000; ++round) {
     SessionOptions options;
     options.allow_pipelining = rng() % 4 != 0;
     options.reply_limits.max_line_bytes = 64 + rng() % 64;
+    if (security) {
+      options.starttls = StartTlsPolicy(rng() % 3);
+      options.implicit_tls = rng() % 4 == 0;
+      if (rng() % 2) options.auth = AuthCredentials{"alice", "s3cret-Pw", rng() % 2 == 0};
+    }
     ClientSession s(options);
     std::set<uint64_t> added, returned;
     uint64_t next_id = 1;
-    const std::string input = random_input(rng);
+    const std::string input =
+        security ? random_input(rng, kSecurityPieces) : random_input(rng, kPieces);
     size_t at = 0;
     while (at < input.size()) {
       while (s.can_accept_transaction() && rng() % 3 != 0) {
@@ -86,6 +117,22 @@ TEST(SessionFuzzTest, RandomInputNeverBreaksInvariants) {
       size_t chunk = 1 + rng() % 24;
       s.receive(std::string_view(input).substr(at, chunk));
       at += chunk;
+      if (security && s.wants_tls_handshake()) {
+        // Nothing is queued after STARTTLS; the handshake starts once all of it is out.
+        std::array<std::string_view, 16> unsent;
+        std::string rest;
+        for (size_t i = 0, n = s.pending_output(unsent); i < n; ++i) rest.append(unsent[i]);
+        const std::string_view starttls = "STARTTLS\r\n";
+        ASSERT_TRUE(rest.ends_with(starttls) || starttls.ends_with(rest)) << rest;
+        ASSERT_EQ(s.awaiting(), Awaiting::kCommand);
+        if (s.pending_output_bytes() == 0) {
+          if (rng() % 4 == 0) {
+            s.tls_failed("handshake failure");
+          } else if (rng() % 2) {
+            s.tls_established();
+          }
+        }
+      }
       for (TransactionOutcome& o : s.finished()) {
         ASSERT_TRUE(returned.insert(o.transaction.id).second) << "returned twice";
         ASSERT_EQ(o.recipients.size(), o.transaction.recipients.size());
@@ -100,6 +147,7 @@ TEST(SessionFuzzTest, RandomInputNeverBreaksInvariants) {
           if (r.reply.code == 0) {
             ASSERT_TRUE(r.reply.enhanced.present());
           }
+          ASSERT_EQ(r.reply.text.find("s3cret-Pw"), std::string::npos) << r.reply.text;
         }
       }
       s.finished().clear();
@@ -113,6 +161,10 @@ TEST(SessionFuzzTest, RandomInputNeverBreaksInvariants) {
     ASSERT_EQ(added, returned);
   }
 }
+
+TEST(SessionFuzzTest, RandomInputNeverBreaksInvariants) { fuzz(20240601, /*security=*/false); }
+
+TEST(SessionFuzzTest, RandomInputWithTlsAndAuth) { fuzz(20240602, /*security=*/true); }
 
 }  // namespace
 }  // namespace ringmail::smtp

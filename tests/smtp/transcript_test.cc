@@ -5,7 +5,9 @@
 // time with sends completing in random pieces. Both must give the same log.
 //
 // Script lines:
-//   # comment                      option helo NAME | pipelining off | max_line N
+//   # comment                      option helo NAME | pipelining off | max_line N |
+//                                    starttls never|if-offered|required | implicit_tls on |
+//                                    auth USER PASSWORD [plaintext]
 //   body NAME TEXT                 message content (escapes \r \n \t \\ \xHH), encoded
 //   txn ID SENDER RCPT[,RCPT] BODY added in order whenever the session can accept one
 //                                  ("-" is the null sender)
@@ -14,6 +16,9 @@
 //   S~ TEXT                        lines form one chunk; S~ appends TEXT without CRLF
 //   --                             ends a chunk
 //   abort X.Y.Z TEXT               the transport calls abort()
+//   tls established                the transport finished the TLS handshake: tls_established()
+//   tls failed TEXT                it failed: tls_failed(TEXT)
+// With auth set, no outcome may contain the password or a base64 form of it.
 // Set RINGMAIL_UPDATE_GOLDEN=1 to rewrite the .ref files from the block run.
 #include <gtest/gtest.h>
 
@@ -28,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "smtp/base64.h"
 #include "smtp/client_session.h"
 #include "smtp/message_body.h"
 
@@ -109,6 +115,8 @@ const char* phase_name(SessionPhase p) {
       return "connecting";
     case SessionPhase::kGreeting:
       return "greeting";
+    case SessionPhase::kTlsHandshake:
+      return "tls-handshake";
     case SessionPhase::kReady:
       return "ready";
     case SessionPhase::kQuitting:
@@ -136,7 +144,7 @@ const char* awaiting_name(Awaiting a) {
 }
 
 struct Step {
-  enum Kind { kChunk, kAbort, kQuit } kind;
+  enum Kind { kChunk, kAbort, kQuit, kTlsEstablished, kTlsFailed } kind;
   std::string data;
   EnhancedCode code;
 };
@@ -176,7 +184,22 @@ Script load(const fs::path& path) {
         script.options.allow_pipelining = value != "off";
       else if (name == "max_line")
         script.options.reply_limits.max_line_bytes = std::stoul(value);
-      else
+      else if (name == "starttls" && value == "never")
+        script.options.starttls = StartTlsPolicy::kNever;
+      else if (name == "starttls" && value == "if-offered")
+        script.options.starttls = StartTlsPolicy::kIfOffered;
+      else if (name == "starttls" && value == "required")
+        script.options.starttls = StartTlsPolicy::kRequired;
+      else if (name == "implicit_tls")
+        script.options.implicit_tls = value == "on";
+      else if (name == "auth") {
+        AuthCredentials auth;
+        auth.username = value;
+        std::string flag;
+        words >> auth.password >> flag;
+        auth.allow_plaintext = flag == "plaintext";
+        script.options.auth = std::move(auth);
+      } else
         ADD_FAILURE() << "unknown option " << name;
     } else if (verb == "body") {
       std::string name;
@@ -200,6 +223,17 @@ Script load(const fs::path& path) {
       script.transactions.push_back(std::move(t));
     } else if (verb == "quit") {
       script.steps.push_back({Step::kQuit, "", {}});
+    } else if (verb == "tls") {
+      std::string what, reason;
+      words >> what;
+      std::getline(words, reason);
+      if (!reason.empty() && reason[0] == ' ') reason.erase(0, 1);
+      if (what == "established")
+        script.steps.push_back({Step::kTlsEstablished, "", {}});
+      else if (what == "failed")
+        script.steps.push_back({Step::kTlsFailed, reason, {}});
+      else
+        ADD_FAILURE() << path << ": unknown line " << line;
     } else if (verb == "abort") {
       std::string code, reason;
       words >> code;
@@ -220,7 +254,12 @@ Script load(const fs::path& path) {
 class Player {
  public:
   Player(const Script& script, bool bytewise)
-      : script_(script), bytewise_(bytewise), session_(script.options) {}
+      : script_(script), bytewise_(bytewise), session_(script.options) {
+    if (const auto& auth = script.options.auth; auth && !auth->password.empty()) {
+      std::string plain = std::string(1, '\0') + auth->username + '\0' + auth->password;
+      secrets_ = {auth->password, base64_encode(auth->password), base64_encode(plain)};
+    }
+  }
 
   std::string run() {
     settle();
@@ -240,6 +279,14 @@ class Player {
           break;
         case Step::kQuit:
           quit_wanted_ = true;
+          break;
+        case Step::kTlsEstablished:
+          log_ += "! tls established\n";
+          session_.tls_established();
+          break;
+        case Step::kTlsFailed:
+          log_ += "! tls failed " + step.data + "\n";
+          session_.tls_failed(step.data);
           break;
       }
       settle();
@@ -266,6 +313,8 @@ class Player {
       EXPECT_EQ(o.recipients.size(), o.transaction.recipients.size());
       for (size_t i = 0; i < o.recipients.size(); ++i) {
         const Reply& r = o.recipients[i].reply;
+        for (const std::string& secret : secrets_)
+          EXPECT_EQ(r.to_string().find(secret), std::string::npos) << "credentials in outcome";
         char code[8];
         std::snprintf(code, sizeof code, "%03d", r.code);
         log_ += "=   " + o.transaction.recipients[i] + " " + to_string(o.recipients[i].status) +
@@ -277,7 +326,11 @@ class Player {
     std::string state = std::string(phase_name(session_.phase())) + ", awaiting " +
                         awaiting_name(session_.awaiting()) + ", queued " +
                         std::to_string(session_.queued_transactions()) +
-                        (session_.idle() ? ", idle" : "");
+                        (session_.idle() ? ", idle" : "") +
+                        (session_.wants_tls_handshake() ? ", wants tls handshake" : "") +
+                        (session_.secure() ? ", secure" : "") +
+                        (session_.authenticated() ? ", authenticated" : "") +
+                        (session_.auth_failed() ? ", auth failed" : "");
     if (state != last_state_) log_ += ". " + state + "\n";
     last_state_ = state;
   }
@@ -321,6 +374,7 @@ class Player {
   bool quit_wanted_ = false;
   bool quit_called_ = false;
   std::mt19937 rng_{12345};
+  std::vector<std::string> secrets_;  // password, base64(password), base64 PLAIN response
 };
 
 std::vector<std::string> transcript_names() {
