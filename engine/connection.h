@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/tls_engine.h"
 #include "smtp/client_session.h"
 
 namespace ringmail::engine {
@@ -53,6 +54,15 @@ struct Connection {
   msghdr send_msg{};
   // Receive memory when the kernel has no provided-buffer rings; allocated on first use.
   std::unique_ptr<char[]> fallback_receive_buffer;
+
+  // TLS, once STARTTLS's 220 arrived or from the first byte (implicit TLS). Every byte of
+  // the socket then goes through it; the session sees only plaintext.
+  std::optional<TlsEngine> tls;
+  // Ciphertext being sent: owned here while send_in_flight (the kernel reads it), and
+  // not grown meanwhile. `tls_out_sent` bytes of it have gone out already.
+  std::string tls_out;
+  size_t tls_out_sent = 0;
+  std::string tls_plaintext;  // scratch for decrypted bytes, reused
 };
 
 // Fixed-address slots (a deque never moves its elements) with a free list.

@@ -10,6 +10,9 @@ namespace ringmail::engine {
 struct Destination {
   std::string host;  // numeric IPv4/IPv6 address or a name resolved at start-up
   uint16_t port = 25;
+  // The name as configured, for TLS (SNI and the certificate check); `host` when empty.
+  // Not part of key(): it does not change where the connection goes.
+  std::string tls_name = {};
 
   // "host:port" ("[v6]:port" for IPv6); the pool key and the shard hash input.
   std::string key() const;

@@ -56,6 +56,16 @@ class DestinationPool {
   // Since the last connection that worked, at least one failed: open one connection at a
   // time until one succeeds (slow start after trouble, as Postfix does).
   bool failing() const { return consecutive_failures_ > 0; }
+  // Down at once, e.g. after a 535 to AUTH: retrying cannot help until the configuration
+  // changes, so its work is deferred without a connection until the probe time.
+  void mark_down(const smtp::Reply& why, Clock::time_point now) {
+    consecutive_failures_ = kDeadAfterFailures;
+    last_failure_ = why;
+    dead_until_ = now + kDeadProbeInterval;
+  }
+  // An opportunistic STARTTLS handshake failed here: later connections stay in plaintext
+  // (as Postfix does) rather than failing the same way every time.
+  bool starttls_broken = false;
 
   void remove_connection(uint32_t slot) {
     auto it = std::find(connections.begin(), connections.end(), slot);

@@ -5,7 +5,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "engine/tls_context.h"
+#include "smtp/client_session.h"
 
 namespace ringmail::engine {
 
@@ -28,6 +32,15 @@ struct PoolLimits {
   double messages_per_second = 0;   // 0: unlimited
 };
 
+// How connections to the relay are protected and authenticated (RFC 3207, 8314, 4954).
+struct TransportSecurity {
+  // kOpportunistic by default: STARTTLS when offered, plaintext otherwise, and an
+  // unverifiable certificate does not block delivery (as Postfix's "may").
+  TlsPolicy tls;
+  bool implicit_tls = false;  // TLS from the first byte (port 465), no STARTTLS
+  std::optional<smtp::AuthCredentials> auth;  // never logged
+};
+
 struct EngineOptions {
   unsigned shards = 0;  // 0: one per core
   std::string helo_name = "localhost";
@@ -38,6 +51,7 @@ struct EngineOptions {
   bool multishot_receive = true;
   Timeouts timeouts;
   PoolLimits pool;
+  TransportSecurity security;
   Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish
   // Transactions waiting in one shard's inbox before the feeder blocks (bounds memory).
   size_t shard_inbox_capacity = 4096;

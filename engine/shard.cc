@@ -40,6 +40,7 @@ constexpr smtp::EnhancedCode kConnectionLost{4, 4, 2};
 constexpr smtp::EnhancedCode kBadDestination{4, 4, 3};
 constexpr smtp::EnhancedCode kTimedOut{4, 4, 7};
 constexpr smtp::EnhancedCode kShutdown{4, 3, 2};
+constexpr smtp::EnhancedCode kSecurityFailure{4, 7, 0};
 
 const char* awaiting_name(smtp::Awaiting awaiting) {
   switch (awaiting) {
@@ -65,6 +66,11 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
   if (options_.multishot_receive)
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
+  if (options_.security.tls.mode != TlsPolicy::kDisabled || options_.security.implicit_tls) {
+    auto context = TlsClientContext::create(options_.security.tls);
+    if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
+    tls_context_.emplace(std::move(*context));
+  }
 }
 
 Shard::~Shard() = default;
@@ -410,10 +416,7 @@ void Shard::open_connection(DestinationPool& pool) {
   c.state = Connection::State::kConnecting;
   c.fd = fd;
   c.pool = &pool;
-  smtp::SessionOptions session_options;
-  session_options.helo_name = options_.helo_name;
-  session_options.allow_pipelining = options_.pipelining;
-  c.session.emplace(std::move(session_options));
+  c.session.emplace(session_options_for(pool));
   c.deadline = now_ + to_duration(options_.timeouts.connect);
   pool.connections.push_back(slot);
   ++pool.connecting;
@@ -443,7 +446,123 @@ void Shard::on_connect(uint32_t slot, int result) {
   }
   c.state = Connection::State::kOpen;
   arm_receive(slot);
+  if (options_.security.implicit_tls) {
+    start_tls(slot);  // RFC 8314: the handshake comes before the greeting
+    after_session_event(slot);
+    return;
+  }
   set_deadline(c);
+}
+
+smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) const {
+  smtp::SessionOptions o;
+  o.helo_name = options_.helo_name;
+  o.allow_pipelining = options_.pipelining;
+  const TransportSecurity& security = options_.security;
+  o.implicit_tls = security.implicit_tls;
+  if (!security.implicit_tls) {
+    switch (security.tls.mode) {
+      case TlsPolicy::kDisabled: o.starttls = smtp::StartTlsPolicy::kNever; break;
+      case TlsPolicy::kOpportunistic:
+        o.starttls = pool.starttls_broken ? smtp::StartTlsPolicy::kNever : smtp::StartTlsPolicy::kIfOffered;
+        break;
+      case TlsPolicy::kRequired:
+      case TlsPolicy::kVerify: o.starttls = smtp::StartTlsPolicy::kRequired; break;
+    }
+  }
+  o.auth = security.auth;
+  return o;
+}
+
+// ---------------------------------------------------------------------------- TLS
+
+void Shard::start_tls(uint32_t slot) {
+  Connection& c = connections_[slot];
+  const Destination& d = c.pool->destination();
+  std::expected<TlsEngine, std::string> engine =
+      tls_context_ ? TlsEngine::create(*tls_context_, d.tls_name.empty() ? d.host : d.tls_name,
+                                       c.pool->destination().key())
+                   : std::unexpected(std::string("TLS is disabled"));
+  if (engine) {
+    c.tls.emplace(std::move(*engine));
+    if (c.tls->handshake() != HandshakeStatus::kFailed) {
+      mark_dirty(slot);  // the ClientHello
+      return;
+    }
+    engine = std::unexpected(c.tls->error());
+  }
+  c.session->tls_failed(engine.error());
+}
+
+void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
+  Connection& c = connections_[slot];
+  TlsEngine& tls = *c.tls;
+  smtp::ClientSession& session = *c.session;
+  tls.feed_ciphertext(ciphertext);
+  if (!tls.handshake_done()) {
+    switch (tls.handshake()) {
+      case HandshakeStatus::kWantIo: return;  // its next flight is sent by the caller
+      case HandshakeStatus::kFailed:
+        if (options_.security.tls.mode == TlsPolicy::kOpportunistic && !options_.security.implicit_tls)
+          c.pool->starttls_broken = true;
+        session.tls_failed(tls.error());
+        return;
+      case HandshakeStatus::kDone:
+        if (!options_.security.implicit_tls) session.tls_established();
+        break;
+    }
+  }
+  // The bytes that finished the handshake may already carry the server's next reply.
+  c.tls_plaintext.clear();
+  auto decrypted = tls.read_plaintext(c.tls_plaintext);
+  if (!decrypted) {
+    fail_connection(slot, kSecurityFailure, "TLS: " + decrypted.error());
+    return;
+  }
+  if (!c.tls_plaintext.empty()) session.receive(c.tls_plaintext);
+  if (tls.peer_closed()) {
+    if (session.phase() == smtp::SessionPhase::kClosed) begin_close(slot);
+    else fail_connection(slot, kConnectionLost, "TLS session closed by " + c.pool->destination().key());
+  }
+}
+
+void Shard::submit_tls_send(uint32_t slot) {
+  Connection& c = connections_[slot];
+  TlsEngine& tls = *c.tls;
+  if (c.tls_out_sent >= c.tls_out.size()) {
+    // The last ciphertext is all out, so its buffer may be refilled: encrypt what the
+    // session has to say, then take every pending record (handshake flights included).
+    c.tls_out.clear();
+    c.tls_out_sent = 0;
+    if (tls.handshake_done()) {
+      std::array<std::string_view, Connection::kMaxSendSegments> segments;
+      size_t n = c.session->pending_output(segments);
+      if (n > 0) {
+        auto consumed = tls.write_plaintext({segments.data(), n});
+        if (!consumed) {
+          fail_connection(slot, kSecurityFailure, "TLS: " + consumed.error());
+          return;
+        }
+        c.session->mark_sent(*consumed);
+      }
+    }
+    tls.take_ciphertext(c.tls_out);
+    if (c.tls_out.empty()) return;
+  }
+  c.send_iov[0] = {c.tls_out.data() + c.tls_out_sent, c.tls_out.size() - c.tls_out_sent};
+  c.send_msg = {};
+  c.send_msg.msg_iov = c.send_iov.data();
+  c.send_msg.msg_iovlen = 1;
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_sendmsg(sqe, c.fd, &c.send_msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kSend, slot, c.generation}.encode());
+  ++c.ops_in_flight;
+  c.send_in_flight = true;
+}
+
+bool Shard::has_output(const Connection& c) const {
+  if (c.session->pending_output_bytes() > 0) return true;
+  return c.tls && (c.tls->pending_ciphertext() > 0 || c.tls_out_sent < c.tls_out.size());
 }
 
 void Shard::arm_receive(uint32_t slot) {
@@ -482,8 +601,12 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
     } else {
       bytes = {c.fallback_receive_buffer.get(), size_t(result)};
     }
-    // The session copies what it keeps, so the buffer goes back to the kernel at once.
-    if (c.state == Connection::State::kOpen) c.session->receive(bytes);
+    // The session (or the TLS engine) copies what it keeps, so the buffer goes back to
+    // the kernel at once.
+    if (c.state == Connection::State::kOpen) {
+      if (c.tls) receive_tls(slot, bytes);
+      else c.session->receive(bytes);
+    }
   }
   if (provided) receive_buffers_->recycle(buffer_id);
   if (c.state != Connection::State::kOpen) {
@@ -514,6 +637,10 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
 
 void Shard::submit_send(uint32_t slot) {
   Connection& c = connections_[slot];
+  if (c.tls) {
+    submit_tls_send(slot);
+    return;
+  }
   std::array<std::string_view, Connection::kMaxSendSegments> segments;
   size_t n = c.session->pending_output(segments);
   if (n == 0) return;
@@ -541,7 +668,8 @@ void Shard::on_send(uint32_t slot, int result) {
     fail_connection(slot, kConnectionLost, std::string("send failed: ") + strerror(-result));
     return;
   }
-  c.session->mark_sent(size_t(result));
+  if (c.tls) c.tls_out_sent += size_t(result);  // the session was told when TLS took its bytes
+  else c.session->mark_sent(size_t(result));
   after_session_event(slot);
 }
 
@@ -559,7 +687,7 @@ void Shard::flush_sends() {
     Connection& c = connections_[slot];
     c.in_dirty_list = false;
     if (c.state != Connection::State::kOpen || c.send_in_flight) continue;
-    if (c.session->pending_output_bytes() > 0) {
+    if (has_output(c)) {
       submit_send(slot);
     } else if (c.close_after_send) {
       begin_close(slot);
@@ -571,9 +699,24 @@ void Shard::flush_sends() {
 void Shard::after_session_event(uint32_t slot) {
   Connection& c = connections_[slot];
   smtp::ClientSession& session = *c.session;
+  // STARTTLS's 220 is in: the handshake starts once the command itself is fully out.
+  if (!c.tls && session.wants_tls_handshake() && !c.send_in_flight &&
+      session.pending_output_bytes() == 0)
+    start_tls(slot);
   if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
     c.reached_ready = true;
     c.pool->record_connection_ready();
+  }
+  if (session.phase() == smtp::SessionPhase::kClosed && session.auth_failed() && !c.failure_noted) {
+    // The relay refused our credentials: retrying cannot help until the configuration
+    // changes, so the route is down at once (no retry storm), with the server's reply.
+    const auto& done = session.finished();
+    smtp::Reply why = !done.empty() && !done.front().recipients.empty()
+                          ? done.front().recipients.front().reply
+                          : local_reply(kSecurityFailure, "authentication failed");
+    c.failure_noted = true;
+    counters_.count_connection_failure();
+    c.pool->mark_down(why, now_);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && !c.reached_ready) {
     // Refused greeting or EHLO: the pool remembers the server's own reply, so work it
@@ -587,7 +730,7 @@ void Shard::after_session_event(uint32_t slot) {
   collect_outcomes(c);
   if (session.phase() == smtp::SessionPhase::kClosed) {
     // Send what the session still has to say (a QUIT after a refused greeting), then close.
-    if (session.pending_output_bytes() > 0 || c.send_in_flight) {
+    if (has_output(c) || c.send_in_flight) {
       c.close_after_send = true;
       mark_dirty(slot);
       set_deadline(c);
@@ -600,7 +743,7 @@ void Shard::after_session_event(uint32_t slot) {
     if (!c.pool->queue.empty()) feed_connection(slot);
     else if (session.idle()) activate(*c.pool);  // may be time to QUIT
   }
-  if (session.pending_output_bytes() > 0) mark_dirty(slot);
+  if (has_output(c)) mark_dirty(slot);
   set_deadline(c);
 }
 
@@ -625,8 +768,16 @@ void Shard::collect_outcomes(Connection& c) {
   if (!c.session || c.session->finished().empty()) return;
   outcome_scratch_.clear();
   std::swap(outcome_scratch_, c.session->finished());
-  for (smtp::TransactionOutcome& outcome : outcome_scratch_)
+  std::string security;
+  if (c.tls && c.tls->handshake_done()) {
+    TlsInfo info = c.tls->info();
+    security = info.version + " " + info.cipher + (info.verified ? " verified" : " unverified") +
+               (info.resumed ? " resumed" : "");
+  }
+  for (smtp::TransactionOutcome& outcome : outcome_scratch_) {
+    outcome.transport_security = security;
     finish_transaction(std::move(outcome), c.pool);
+  }
   outcome_scratch_.clear();
 }
 

@@ -64,6 +64,14 @@ class Shard {
   void release(uint32_t slot);
   void set_deadline(Connection& connection);
 
+  // ---- TLS
+  void start_tls(uint32_t slot);
+  // Bytes from the socket of a TLS connection: handshake, then decrypt to the session.
+  void receive_tls(uint32_t slot, std::string_view ciphertext);
+  void submit_tls_send(uint32_t slot);
+  bool has_output(const Connection& connection) const;
+  smtp::SessionOptions session_options_for(const DestinationPool& pool) const;
+
   void on_connect(uint32_t slot, int result);
   void on_send(uint32_t slot, int result);
   void on_receive(uint32_t slot, const io_uring_cqe& cqe);
@@ -82,6 +90,10 @@ class Shard {
   bool multishot_receive_ = true;
   uint64_t inbox_counter_ = 0;  // eventfd read target: the kernel writes it while armed
   bool inbox_armed_ = false;
+
+  // One SSL_CTX per shard (none when TLS is disabled); engines of its connections point
+  // into it, so it is declared before the connections (destroyed after them).
+  std::optional<TlsClientContext> tls_context_;
 
   ConnectionTable connections_;
   std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;

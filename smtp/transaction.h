@@ -50,6 +50,9 @@ struct TransactionOutcome {
   // before its MAIL was sent). The caller may retry it on another connection at no risk
   // of a duplicate; `recipients` then holds deferred outcomes with the reason.
   bool not_attempted = false;
+  // How the connection was protected, filled in by the transport (the protocol core
+  // leaves it empty): e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384 verified". Empty: plaintext.
+  std::string transport_security;
 };
 
 }  // namespace ringmail::smtp

@@ -1,0 +1,267 @@
+// The engine over TLS against real servers on loopback: aiosmtpd with STARTTLS, implicit
+// TLS and AUTH, certificates from a CA made at test time; the scripted server for a peer
+// that stalls mid-handshake after injecting a line behind its 220.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "tests/engine/engine_harness.h"
+#include "tests/support/aiosmtpd_server.h"
+#include "tests/support/scripted_smtp_server.h"
+#include "tests/support/test_ca.h"
+
+namespace ringmail::test {
+namespace {
+
+using smtp::RecipientStatus;
+
+class TlsDelivery : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto dir = ScopedTempDir::create("ringmail-tls");
+    ASSERT_TRUE(dir) << dir.error();
+    dir_.emplace(std::move(*dir));
+    auto ca = TestCa::create(dir_->path(), "mx.ringmail.test");
+    ASSERT_TRUE(ca) << ca.error();
+    ca_.emplace(std::move(*ca));
+  }
+
+  std::unique_ptr<AiosmtpdServer> server(AiosmtpdOptions o) {
+    if (o.tls != AiosmtpdOptions::Tls::kNone) {
+      o.cert_file = ca_->server_cert();
+      o.key_file = ca_->server().key_pem;
+    }
+    auto s = AiosmtpdServer::start(o);
+    if (!s) ADD_FAILURE() << s.error();
+    return s ? std::move(*s) : nullptr;
+  }
+
+  engine::EngineOptions options(engine::TlsPolicy::Mode mode) {
+    auto o = test_options();
+    o.security.tls.mode = mode;
+    o.security.tls.ca_file = ca_->ca_pem().string();
+    return o;
+  }
+
+  EngineRun run(engine::EngineOptions o, uint16_t port, size_t count,
+                std::string tls_name = "mx.ringmail.test") {
+    engine::Destination d{"127.0.0.1", port, tls_name};
+    engine::StaticRelayResolver resolver(d);
+    RecordingSink sink;
+    VectorJobSource source(make_items(count));
+    EngineRun r;
+    {
+      engine::Engine e(o, resolver, &sink);
+      e.start(source);
+      r.finished = e.wait_for(std::chrono::seconds(60));
+      if (!r.finished) {
+        e.request_drain();
+        e.wait_for(std::chrono::seconds(30));
+      }
+      r.counts = e.snapshot();
+    }
+    r.outcomes = sink.outcomes();
+    r.by_recipient = sink.by_recipient();
+    return r;
+  }
+
+  std::optional<ScopedTempDir> dir_;
+  std::optional<TestCa> ca_;
+};
+
+TEST_F(TlsDelivery, OpportunisticWithoutStarttlsDeliversInPlaintext) {
+  auto s = server({});
+  ASSERT_TRUE(s);
+  auto r = run(options(engine::TlsPolicy::kOpportunistic), s->port(), 5);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 5u);
+  EXPECT_EQ(r.outcomes.front().transport_security, "");
+  EXPECT_FALSE(s->messages().front().tls);
+}
+
+TEST_F(TlsDelivery, RequiredWithoutStarttlsDefersWithTheReason) {
+  auto s = server({});
+  ASSERT_TRUE(s);
+  auto r = run(options(engine::TlsPolicy::kRequired), s->port(), 5);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_deferred, 5u);
+  EXPECT_EQ(s->message_count(), 0u);
+  auto& reply = r.by_recipient.begin()->second.reply;
+  EXPECT_EQ(reply.enhanced.to_string(), "4.7.0") << reply.to_string();
+  EXPECT_NE(reply.text.find("TLS"), std::string::npos) << reply.text;
+}
+
+TEST_F(TlsDelivery, VerifiedStarttlsDeliversAndRecordsTlsDetails) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kVerify);
+  opts.pool.max_recipients_per_transaction = 3;
+  auto r = run(opts, s->port(), 30);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 30u);
+  ASSERT_EQ(s->message_count(), 10u);  // pipelined transactions over TLS
+  EXPECT_TRUE(s->messages().front().tls);
+  const std::string& security = r.outcomes.front().transport_security;
+  EXPECT_NE(security.find("TLSv1."), std::string::npos) << security;
+  EXPECT_NE(security.find(" verified"), std::string::npos) << security;
+}
+
+TEST_F(TlsDelivery, VerifyRejectsAWrongHostName) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto r = run(options(engine::TlsPolicy::kVerify), s->port(), 3, "other.example.test");
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_deferred, 3u);
+  EXPECT_EQ(s->message_count(), 0u);
+  auto& reply = r.by_recipient.begin()->second.reply;
+  EXPECT_EQ(reply.enhanced.klass, 4);
+  EXPECT_FALSE(reply.text.empty());
+}
+
+TEST_F(TlsDelivery, VerifyRejectsAnUnknownCaButOpportunisticDelivers) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto other_dir = ScopedTempDir::create("ringmail-tls-other");
+  ASSERT_TRUE(other_dir);
+  auto other_ca = TestCa::create(other_dir->path(), "mx.ringmail.test", "another CA");
+  ASSERT_TRUE(other_ca);
+  auto verify = options(engine::TlsPolicy::kVerify);
+  verify.security.tls.ca_file = other_ca->ca_pem().string();
+  auto refused = run(verify, s->port(), 3);
+  ASSERT_TRUE(refused.finished);
+  EXPECT_EQ(refused.counts.recipients_deferred, 3u);
+
+  auto opportunistic = options(engine::TlsPolicy::kOpportunistic);
+  opportunistic.security.tls.ca_file = other_ca->ca_pem().string();
+  auto delivered = run(opportunistic, s->port(), 3);
+  ASSERT_TRUE(delivered.finished);
+  EXPECT_EQ(delivered.counts.recipients_delivered, 3u);
+  EXPECT_NE(delivered.outcomes.front().transport_security.find("unverified"), std::string::npos);
+  EXPECT_TRUE(s->messages().front().tls);
+}
+
+TEST_F(TlsDelivery, ImplicitTlsDelivers) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kImplicit;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kVerify);
+  opts.security.implicit_tls = true;
+  auto r = run(opts, s->port(), 4);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 4u);
+  EXPECT_TRUE(s->messages().front().tls);
+}
+
+TEST_F(TlsDelivery, SessionsAreResumedWhenThePoolReopensConnections) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kVerify);
+  opts.pool.max_connections = 1;
+  opts.pool.max_messages_per_connection = 2;
+  auto r = run(opts, s->port(), 8);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 8u);
+  EXPECT_EQ(r.counts.connections_opened, 4u);
+  size_t resumed = 0;
+  for (auto& outcome : r.outcomes) resumed += outcome.transport_security.find("resumed") != std::string::npos;
+  EXPECT_GE(resumed, 4u);  // the 2nd..4th connections
+}
+
+TEST_F(TlsDelivery, AuthWithTheRightPasswordDelivers) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  o.auth_user = "shop";
+  o.auth_password = "s3cret-Pa55";
+  o.auth_required = true;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kRequired);
+  opts.security.auth = smtp::AuthCredentials{"shop", "s3cret-Pa55", false};
+  auto r = run(opts, s->port(), 3);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 3u);
+  EXPECT_EQ(s->messages().front().auth_user, "shop");
+}
+
+TEST_F(TlsDelivery, WrongPasswordStopsTheRouteWithoutARetryStorm) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  o.auth_user = "shop";
+  o.auth_password = "right";
+  o.auth_required = true;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kRequired);
+  opts.security.auth = smtp::AuthCredentials{"shop", "wrong-password", false};
+  auto r = run(opts, s->port(), 200);
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_deferred, 200u);
+  // Only the connections already opening when the first 535 came back try at all.
+  EXPECT_LE(s->auth_attempts().size(), size_t(opts.pool.max_connections));
+  EXPECT_LE(r.counts.connections_opened, uint64_t(opts.pool.max_connections));
+  auto& reply = r.by_recipient.begin()->second.reply;
+  EXPECT_EQ(reply.code, 535) << reply.to_string();
+  for (auto& [rcpt, outcome] : r.by_recipient)
+    EXPECT_EQ(outcome.reply.text.find("wrong-password"), std::string::npos);
+}
+
+TEST_F(TlsDelivery, CredentialsAreNotSentInPlaintextUnlessAllowed) {
+  AiosmtpdOptions o;
+  o.auth_user = "shop";
+  o.auth_password = "pw";
+  o.auth_allow_plaintext = true;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  auto opts = options(engine::TlsPolicy::kDisabled);
+  opts.security.auth = smtp::AuthCredentials{"shop", "pw", false};
+  auto refused = run(opts, s->port(), 2);
+  ASSERT_TRUE(refused.finished);
+  EXPECT_EQ(refused.counts.recipients_deferred, 2u);
+  EXPECT_TRUE(s->auth_attempts().empty());
+
+  opts.security.auth->allow_plaintext = true;
+  auto allowed = run(opts, s->port(), 2);
+  ASSERT_TRUE(allowed.finished);
+  EXPECT_EQ(allowed.counts.recipients_delivered, 2u);
+}
+
+TEST_F(TlsDelivery, ServerStallingMidHandshakeTimesOutAndInjectionIsIgnored) {
+  ScriptedSmtpServerOptions o;
+  o.extensions.push_back("STARTTLS");
+  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    // The 220 with a forged reply behind it in the same packet, then silence.
+    if (c.verb == "STARTTLS") return ScriptedReply{"220 ready\r\n250 injected\r\n"};
+    return std::nullopt;
+  };
+  auto s = ScriptedSmtpServer::start(o);
+  ASSERT_TRUE(s) << s.error();
+  auto opts = options(engine::TlsPolicy::kRequired);
+  opts.timeouts.command = engine::Seconds(0.5);
+  auto started = std::chrono::steady_clock::now();
+  auto r = run(opts, (*s)->port(), 3);
+  ASSERT_TRUE(r.finished);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(15));
+  EXPECT_EQ(r.counts.recipients_deferred, 3u);
+  EXPECT_TRUE((*s)->messages().empty());
+  // After STARTTLS only the TLS ClientHello went out: no SMTP command in plaintext, and
+  // the injected "250" behind the 220 was not taken for the reply to anything.
+  for (auto& t : (*s)->transcripts()) {
+    auto starttls = std::find(t.commands.begin(), t.commands.end(), "STARTTLS");
+    ASSERT_NE(starttls, t.commands.end());
+    for (auto it = starttls + 1; it != t.commands.end(); ++it)
+      for (const char* verb : {"EHLO", "MAIL", "RCPT", "DATA", "QUIT", "RSET"})
+        EXPECT_NE(it->rfind(verb, 0), 0u) << *it;
+  }
+}
+
+}  // namespace
+}  // namespace ringmail::test
