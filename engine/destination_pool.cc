@@ -5,22 +5,81 @@
 
 namespace ringmail::engine {
 
+namespace {
+
+// Hosts are numeric here: names are resolved before work reaches a pool, because a
+// blocking lookup on a shard would stall every connection it serves.
+PoolHost make_host(std::string address, std::string tls_name, uint16_t port) {
+  PoolHost h;
+  h.address = std::move(address);
+  h.tls_name = std::move(tls_name);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&h.sockaddr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&h.sockaddr);
+  if (inet_pton(AF_INET, h.address.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    h.sockaddr_length = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, h.address.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    h.sockaddr_length = sizeof(sockaddr_in6);
+  }
+  return h;
+}
+
+}  // namespace
+
 DestinationPool::DestinationPool(Destination destination, const PoolLimits& limits)
     : destination_(std::move(destination)), limits_(limits) {
-  // Hosts are numeric here: names are resolved before work reaches a shard, because a
-  // blocking lookup on a shard would stall every connection it serves.
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&address_);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address_);
-  if (inet_pton(AF_INET, destination_.host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(destination_.port);
-    address_length_ = sizeof(sockaddr_in);
-  } else if (inet_pton(AF_INET6, destination_.host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(destination_.port);
-    address_length_ = sizeof(sockaddr_in6);
-  }
+  hosts_.push_back(make_host(destination_.host, destination_.tls_name, destination_.port));
   tokens_ = limits_.messages_per_second > 0 ? limits_.messages_per_second : 0;
+}
+
+DestinationPool::DestinationPool(Destination identity, std::vector<PoolHost> hosts,
+                                 const PoolLimits& limits)
+    : destination_(std::move(identity)), limits_(limits) {
+  for (PoolHost& h : hosts)
+    hosts_.push_back(make_host(std::move(h.address), std::move(h.tls_name), destination_.port));
+  tokens_ = limits_.messages_per_second > 0 ? limits_.messages_per_second : 0;
+}
+
+bool DestinationPool::address_valid() const {
+  return std::any_of(hosts_.begin(), hosts_.end(), [](const PoolHost& h) { return h.sockaddr_length != 0; });
+}
+
+std::optional<size_t> DestinationPool::pick_host(Clock::time_point now) {
+  for (size_t i = 0; i < hosts_.size(); ++i) {
+    PoolHost& h = hosts_[i];
+    if (h.sockaddr_length == 0) continue;
+    if (h.consecutive_failures < failures_to_set_aside()) return i;
+    if (now >= h.set_aside_until) {
+      h.consecutive_failures = failures_to_set_aside() - 1;  // a probe: one more failure sets it aside again
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+bool DestinationPool::failing(Clock::time_point now) {
+  auto next = pick_host(now);
+  return next && hosts_[*next].consecutive_failures > 0;
+}
+
+void DestinationPool::record_connection_ready(size_t host) { hosts_[host].consecutive_failures = 0; }
+
+void DestinationPool::record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now) {
+  PoolHost& h = hosts_[host];
+  ++h.consecutive_failures;
+  last_failure_ = why;
+  if (h.consecutive_failures >= failures_to_set_aside()) h.set_aside_until = now + kDeadProbeInterval;
+}
+
+void DestinationPool::mark_down(const smtp::Reply& why, Clock::time_point now) {
+  last_failure_ = why;
+  for (PoolHost& h : hosts_) {
+    h.consecutive_failures = failures_to_set_aside();
+    h.set_aside_until = now + kDeadProbeInterval;
+  }
 }
 
 void DestinationPool::refill(Clock::time_point now) {
@@ -47,23 +106,6 @@ Clock::time_point DestinationPool::next_token_time(Clock::time_point now) const 
   auto due = tokens_updated_ +
              std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait));
   return std::max(due, now);
-}
-
-void DestinationPool::record_connection_failure(const smtp::Reply& why, Clock::time_point now) {
-  ++consecutive_failures_;
-  last_failure_ = why;
-  if (consecutive_failures_ >= kDeadAfterFailures) {
-    // Down: defer its work at once until the probe time, then let one connection try
-    // again (one more failure makes it dead for another interval).
-    dead_until_ = now + kDeadProbeInterval;
-  }
-}
-
-bool DestinationPool::dead(Clock::time_point now) {
-  if (consecutive_failures_ < kDeadAfterFailures) return false;
-  if (now < dead_until_) return true;
-  consecutive_failures_ = kDeadAfterFailures - 1;  // probe: one connection may try
-  return false;
 }
 
 }  // namespace ringmail::engine

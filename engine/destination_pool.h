@@ -1,7 +1,9 @@
 // The connections and queued transactions of one destination on one shard, with its
-// limits: concurrent connections, messages per connection, a messages-per-second rate,
-// and a "dead" state after repeated connection failures (its work is deferred at once
-// instead of hammering a host that refuses).
+// limits: concurrent connections, messages per connection, a messages-per-second rate.
+// A destination has one or more hosts in the order to try (a relay; a domain's MX
+// exchangers). A host that keeps failing is set aside and the next one is used
+// (failover); when every host is set aside the destination is "dead": its work is
+// deferred at once instead of hammering hosts that refuse, until a probe time.
 #pragma once
 
 #include <sys/socket.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,23 +22,39 @@
 
 namespace ringmail::engine {
 
+// One host a pool may connect to.
+struct PoolHost {
+  std::string address;   // numeric IPv4/IPv6
+  std::string tls_name;  // for SNI and the certificate check; the address when empty
+  sockaddr_storage sockaddr{};
+  socklen_t sockaddr_length = 0;  // 0: `address` is not numeric
+  unsigned consecutive_failures = 0;
+  Clock::time_point set_aside_until{};
+};
+
 class DestinationPool {
  public:
-  // Consecutive connections that fail before reaching EHLO's reply, with none working,
-  // after which the destination is treated as down (Postfix's "dead destination").
+  // Consecutive connections to the only host that fail before reaching EHLO's reply,
+  // with none working, after which the destination is down (Postfix's "dead
+  // destination"). With several hosts, one failure moves on to the next host.
   static constexpr unsigned kDeadAfterFailures = 3;
   // How long a dead destination's work is deferred at once before one probe connection.
   static constexpr Clock::duration kDeadProbeInterval = std::chrono::seconds(60);
 
+  // A destination with the single host `destination.host` (a relay).
   DestinationPool(Destination destination, const PoolLimits& limits);
+  // A destination with several hosts, tried in this order (a domain's exchangers).
+  DestinationPool(Destination identity, std::vector<PoolHost> hosts, const PoolLimits& limits);
 
   const Destination& destination() const { return destination_; }
   const PoolLimits& limits() const { return limits_; }
-  // False when the host is not a numeric address; `address_error()` says why.
-  bool address_valid() const { return address_length_ != 0; }
-  const sockaddr* address() const { return reinterpret_cast<const sockaddr*>(&address_); }
-  socklen_t address_length() const { return address_length_; }
-  int address_family() const { return address_.ss_family; }
+  // False when no host is a numeric address.
+  bool address_valid() const;
+  // The host a new connection should use: the first not set aside. nullopt when every
+  // host is set aside (dead()).
+  std::optional<size_t> pick_host(Clock::time_point now);
+  const PoolHost& host(size_t index) const { return hosts_[index]; }
+  size_t host_count() const { return hosts_.size(); }
 
   std::deque<smtp::Transaction> queue;  // waiting for a connection
   std::vector<uint32_t> connections;    // slots of connections connecting or open
@@ -46,23 +65,19 @@ class DestinationPool {
   // When the next token is due; time_point::max() when not rate limited or tokens remain.
   Clock::time_point next_token_time(Clock::time_point now) const;
 
-  // Connection health.
-  void record_connection_ready() { consecutive_failures_ = 0; }
-  void record_connection_failure(const smtp::Reply& why, Clock::time_point now);
-  // True while the destination is considered down. Past the probe time it turns false
-  // (allowing one probe connection), so it is not const.
-  bool dead(Clock::time_point now);
+  // Connection health, per host.
+  void record_connection_ready(size_t host);
+  void record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now);
+  // True while every host is set aside. Past a host's probe time it may be tried again
+  // (one probe), so this is not const.
+  bool dead(Clock::time_point now) { return !pick_host(now).has_value(); }
   const smtp::Reply& last_failure() const { return last_failure_; }
-  // Since the last connection that worked, at least one failed: open one connection at a
-  // time until one succeeds (slow start after trouble, as Postfix does).
-  bool failing() const { return consecutive_failures_ > 0; }
-  // Down at once, e.g. after a 535 to AUTH: retrying cannot help until the configuration
-  // changes, so its work is deferred without a connection until the probe time.
-  void mark_down(const smtp::Reply& why, Clock::time_point now) {
-    consecutive_failures_ = kDeadAfterFailures;
-    last_failure_ = why;
-    dead_until_ = now + kDeadProbeInterval;
-  }
+  // The next host had a failure since it last worked: open one connection at a time
+  // until one succeeds (slow start after trouble, as Postfix does).
+  bool failing(Clock::time_point now);
+  // Every host down at once, e.g. after a 535 to AUTH: retrying cannot help until the
+  // configuration changes, so work is deferred without a connection until the probe time.
+  void mark_down(const smtp::Reply& why, Clock::time_point now);
   // An opportunistic STARTTLS handshake failed here: later connections stay in plaintext
   // (as Postfix does) rather than failing the same way every time.
   bool starttls_broken = false;
@@ -80,14 +95,13 @@ class DestinationPool {
  private:
   void refill(Clock::time_point now);
 
+  unsigned failures_to_set_aside() const { return hosts_.size() == 1 ? kDeadAfterFailures : 1; }
+
   Destination destination_;
   PoolLimits limits_;
-  sockaddr_storage address_{};
-  socklen_t address_length_ = 0;
+  std::vector<PoolHost> hosts_;
   double tokens_ = 0;
   Clock::time_point tokens_updated_{};
-  unsigned consecutive_failures_ = 0;
-  Clock::time_point dead_until_{};
   smtp::Reply last_failure_;
 };
 

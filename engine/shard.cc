@@ -328,7 +328,7 @@ void Shard::schedule_pool(DestinationPool& pool) {
     feed_connection(pool.connections[i]);
   // Then open connections for the work still waiting, one per waiting transaction, up to
   // the limit. Connections still connecting have already taken one transaction each.
-  const size_t max_connections = pool.failing() ? 1 : pool.limits().max_connections;
+  const size_t max_connections = pool.failing(now_) ? 1 : pool.limits().max_connections;
   while (!draining_ && !pool.queue.empty() && pool.connections.size() < max_connections) {
     if (pool.dead(now_)) {
       defer_queue_of_dead_pool(pool);
@@ -392,7 +392,10 @@ void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
 
 void Shard::open_connection(DestinationPool& pool) {
   if (pool.limits().messages_per_second > 0 && pool.next_token_time(now_) > now_) return;
-  int fd = ::socket(pool.address_family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const std::optional<size_t> host_index = pool.pick_host(now_);
+  if (!host_index) return;  // every host set aside: the caller defers the queue
+  const PoolHost& host = pool.host(*host_index);
+  int fd = ::socket(host.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     // A local failure (EMFILE, ENFILE...). Without a connection of the pool to carry its
     // queue later, nothing would wake it again: defer its work now with the reason.
@@ -416,6 +419,7 @@ void Shard::open_connection(DestinationPool& pool) {
   c.state = Connection::State::kConnecting;
   c.fd = fd;
   c.pool = &pool;
+  c.host_index = uint8_t(*host_index);
   c.session.emplace(session_options_for(pool));
   c.deadline = now_ + to_duration(options_.timeouts.connect);
   pool.connections.push_back(slot);
@@ -423,7 +427,7 @@ void Shard::open_connection(DestinationPool& pool) {
   counters_.count_connection_opened();
 
   io_uring_sqe* sqe = ring_.sqe();
-  io_uring_prep_connect(sqe, fd, pool.address(), pool.address_length());
+  io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&host.sockaddr), host.sockaddr_length);
   io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kConnect, slot, c.generation}.encode());
   ++c.ops_in_flight;
   // The connecting session takes its first transaction now, so the next connection is
@@ -478,10 +482,12 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
 
 void Shard::start_tls(uint32_t slot) {
   Connection& c = connections_[slot];
-  const Destination& d = c.pool->destination();
+  const PoolHost& host = c.pool->host(c.host_index);
+  // The session cache is keyed by host and port: resumption only makes sense with the
+  // same server.
   std::expected<TlsEngine, std::string> engine =
-      tls_context_ ? TlsEngine::create(*tls_context_, d.tls_name.empty() ? d.host : d.tls_name,
-                                       c.pool->destination().key())
+      tls_context_ ? TlsEngine::create(*tls_context_, host.tls_name.empty() ? host.address : host.tls_name,
+                                       host.address + ":" + std::to_string(c.pool->destination().port))
                    : std::unexpected(std::string("TLS is disabled"));
   if (engine) {
     c.tls.emplace(std::move(*engine));
@@ -705,7 +711,7 @@ void Shard::after_session_event(uint32_t slot) {
     start_tls(slot);
   if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
     c.reached_ready = true;
-    c.pool->record_connection_ready();
+    c.pool->record_connection_ready(c.host_index);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && session.auth_failed() && !c.failure_noted) {
     // The relay refused our credentials: retrying cannot help until the configuration
@@ -799,7 +805,7 @@ void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why) {
   if (c.reached_ready || c.failure_noted) return;
   c.failure_noted = true;
   counters_.count_connection_failure();
-  c.pool->record_connection_failure(why, now_);
+  c.pool->record_connection_failure(c.host_index, why, now_);
 }
 
 void Shard::begin_close(uint32_t slot) {

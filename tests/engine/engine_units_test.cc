@@ -115,6 +115,37 @@ TEST(DestinationPool, RateLimitSpendsAndRefillsTokens) {
   EXPECT_FALSE(pool.take_send_token(t0 + std::chrono::milliseconds(100)));
 }
 
+TEST(DestinationPool, FailsOverToTheNextHostInOrder) {
+  std::vector<PoolHost> hosts(3);
+  hosts[0].address = "127.0.0.2";
+  hosts[1].address = "not numeric";
+  hosts[2].address = "127.0.0.3";
+  DestinationPool pool(Destination{"", 25}, std::move(hosts), PoolLimits{});
+  auto t0 = Clock::now();
+  ASSERT_TRUE(pool.address_valid());
+  EXPECT_EQ(pool.pick_host(t0), 0u);
+  pool.record_connection_failure(0, {}, t0);  // with several hosts, one failure moves on
+  EXPECT_EQ(pool.pick_host(t0), 2u);          // skipping the unusable one
+  EXPECT_FALSE(pool.dead(t0));
+  pool.record_connection_failure(2, {}, t0);
+  EXPECT_TRUE(pool.dead(t0));
+  // After the probe interval the preferred host is tried again first.
+  EXPECT_EQ(pool.pick_host(t0 + DestinationPool::kDeadProbeInterval), 0u);
+}
+
+TEST(DestinationPool, MarkDownSetsEveryHostAside) {
+  std::vector<PoolHost> hosts(2);
+  hosts[0].address = "127.0.0.2";
+  hosts[1].address = "127.0.0.3";
+  DestinationPool pool(Destination{"", 25}, std::move(hosts), PoolLimits{});
+  auto t0 = Clock::now();
+  smtp::Reply why;
+  why.code = 535;
+  pool.mark_down(why, t0);
+  EXPECT_TRUE(pool.dead(t0));
+  EXPECT_EQ(pool.last_failure().code, 535);
+}
+
 TEST(DestinationPool, RateBelowOnePerSecondStillSends) {
   PoolLimits limits;
   limits.messages_per_second = 0.5;
@@ -131,26 +162,26 @@ TEST(DestinationPool, DeadAfterRepeatedFailuresAndRevivedByASuccess) {
   smtp::Reply why;
   why.text = "refused";
   auto t0 = Clock::now();
-  EXPECT_FALSE(pool.failing());
-  for (unsigned i = 0; i + 1 < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(why, t0);
-  EXPECT_TRUE(pool.failing());
+  EXPECT_FALSE(pool.failing(t0));
+  for (unsigned i = 0; i + 1 < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(0, why, t0);
+  EXPECT_TRUE(pool.failing(t0));
   EXPECT_FALSE(pool.dead(t0));
-  pool.record_connection_failure(why, t0);
+  pool.record_connection_failure(0, why, t0);
   EXPECT_TRUE(pool.dead(t0));
   EXPECT_EQ(pool.last_failure().text, "refused");
-  pool.record_connection_ready();
+  pool.record_connection_ready(0);
   EXPECT_FALSE(pool.dead(t0));
-  EXPECT_FALSE(pool.failing());
+  EXPECT_FALSE(pool.failing(t0));
 }
 
 TEST(DestinationPool, DeadDestinationIsProbedAgainLater) {
   DestinationPool pool(Destination{"127.0.0.1", 25}, PoolLimits{});
   auto t0 = Clock::now();
-  for (unsigned i = 0; i < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure({}, t0);
+  for (unsigned i = 0; i < DestinationPool::kDeadAfterFailures; ++i) pool.record_connection_failure(0, {}, t0);
   EXPECT_TRUE(pool.dead(t0 + DestinationPool::kDeadProbeInterval / 2));
   auto later = t0 + DestinationPool::kDeadProbeInterval;
   EXPECT_FALSE(pool.dead(later));  // one probe may go
-  pool.record_connection_failure({}, later);  // ... and fails
+  pool.record_connection_failure(0, {}, later);  // ... and fails
   EXPECT_TRUE(pool.dead(later));
 }
 
