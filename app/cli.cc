@@ -7,9 +7,48 @@
 #endif
 
 namespace ringmail::app {
+namespace {
+
+// --metrics-listen, --no-metrics, --metrics-linger, --log-file, --log-format.
+void add_observability_options(CLI::App& command, ObservabilityFlags& flags) {
+  command
+      .add_option("--metrics-listen", flags.metrics_listen,
+                  "Serve Prometheus metrics at http://ADDR:PORT/metrics (numeric IPv4:PORT or "
+                  "[IPv6]:PORT); config: metrics.listen, default 127.0.0.1:9464")
+      ->type_name("ADDR:PORT");
+  command.add_flag("--no-metrics", flags.no_metrics,
+                   "Do not serve metrics; config: metrics.enabled");
+  command
+      .add_option("--metrics-linger", flags.metrics_linger_s,
+                  "After the run, keep serving metrics this many seconds (SIGINT/SIGTERM ends "
+                  "it early); config: metrics.linger, default 0")
+      ->type_name("S")
+      ->check(CLI::Range(0.0, Limits::kMaxSeconds).description(""));
+  command
+      .add_option("--log-file", flags.log_file,
+                  "Write one structured line per recipient outcome to FILE (appended; - for "
+                  "stderr); config: log.file, default off")
+      ->type_name("FILE");
+  command
+      .add_option("--log-format", flags.log_format,
+                  "Outcome log format: logfmt (default) or json (JSON Lines); config: log.format")
+      ->type_name("logfmt|json")
+      ->check(CLI::IsMember({"logfmt", "json"}).description(""));
+}
+
+}  // namespace
 
 std::expected<SendFlags, int> parse_command_line(int argc, const char* const* argv,
                                                  std::ostream& out, std::ostream& err) {
+  auto command = parse_command(argc, argv, out, err);
+  if (!command) return std::unexpected(command.error());
+  if (auto* send = std::get_if<SendFlags>(&*command)) return std::move(*send);
+  err << "ringmail: expected the send command\n";
+  return std::unexpected(2);
+}
+
+std::expected<Command, int> parse_command(int argc, const char* const* argv, std::ostream& out,
+                                          std::ostream& err) {
   CLI::App app("ringmail: a high-throughput bulk SMTP sender", "ringmail");
   app.set_version_flag("--version", "ringmail " RINGMAIL_VERSION);
   app.require_subcommand(1);
@@ -83,6 +122,91 @@ std::expected<SendFlags, int> parse_command_line(int argc, const char* const* ar
   send->add_flag("--quiet", flags.quiet,
                  "No progress line and no text summary (errors, refused lines and --summary "
                  "json still print)");
+  add_observability_options(*send, flags.observability);
+
+  // The durable path: enqueue into SQLite, run from it, report, suppress.
+  EnqueueFlags enqueue_flags;
+  CLI::App* enqueue = app.add_subcommand(
+      "enqueue", "Store one message and its recipients in the database (durable on exit 0)");
+  enqueue->add_option("--db", enqueue_flags.db, "SQLite database (created if missing); "
+                      "config: storage.path, default ringmail.db")->type_name("PATH");
+  enqueue->add_option("--from", enqueue_flags.from, "Envelope sender; config: send.from")
+      ->type_name("ADDR");
+  enqueue->add_option("--message", enqueue_flags.message_path,
+                      "RFC 5322 message file; Date: and Message-ID: are added if missing")
+      ->required()->type_name("FILE");
+  enqueue->add_option("--recipients", enqueue_flags.recipients_path,
+                      "Recipients file (.txt, .csv with an email column, .jsonl)")
+      ->required()->type_name("FILE");
+  enqueue->add_option("--campaign", enqueue_flags.campaign,
+                      "Campaign name the recipients are counted under (default: default)")
+      ->type_name("NAME");
+  enqueue->add_option("--send-at", enqueue_flags.send_at,
+                      "Not before this time, RFC 3339 (2025-07-01T09:00:00Z or +02:00)")
+      ->type_name("RFC3339");
+  enqueue->add_option("--idempotency-key", enqueue_flags.idempotency_key,
+                      "Enqueueing the same key again adds nothing")->type_name("KEY");
+  enqueue->add_option("--helo", enqueue_flags.helo,
+                      "Message-ID domain when it has a dot; config: engine.helo_name")
+      ->type_name("NAME");
+  enqueue->add_option("--config", enqueue_flags.config_path, "TOML config file")->type_name("FILE");
+  enqueue->add_flag("--quiet", enqueue_flags.quiet, "Print only errors");
+
+  RunFlags run_flags;
+  CLI::App* run = app.add_subcommand(
+      "run", "Deliver due recipients from the database; retry deferred ones when due");
+  run->add_option("--db", run_flags.db, "SQLite database; config: storage.path")->type_name("PATH");
+  run->add_option("--relay", run_flags.relay, "SMTP relay HOST:PORT; config: send.relay")
+      ->type_name("HOST:PORT");
+  run->add_option("--config", run_flags.config_path, "TOML config file")->type_name("FILE");
+  run->add_flag("--until-done", run_flags.until_done,
+                "Exit when nothing is due now (every recipient final or waiting for a later "
+                "attempt); without it, run until SIGTERM");
+  run->add_option("--connections", run_flags.connections, "config: pool.max_connections")
+      ->type_name("N")->check(CLI::Range(1u, Limits::kMaxConnections).description(""));
+  run->add_option("--rcpt-per-txn", run_flags.recipients_per_transaction,
+                  "config: pool.max_recipients_per_transaction")
+      ->type_name("N")->check(CLI::Range(1u, Limits::kMaxRecipientsPerTransaction).description(""));
+  run->add_option("--shards", run_flags.shards, "config: engine.shards")
+      ->type_name("N")->check(CLI::Range(0u, Limits::kMaxShards).description(""));
+  run->add_option("--helo", run_flags.helo, "config: engine.helo_name")->type_name("NAME");
+  run->add_option("--drain-timeout", run_flags.drain_timeout_s, "config: engine.drain_timeout")
+      ->type_name("S")->check(CLI::Range(0.0, Limits::kMaxSeconds).description(""));
+  std::string run_summary = "text";
+  run->add_option("--summary", run_summary, "text (default) or json (one object on stdout)")
+      ->type_name("json|text")->check(CLI::IsMember({"text", "json"}).description(""));
+  run->add_flag("--quiet", run_flags.quiet, "No progress and no text summary");
+
+  StatusFlags status_flags;
+  CLI::App* status = app.add_subcommand(
+      "status", "Counts per state per campaign and domain, oldest deferred, top replies");
+  status->add_option("--db", status_flags.db, "SQLite database; config: storage.path")
+      ->type_name("PATH");
+  status->add_option("--campaign", status_flags.campaign, "Only this campaign")->type_name("NAME");
+  status->add_flag("--json", status_flags.json, "One JSON object on stdout");
+  status->add_option("--config", status_flags.config_path, "TOML config file")->type_name("FILE");
+
+  SuppressFlags suppress_flags;
+  CLI::App* suppress =
+      app.add_subcommand("suppress", "The suppression list: addresses that are never sent to");
+  suppress->require_subcommand(1);
+  suppress->add_option("--db", suppress_flags.db, "SQLite database; config: storage.path")
+      ->type_name("PATH");
+  suppress->add_option("--config", suppress_flags.config_path, "TOML config file")
+      ->type_name("FILE");
+  CLI::App* s_add = suppress->add_subcommand("add", "Suppress addresses");
+  s_add->add_option("addresses", suppress_flags.addresses, "Addresses")->required();
+  s_add->add_option("--reason", suppress_flags.reason, "Why (default: manual)");
+  CLI::App* s_remove = suppress->add_subcommand("remove", "Take addresses off the list");
+  s_remove->add_option("addresses", suppress_flags.addresses, "Addresses")->required();
+  CLI::App* s_list = suppress->add_subcommand("list", "Print the list (address, reason)");
+  CLI::App* s_import = suppress->add_subcommand("import", "Suppress every address of a file");
+  s_import->add_option("file", suppress_flags.file, "Recipients file (.txt, .csv, .jsonl)")
+      ->required();
+  s_import->add_option("--reason", suppress_flags.reason, "Why (default: manual)");
+  for (CLI::App* sub : {s_add, s_remove, s_list, s_import}) {
+    sub->add_option("--db", suppress_flags.db, "SQLite database")->type_name("PATH");
+  }
 
   try {
     app.parse(argc, argv);
@@ -96,6 +220,19 @@ std::expected<SendFlags, int> parse_command_line(int argc, const char* const* ar
   } catch (const CLI::ParseError& e) {
     int status = app.exit(e, out, err);
     return std::unexpected(status == 0 ? 0 : 2);
+  }
+  if (enqueue->parsed()) return enqueue_flags;
+  if (run->parsed()) {
+    run_flags.summary = run_summary == "json" ? SummaryFormat::kJson : SummaryFormat::kText;
+    return run_flags;
+  }
+  if (status->parsed()) return status_flags;
+  if (suppress->parsed()) {
+    suppress_flags.action = s_add->parsed()      ? SuppressAction::kAdd
+                            : s_remove->parsed() ? SuppressAction::kRemove
+                            : s_import->parsed() ? SuppressAction::kImport
+                                                 : SuppressAction::kList;
+    return suppress_flags;
   }
   flags.summary = summary == "json" ? SummaryFormat::kJson : SummaryFormat::kText;
   return flags;
@@ -118,6 +255,18 @@ void apply_flags(const SendFlags& flags, Config& config) {
     config.engine.pool.messages_per_second = *flags.messages_per_second;
   if (flags.no_pipelining) config.engine.pipelining = false;
   if (flags.quiet) config.progress.mode = ProgressMode::kOff;
+  apply_observability_flags(flags.observability, config);
+}
+
+void apply_observability_flags(const ObservabilityFlags& flags, Config& config) {
+  if (flags.metrics_listen) config.metrics.listen = *flags.metrics_listen;
+  if (flags.no_metrics) config.metrics.enabled = false;
+  if (flags.metrics_linger_s) config.metrics.linger = engine::Seconds(*flags.metrics_linger_s);
+  if (flags.log_file) config.log.file = *flags.log_file;
+  if (flags.log_format) {
+    config.log.format = *flags.log_format == "json" ? OutcomeLogFormat::kJson
+                                                     : OutcomeLogFormat::kLogfmt;
+  }
 }
 
 }  // namespace ringmail::app

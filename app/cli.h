@@ -6,12 +6,23 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "app/config.h"
 
 namespace ringmail::app {
 
 enum class SummaryFormat { kText, kJson };
+
+// Metrics endpoint and outcome log options, shared by every command that runs the engine.
+struct ObservabilityFlags {
+  std::optional<std::string> metrics_listen;
+  bool no_metrics = false;
+  std::optional<double> metrics_linger_s;
+  std::optional<std::string> log_file;
+  std::optional<std::string> log_format;  // "logfmt" | "json", checked by the parser
+};
 
 // Options left unset (nullopt) keep the config file's value or its default.
 struct SendFlags {
@@ -30,7 +41,61 @@ struct SendFlags {
   bool no_pipelining = false;
   bool quiet = false;
   SummaryFormat summary = SummaryFormat::kText;
+  ObservabilityFlags observability;
 };
+
+// `ringmail enqueue`: one message and its recipients into the database, durably.
+struct EnqueueFlags {
+  std::optional<std::string> db;  // config: storage.path
+  std::optional<std::string> config_path;
+  std::optional<std::string> from;
+  std::optional<std::string> helo;  // only for the Message-ID domain
+  std::string message_path;
+  std::string recipients_path;
+  std::string campaign = "default";
+  std::optional<std::string> send_at;  // RFC 3339
+  std::optional<std::string> idempotency_key;
+  bool quiet = false;
+};
+
+// `ringmail run`: deliver what is due from the database through the engine.
+struct RunFlags {
+  std::optional<std::string> db;
+  std::optional<std::string> config_path;
+  std::optional<std::string> relay;
+  std::optional<std::string> helo;
+  std::optional<unsigned> connections;
+  std::optional<unsigned> recipients_per_transaction;
+  std::optional<unsigned> shards;
+  std::optional<double> drain_timeout_s;
+  bool until_done = false;
+  bool quiet = false;
+  SummaryFormat summary = SummaryFormat::kText;
+};
+
+struct StatusFlags {
+  std::optional<std::string> db;
+  std::optional<std::string> config_path;
+  std::optional<std::string> campaign;
+  bool json = false;
+};
+
+enum class SuppressAction { kAdd, kRemove, kList, kImport };
+
+struct SuppressFlags {
+  std::optional<std::string> db;
+  std::optional<std::string> config_path;
+  SuppressAction action = SuppressAction::kList;
+  std::vector<std::string> addresses;  // add, remove
+  std::string file;                    // import: a recipients file (.txt/.csv/.jsonl)
+  std::string reason = "manual";
+};
+
+using Command = std::variant<SendFlags, EnqueueFlags, RunFlags, StatusFlags, SuppressFlags>;
+
+// Parses argv for any subcommand; like parse_command_line() otherwise.
+std::expected<Command, int> parse_command(int argc, const char* const* argv, std::ostream& out,
+                                          std::ostream& err);
 
 // Parses argv. Returns the flags of `send`, or the exit status when the command line alone
 // settles the run: 0 after --help or --version, 2 after a usage error (the message and
@@ -40,5 +105,6 @@ std::expected<SendFlags, int> parse_command_line(int argc, const char* const* ar
 
 // Writes every flag that was given over the config's value.
 void apply_flags(const SendFlags& flags, Config& config);
+void apply_observability_flags(const ObservabilityFlags& flags, Config& config);
 
 }  // namespace ringmail::app

@@ -106,6 +106,18 @@ Status read_progress_mode(const toml::node& n, ProgressMode& out) {
       fmt::format("must be \"auto\", \"bar\", \"plain\" or \"off\" (got \"{}\")", s));
 }
 
+Status read_log_format(const toml::node& n, OutcomeLogFormat& out) {
+  std::string s;
+  if (auto ok = read_string(n, s); !ok) return ok;
+  for (OutcomeLogFormat f : {OutcomeLogFormat::kLogfmt, OutcomeLogFormat::kJson}) {
+    if (s == to_string(f)) {
+      out = f;
+      return {};
+    }
+  }
+  return std::unexpected(fmt::format("must be \"logfmt\" or \"json\" (got \"{}\")", s));
+}
+
 struct KeyRule {
   std::string_view table;
   std::string_view key;
@@ -190,6 +202,78 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_seconds(n, c.progress.plain_interval, false);
      }},
+    {"metrics", "enabled",
+     [](const toml::node& n, Config& c) { return read_bool(n, c.metrics.enabled); }},
+    {"metrics", "listen",
+     [](const toml::node& n, Config& c) -> Status {
+       std::string s;
+       if (auto ok = read_string(n, s); !ok) return ok;
+       c.metrics.listen = std::move(s);
+       return {};
+     }},
+    {"metrics", "linger",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.metrics.linger, true); }},
+    {"log", "file", [](const toml::node& n, Config& c) { return read_string(n, c.log.file); }},
+    {"log", "format",
+     [](const toml::node& n, Config& c) { return read_log_format(n, c.log.format); }},
+    {"storage", "path",
+     [](const toml::node& n, Config& c) { return read_string(n, c.storage.path); }},
+    {"storage", "synchronous",
+     [](const toml::node& n, Config& c) -> Status {
+       std::string s;
+       if (auto ok = read_string(n, s); !ok) return ok;
+       if (s == "normal") {
+         c.storage.synchronous = storage::Synchronous::kNormal;
+       } else if (s == "full") {
+         c.storage.synchronous = storage::Synchronous::kFull;
+       } else {
+         return std::unexpected(fmt::format("must be \"normal\" or \"full\" (got \"{}\")", s));
+       }
+       return {};
+     }},
+    {"storage", "commit_interval",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.storage.commit_interval, false);
+     }},
+    {"storage", "commit_batch",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.storage.commit_batch, 1, 1000000);
+     }},
+    {"storage", "claim_batch",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.storage.claim_batch, 1, 1000000);
+     }},
+    {"storage", "lease_duration",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.storage.lease_duration, false);
+     }},
+    {"storage", "idle_poll",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.storage.idle_poll, false); }},
+    {"retry", "first_delay",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.retry.first_delay, true); }},
+    {"retry", "factor",
+     [](const toml::node& n, Config& c) -> Status {
+       auto v = read_number(n, 1, 100);
+       if (!v) return std::unexpected(v.error());
+       c.retry.factor = *v;
+       return {};
+     }},
+    {"retry", "max_delay",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.retry.max_delay, true); }},
+    {"retry", "jitter",
+     [](const toml::node& n, Config& c) -> Status {
+       auto v = read_number(n, 0, 1);
+       if (!v) return std::unexpected(v.error());
+       c.retry.jitter = *v;
+       return {};
+     }},
+    {"retry", "max_age",
+     [](const toml::node& n, Config& c) -> Status {
+       auto v = read_number(n, 0, 365.0 * 24 * 3600);
+       if (!v) return std::unexpected(v.error());
+       c.retry.max_age = engine::Seconds(*v);
+       return {};
+     }},
 };
 
 bool is_table_name(std::string_view name) {
@@ -197,6 +281,19 @@ bool is_table_name(std::string_view name) {
     if (r.table == name) return true;
   }
   return false;
+}
+
+// "send, engine, ...": every table of the schema, in documentation order.
+std::string table_names() {
+  std::string out;
+  std::string_view last;
+  for (const KeyRule& r : kRules) {
+    if (r.table == last) continue;
+    if (!out.empty()) out += ", ";
+    out += r.table;
+    last = r.table;
+  }
+  return out;
 }
 
 const KeyRule* find_rule(std::string_view table, std::string_view key) {
@@ -250,6 +347,10 @@ const char* to_string(ProgressMode mode) {
   return "?";
 }
 
+const char* to_string(OutcomeLogFormat format) {
+  return format == OutcomeLogFormat::kJson ? "json" : "logfmt";
+}
+
 std::expected<Config, std::string> parse_config(std::string_view toml_text,
                                                 std::string_view source_name) {
   toml::table root;
@@ -265,9 +366,8 @@ std::expected<Config, std::string> parse_config(std::string_view toml_text,
     const auto line = table_key.source().begin.line;
     if (!is_table_name(table_key.str())) {
       return std::unexpected(
-          fmt::format("{}:{}: unknown {} '{}' (known tables: send, engine, "
-                      "timeouts, pool, progress)",
-                      source_name, line, table_node.is_table() ? "table" : "key", table_key.str()));
+          fmt::format("{}:{}: unknown {} '{}' (known tables: {})", source_name, line,
+                      table_node.is_table() ? "table" : "key", table_key.str(), table_names()));
     }
     const toml::table* table = table_node.as_table();
     if (table == nullptr) {

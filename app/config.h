@@ -3,11 +3,13 @@
 #pragma once
 
 #include <expected>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "engine/engine_options.h"
+#include "storage/storage_options.h"
 
 namespace ringmail::app {
 
@@ -23,11 +25,35 @@ struct ProgressSettings {
   engine::Seconds plain_interval{5};  // between plain lines
 };
 
+// The Prometheus endpoint (metrics/exporter.h).
+struct MetricsSettings {
+  bool enabled = true;
+  // "IPv4:PORT" or "[IPv6]:PORT". Unset: the default address (metrics::kDefaultListen),
+  // which, when taken (say by another run), costs only a warning; a listen address given
+  // in the config or by flag that cannot be bound is a start-up error.
+  std::optional<std::string> listen;
+  // After the run, keep serving /metrics this long (or until SIGINT/SIGTERM), so a
+  // short campaign is still scraped at its end.
+  engine::Seconds linger{0};
+};
+
+enum class OutcomeLogFormat { kLogfmt, kJson };
+
+// The structured outcome log (metrics/outcome_log.h).
+struct LogSettings {
+  std::string file;  // "" (default): no outcome log; "-": stderr
+  OutcomeLogFormat format = OutcomeLogFormat::kLogfmt;
+};
+
 struct Config {
   engine::EngineOptions engine;
   std::string relay;  // "host:port" or "[v6]:port"; no default
   std::string from;   // envelope sender; no default
   ProgressSettings progress;
+  MetricsSettings metrics;
+  LogSettings log;
+  storage::StorageOptions storage;  // [storage]: the database of enqueue/run/status
+  storage::RetrySchedule retry;      // [retry]: backoff and maximum age of deferrals
 };
 
 // Accepted ranges, shared by the config file and the command line.
@@ -56,5 +82,6 @@ std::vector<std::string> config_keys();
 std::expected<void, std::string> validate_for_send(const Config& config);
 
 const char* to_string(ProgressMode mode);
+const char* to_string(OutcomeLogFormat format);
 
 }  // namespace ringmail::app

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include "app/console.h"
 #include "app/progress.h"
@@ -19,6 +20,9 @@
 #include "app/send_plan.h"
 #include "app/summary.h"
 #include "engine/engine.h"
+#include "metrics/delivery_collector.h"
+#include "metrics/exporter.h"
+#include "metrics/outcome_log.h"
 
 namespace ringmail::app {
 namespace {
@@ -63,14 +67,63 @@ int run_send(const SendFlags& flags) {
   RecipientsJobSource source(std::move(plan->recipients), plan->config.from, plan->body, console);
   engine::StaticRelayResolver resolver(plan->relay);
 
-  std::unique_ptr<engine::Engine> engine;  // declared last: destroyed (joined) first
+  // Destroyed in reverse: the exporter stops scraping before the engine it reads goes, and
+  // the engine joins its shards before the logger they write to goes.
+  std::unique_ptr<metrics::OutcomeLogger> outcome_log;
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<metrics::Exporter> exporter;
+  const MetricsSettings& metrics_settings = plan->config.metrics;
+  if (metrics_settings.enabled) {
+    const std::string listen =
+        metrics_settings.listen.value_or(std::string(metrics::kDefaultListen));
+    auto started = metrics::Exporter::start(listen);
+    if (started) {
+      exporter = std::move(*started);
+    } else if (metrics_settings.listen) {
+      std::cerr << "ringmail: " << started.error() << '\n';
+      return 2;
+    } else {
+      // The default address is often taken by another run on the same host: this run
+      // goes on unwatched rather than not at all.
+      std::cerr << "ringmail: warning: " << started.error()
+                << " (metrics off for this run; --metrics-listen picks another address)\n";
+    }
+  }
+  if (!plan->config.log.file.empty()) {
+    metrics::OutcomeLogOptions log_options;
+    log_options.format = plan->config.log.format == OutcomeLogFormat::kJson
+                             ? metrics::LogFormat::kJson
+                             : metrics::LogFormat::kLogfmt;
+    log_options.shards = plan->config.engine.shards != 0
+                             ? plan->config.engine.shards
+                             : std::max(1u, std::thread::hardware_concurrency());
+    auto opened = metrics::OutcomeLogger::open(plan->config.log.file, log_options);
+    if (!opened) {
+      std::cerr << "ringmail: " << opened.error() << '\n';
+      return 2;
+    }
+    outcome_log = std::move(*opened);
+  }
+
   const Clock::time_point start = Clock::now();
   try {
-    engine = std::make_unique<engine::Engine>(plan->config.engine, resolver, nullptr);
+    engine = std::make_unique<engine::Engine>(plan->config.engine, resolver, outcome_log.get());
     engine->start(source);
   } catch (const std::exception& e) {
     std::cerr << "ringmail: cannot start the engine: " << e.what() << '\n';
     return 2;
+  }
+  if (exporter) {
+    // Registered only now: Engine::snapshot() may be called from any thread once start()
+    // has returned, not before.
+    std::vector<metrics::FamilyProvider> providers;
+    if (outcome_log) providers.push_back(outcome_log->metrics_provider());
+    exporter->expose(std::make_shared<metrics::RingmailCollector>(
+        [&engine] {
+          return metrics::EngineSample{engine->snapshot(), engine->recipients_taken(),
+                                       engine->shard_count()};
+        },
+        std::move(providers)));
   }
 
   ProgressMeter meter(console, style, plan->config.progress.plain_interval, start);
@@ -116,11 +169,19 @@ int run_send(const SendFlags& flags) {
   result.rejected = source.rejected();
   result.elapsed_s = std::chrono::duration<double>(end - start).count();
 
+  // Every outcome line is written before the summary says the run is over.
+  if (outcome_log) outcome_log->flush();
   if (flags.summary == SummaryFormat::kJson) {
     std::cout << format_summary_json(result) << std::endl;
     if (!flags.quiet) std::cerr << format_summary_text(result);
   } else if (!flags.quiet) {
     std::cout << format_summary_text(result) << std::flush;
+  }
+  if (exporter && metrics_settings.linger.count() > 0 && !interrupted) {
+    // The final counts stay scrapeable for a while; a signal ends the wait.
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(metrics_settings.linger);
+    const timespec linger{time_t(ns.count() / 1'000'000'000), long(ns.count() % 1'000'000'000)};
+    sigtimedwait(&stop_signals, nullptr, &linger);
   }
   return exit_status(result);
 }

@@ -134,5 +134,46 @@ TEST(app_cli, FlagsOverrideTheConfig) {
   EXPECT_EQ(config.progress.mode, ProgressMode::kOff);
 }
 
+std::expected<Command, int> parse_any(std::vector<const char*> args) {
+  args.insert(args.begin(), "ringmail");
+  std::ostringstream out, err;
+  return parse_command(static_cast<int>(args.size()), args.data(), out, err);
+}
+
+TEST(app_cli, ParsesTheStorageCommands) {
+  auto e = parse_any({"enqueue", "--db", "q.db", "--from", "a@b.c", "--message", "m.eml",
+                      "--recipients", "r.txt", "--campaign", "spring", "--send-at",
+                      "2025-07-01T09:00:00Z", "--idempotency-key", "k1"});
+  ASSERT_TRUE(e);
+  const auto& ef = std::get<EnqueueFlags>(*e);
+  EXPECT_EQ(ef.db, "q.db");
+  EXPECT_EQ(ef.campaign, "spring");
+  EXPECT_EQ(ef.send_at, "2025-07-01T09:00:00Z");
+  EXPECT_EQ(ef.idempotency_key, "k1");
+
+  auto r = parse_any({"run", "--db", "q.db", "--until-done", "--relay", "h:25", "--summary", "json"});
+  ASSERT_TRUE(r);
+  const auto& rf = std::get<RunFlags>(*r);
+  EXPECT_TRUE(rf.until_done);
+  EXPECT_EQ(rf.relay, "h:25");
+  EXPECT_EQ(rf.summary, SummaryFormat::kJson);
+
+  auto s = parse_any({"status", "--db", "q.db", "--json", "--campaign", "c"});
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(std::get<StatusFlags>(*s).json);
+
+  auto add = parse_any({"suppress", "add", "x@y.z", "w@y.z", "--db", "q.db"});
+  ASSERT_TRUE(add);
+  EXPECT_EQ(std::get<SuppressFlags>(*add).action, SuppressAction::kAdd);
+  EXPECT_EQ(std::get<SuppressFlags>(*add).addresses.size(), 2u);
+  auto imp = parse_any({"suppress", "--db", "q.db", "import", "list.txt"});
+  ASSERT_TRUE(imp);
+  EXPECT_EQ(std::get<SuppressFlags>(*imp).action, SuppressAction::kImport);
+  EXPECT_EQ(std::get<SuppressFlags>(*imp).file, "list.txt");
+
+  EXPECT_EQ(parse_any({"enqueue", "--db", "q.db"}).error(), 2);  // --message missing
+  EXPECT_EQ(parse_any({"suppress"}).error(), 2);                 // add|remove|list|import
+}
+
 }  // namespace
 }  // namespace ringmail::app

@@ -127,7 +127,7 @@ TEST(app_config, UnknownTableNamesFileAndLine) {
   ASSERT_FALSE(config);
   EXPECT_EQ(config.error(),
             "cfg.toml:3: unknown table 'smtp' (known tables: send, engine, timeouts, pool, "
-            "progress)");
+            "progress, metrics, log, storage, retry)");
   auto top = parse_config("relay = \"x:25\"\n", "cfg.toml");
   ASSERT_FALSE(top);
   EXPECT_TRUE(top.error().starts_with("cfg.toml:1: unknown key 'relay'")) << top.error();

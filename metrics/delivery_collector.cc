@@ -1,0 +1,186 @@
+#include "metrics/delivery_collector.h"
+
+#include <limits>
+#include <utility>
+
+#ifndef RINGMAIL_VERSION
+#define RINGMAIL_VERSION "unknown"
+#endif
+
+namespace ringmail::metrics {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void add_sample(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+// Recipients by the class of the reply that decided them. Code 0 is an outcome made
+// locally (connection lost, timeout, dead destination); 1xx and 3xx never decide one,
+// but a misbehaving server could send them, so they have their own bounded value.
+MetricFamily reply_classes(const engine::DeliverySnapshot& d) {
+  uint64_t local = d.recipients_by_reply_code[0], c2 = 0, c4 = 0, c5 = 0, other = 0;
+  for (size_t code = 1; code < d.recipients_by_reply_code.size(); ++code) {
+    const uint64_t n = d.recipients_by_reply_code[code];
+    if (code >= 200 && code < 300) c2 += n;
+    else if (code >= 400 && code < 500) c4 += n;
+    else if (code >= 500 && code < 600) c5 += n;
+    else other += n;
+  }
+  MetricFamily f = family("ringmail_smtp_replies_total",
+                          "Recipients by the class of the SMTP reply that decided them; "
+                          "local: decided without a server reply (connection lost, timeout)",
+                          MetricType::Counter);
+  add_sample(f, double(c2), {{"class", "2xx"}});
+  add_sample(f, double(c4), {{"class", "4xx"}});
+  add_sample(f, double(c5), {{"class", "5xx"}});
+  add_sample(f, double(local), {{"class", "local"}});
+  add_sample(f, double(other), {{"class", "other"}});
+  return f;
+}
+
+MetricFamily enhanced_classes(const engine::DeliverySnapshot& d) {
+  MetricFamily f = family("ringmail_smtp_enhanced_status_total",
+                          "Recipients by the class of the RFC 3463 enhanced status code that "
+                          "decided them; none: the reply had no enhanced code",
+                          MetricType::Counter);
+  const auto& e = d.recipients_by_enhanced_class;
+  add_sample(f, double(e[2]), {{"class", "2"}});
+  add_sample(f, double(e[4]), {{"class", "4"}});
+  add_sample(f, double(e[5]), {{"class", "5"}});
+  add_sample(f, double(e[0] + e[1] + e[3]), {{"class", "none"}});
+  return f;
+}
+
+MetricFamily duration_histogram(const engine::DurationHistogram& h) {
+  MetricFamily f = family("ringmail_transaction_duration_seconds",
+                          "Time from a shard taking an SMTP transaction off its inbox to the "
+                          "transaction's outcome (queueing on the pool, connecting, sending, "
+                          "the server's reply)",
+                          MetricType::Histogram);
+  ClientMetric m;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < engine::kTransactionDurationBounds.size(); ++i) {
+    cumulative += h.buckets[i];
+    m.histogram.bucket.push_back({cumulative, engine::kTransactionDurationBounds[i]});
+  }
+  cumulative += h.buckets.back();
+  m.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+  m.histogram.sample_count = cumulative;  // equal to the +Inf bucket by construction
+  m.histogram.sample_sum = h.sum_seconds;
+  f.metric.push_back(std::move(m));
+  return f;
+}
+
+}  // namespace
+
+const char* build_version() { return RINGMAIL_VERSION; }
+
+MetricFamily counter_family(std::string name, std::string help, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), MetricType::Counter);
+  add_sample(f, value);
+  return f;
+}
+
+MetricFamily gauge_family(std::string name, std::string help, double value) {
+  MetricFamily f = family(std::move(name), std::move(help), MetricType::Gauge);
+  add_sample(f, value);
+  return f;
+}
+
+MetricFamily build_info_family(const std::string& version) {
+  MetricFamily f = family("ringmail_build_info", "Always 1; the labels say which build runs",
+                          MetricType::Gauge);
+  add_sample(f, 1, {{"version", version}});
+  return f;
+}
+
+std::vector<MetricFamily> engine_families(const EngineSample& sample) {
+  const engine::DeliverySnapshot& d = sample.delivery;
+  std::vector<MetricFamily> out;
+
+  MetricFamily recipients = family(
+      "ringmail_recipients_total",
+      "Recipients by final outcome of their attempt: delivered (2xx), deferred (4xx or a "
+      "local failure), bounced (5xx), not_attempted (dropped at shutdown before any attempt)",
+      MetricType::Counter);
+  add_sample(recipients, double(d.recipients_delivered), {{"outcome", "delivered"}});
+  add_sample(recipients, double(d.recipients_deferred), {{"outcome", "deferred"}});
+  add_sample(recipients, double(d.recipients_bounced), {{"outcome", "bounced"}});
+  add_sample(recipients, double(d.recipients_not_attempted), {{"outcome", "not_attempted"}});
+  out.push_back(std::move(recipients));
+
+  out.push_back(counter_family("ringmail_recipients_taken_total",
+                               "Recipients the engine took from its source (file or queue)",
+                               double(sample.recipients_taken)));
+  const uint64_t finished = d.recipients_finished();
+  out.push_back(gauge_family(
+      "ringmail_recipients_in_flight",
+      "Recipients taken and not yet finished: queued on a shard or in an SMTP transaction",
+      double(sample.recipients_taken > finished ? sample.recipients_taken - finished : 0)));
+
+  out.push_back(counter_family("ringmail_messages_total",
+                               "SMTP transactions (messages) finished, whatever their outcome",
+                               double(d.transactions_finished)));
+  out.push_back(counter_family("ringmail_messages_delivered_total",
+                               "SMTP transactions in which at least one recipient was delivered",
+                               double(d.transactions_delivered)));
+  out.push_back(reply_classes(d));
+  out.push_back(enhanced_classes(d));
+
+  out.push_back(counter_family("ringmail_connections_opened_total",
+                               "SMTP connections opened (connect submitted)",
+                               double(d.connections_opened)));
+  out.push_back(counter_family(
+      "ringmail_connection_failures_total",
+      "SMTP connections that failed before greeting and EHLO completed (refused, timed out, "
+      "greeting or EHLO refused)",
+      double(d.connection_failures)));
+  out.push_back(gauge_family(
+      "ringmail_connections_open", "SMTP connections connecting, open or closing right now",
+      double(d.connections_opened > d.connections_closed ? d.connections_opened - d.connections_closed
+                                                          : 0)));
+  out.push_back(duration_histogram(d.transaction_duration));
+
+  out.push_back(counter_family("ringmail_ring_submissions_total",
+                               "io_uring submission queue entries taken by the kernel, all shards",
+                               double(d.ring_submissions)));
+  out.push_back(counter_family("ringmail_ring_completions_total",
+                               "io_uring completion queue entries reaped, all shards",
+                               double(d.ring_completions)));
+  out.push_back(gauge_family("ringmail_shards", "Engine shards (threads with one io_uring each)",
+                             double(sample.shards)));
+  return out;
+}
+
+RingmailCollector::RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers)
+    : sampler_(std::move(sampler)), providers_(std::move(providers)) {}
+
+std::vector<MetricFamily> RingmailCollector::Collect() const {
+  std::vector<MetricFamily> out;
+  out.push_back(build_info_family(build_version()));
+  if (sampler_) {
+    std::vector<MetricFamily> engine = engine_families(sampler_());
+    out.insert(out.end(), std::make_move_iterator(engine.begin()),
+               std::make_move_iterator(engine.end()));
+  }
+  for (const FamilyProvider& provider : providers_) provider(out);
+  return out;
+}
+
+}  // namespace ringmail::metrics

@@ -1,0 +1,59 @@
+// The one prometheus-cpp Collectable of ringmail: at scrape time it takes a snapshot of
+// the engine (per-shard plain counters, summed) and turns it into metric families. No
+// prometheus-cpp object is touched on a shard thread, and there is no global registry.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include "engine/delivery_counters.h"
+
+namespace ringmail::metrics {
+
+// What one scrape reads from a running engine.
+struct EngineSample {
+  engine::DeliverySnapshot delivery;
+  uint64_t recipients_taken = 0;  // taken from the job source by the feeder
+  unsigned shards = 0;
+};
+
+// Called on the exposer's HTTP thread at every scrape; must be thread-safe and cheap
+// (Engine::snapshot() is: it sums relaxed atomics).
+using EngineSampler = std::function<EngineSample()>;
+
+// An extension point for modules with their own counters (DNS, TLS, storage, the outcome
+// log): called at every scrape on the HTTP thread, it appends its families to `out`.
+// Same rules as EngineSampler: thread-safe, no blocking, bounded label values.
+using FamilyProvider = std::function<void(std::vector<prometheus::MetricFamily>& out)>;
+
+// The engine's families for one sample (ringmail_recipients_total, ...). Pure: the unit
+// test feeds it a snapshot and reads the text exposition.
+std::vector<prometheus::MetricFamily> engine_families(const EngineSample& sample);
+
+// ringmail_build_info{version="..."} 1.
+prometheus::MetricFamily build_info_family(const std::string& version);
+
+// The version compiled into this library (the CMake project version).
+const char* build_version();
+
+class RingmailCollector final : public prometheus::Collectable {
+ public:
+  // `sampler` is called at every scrape. Providers are called after it, in order.
+  explicit RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers = {});
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  EngineSampler sampler_;
+  std::vector<FamilyProvider> providers_;
+};
+
+// Small builders for providers: one unlabelled sample, or one sample per label value.
+prometheus::MetricFamily counter_family(std::string name, std::string help, double value);
+prometheus::MetricFamily gauge_family(std::string name, std::string help, double value);
+
+}  // namespace ringmail::metrics

@@ -1,0 +1,228 @@
+#include "metrics/outcome_log.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace ringmail::metrics {
+namespace {
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  const std::time_t seconds = std::time_t(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms % 1000));
+}
+
+bool needs_quotes(std::string_view v) {
+  if (v.empty()) return true;
+  for (unsigned char c : v)
+    if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f) return true;
+  return false;
+}
+
+void append_logfmt(std::string& out, std::string_view key, std::string_view value) {
+  if (!out.empty()) out += ' ';
+  out += key;
+  out += '=';
+  if (!needs_quotes(value)) {
+    out += value;
+    return;
+  }
+  out += '"';
+  for (unsigned char c : value) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += char(c);
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+const char* to_string(LogFormat format) {
+  return format == LogFormat::kJson ? "json" : "logfmt";
+}
+
+std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
+  const std::string ts = rfc3339(l.time);
+  const char* status = smtp::to_string(l.status);
+  const std::string enhanced = l.reply.enhanced.to_string();
+  if (format == LogFormat::kJson) {
+    nlohmann::json j;
+    j["ts"] = ts;
+    j["event"] = "recipient_outcome";
+    j["shard"] = l.shard;
+    j["transaction"] = l.transaction;
+    j["tag"] = l.tag;
+    j["from"] = l.sender;
+    j["rcpt"] = l.recipient;
+    j["status"] = status;
+    j["attempted"] = l.attempted;
+    j["code"] = l.reply.code;
+    j["enhanced"] = enhanced;
+    j["reply"] = l.reply.text;
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::string out;
+  append_logfmt(out, "ts", ts);
+  append_logfmt(out, "event", "recipient_outcome");
+  append_logfmt(out, "shard", std::to_string(l.shard));
+  append_logfmt(out, "transaction", std::to_string(l.transaction));
+  append_logfmt(out, "tag", std::to_string(l.tag));
+  append_logfmt(out, "from", l.sender);
+  append_logfmt(out, "rcpt", l.recipient);
+  append_logfmt(out, "status", status);
+  append_logfmt(out, "attempted", l.attempted ? "true" : "false");
+  append_logfmt(out, "code", std::to_string(l.reply.code));
+  append_logfmt(out, "enhanced", enhanced);
+  append_logfmt(out, "reply", l.reply.text);
+  return out;
+}
+
+OutcomeLogger::OutcomeLogger(std::FILE* out, OutcomeLogOptions options)
+    : out_(out), options_(options) {
+  if (options_.shards == 0) options_.shards = 1;
+  for (unsigned i = 0; i < options_.shards; ++i) queues_.push_back(std::make_unique<ShardQueue>());
+  thread_ = std::thread([this] { run(); });
+}
+
+std::expected<std::unique_ptr<OutcomeLogger>, std::string> OutcomeLogger::open(
+    const std::string& path, OutcomeLogOptions options) {
+  if (path == "-") return std::make_unique<OutcomeLogger>(stderr, options);
+  std::FILE* f = std::fopen(path.c_str(), "ae");
+  if (f == nullptr)
+    return std::unexpected(fmt::format("cannot open log file '{}': {}", path, std::strerror(errno)));
+  auto logger = std::make_unique<OutcomeLogger>(f, options);
+  logger->owns_out_ = true;
+  return logger;
+}
+
+OutcomeLogger::~OutcomeLogger() {
+  {
+    std::lock_guard lock(control_mutex_);
+    stopping_ = true;
+  }
+  control_cv_.notify_all();
+  thread_.join();
+  if (owns_out_) std::fclose(out_);
+}
+
+void OutcomeLogger::on_transaction_finished(unsigned shard,
+                                            const smtp::TransactionOutcome& outcome) {
+  ShardQueue& q = *queues_[shard % queues_.size()];
+  const size_t lines = outcome.recipients.size();
+  // Copied before the lock; the body (shared by every transaction) is never touched.
+  Record r{std::chrono::system_clock::now(),
+           shard,
+           outcome.transaction.id,
+           !outcome.not_attempted,
+           outcome.transaction.sender,
+           outcome.transaction.recipients,
+           outcome.transaction.recipient_tags,
+           outcome.recipients};
+  // Only this shard and the logger's O(1) swap ever take this lock.
+  std::lock_guard lock(q.mutex);
+  if (q.lines + lines > options_.max_queued_lines_per_shard) {
+    q.dropped.fetch_add(lines, std::memory_order_relaxed);
+    return;
+  }
+  q.lines += lines;
+  q.records.push_back(std::move(r));
+}
+
+bool OutcomeLogger::drain_once() {
+  bool wrote = false;
+  std::vector<Record> batch;
+  std::string text;
+  for (auto& qp : queues_) {
+    ShardQueue& q = *qp;
+    {
+      std::lock_guard lock(q.mutex);
+      batch.swap(q.records);
+      q.lines = 0;
+    }
+    for (const Record& r : batch) {
+      for (size_t i = 0; i < r.recipients.size() && i < r.outcomes.size(); ++i) {
+        OutcomeLine line{r.time,
+                         r.shard,
+                         r.transaction,
+                         i < r.tags.size() ? r.tags[i] : 0,
+                         r.attempted,
+                         r.sender,
+                         r.recipients[i],
+                         r.outcomes[i].status,
+                         r.outcomes[i].reply};
+        text += format_outcome_line(line, options_.format);
+        text += '\n';
+        written_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    batch.clear();
+    if (text.size() > (1 << 16)) {
+      std::fwrite(text.data(), 1, text.size(), out_);
+      text.clear();
+      wrote = true;
+    }
+  }
+  if (!text.empty()) {
+    std::fwrite(text.data(), 1, text.size(), out_);
+    wrote = true;
+  }
+  return wrote;
+}
+
+void OutcomeLogger::run() {
+  std::unique_lock lock(control_mutex_);
+  while (true) {
+    control_cv_.wait_for(lock, options_.drain_interval,
+                         [&] { return stopping_ || flush_requests_ > flushes_done_; });
+    const bool stop = stopping_;
+    const uint64_t requested = flush_requests_;
+    const bool flush_asked = requested > flushes_done_;
+    lock.unlock();
+    if (drain_once() || flush_asked) std::fflush(out_);
+    lock.lock();
+    flushes_done_ = requested;
+    control_cv_.notify_all();
+    if (stop) return;
+  }
+}
+
+void OutcomeLogger::flush() {
+  std::unique_lock lock(control_mutex_);
+  const uint64_t mine = ++flush_requests_;
+  control_cv_.notify_all();
+  control_cv_.wait(lock, [&] { return flushes_done_ >= mine || stopping_; });
+}
+
+uint64_t OutcomeLogger::lines_dropped() const {
+  uint64_t n = 0;
+  for (const auto& q : queues_) n += q->dropped.load(std::memory_order_relaxed);
+  return n;
+}
+
+FamilyProvider OutcomeLogger::metrics_provider() const {
+  return [this](std::vector<prometheus::MetricFamily>& out) {
+    out.push_back(counter_family("ringmail_log_lines_written_total",
+                                 "Outcome log lines written", double(lines_written())));
+    out.push_back(counter_family(
+        "ringmail_log_lines_dropped_total",
+        "Outcome log lines dropped because the log writer fell behind the shards",
+        double(lines_dropped())));
+  };
+}
+
+}  // namespace ringmail::metrics

@@ -1,0 +1,525 @@
+#include "storage/queue_store.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "storage/schema.h"
+
+namespace ringmail::storage {
+namespace {
+
+using Status = std::expected<void, StorageError>;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "";
+  return buf;
+}
+
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the pid it
+// names one process, so a pid reused by another process does not look alive.
+std::optional<int64_t> process_start_time(int64_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  if (!in) return std::nullopt;
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  size_t close = text.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(text.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  try {
+    return std::stoll(field);
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+template <typename T>
+std::unexpected<StorageError> fail(const std::expected<T, StorageError>& e) {
+  return std::unexpected(e.error());
+}
+
+}  // namespace
+
+int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::expected<QueueStore, StorageError> QueueStore::open(const StorageOptions& options,
+                                                         OpenMode mode) {
+  auto db = Connection::open(options.path, mode,
+                             options.synchronous == Synchronous::kFull ? "FULL" : "NORMAL");
+  if (!db) return fail(db);
+  if (mode != OpenMode::kReadOnly) {
+    if (auto ok = migrate(*db); !ok) return fail(ok);
+  } else {
+    auto v = schema_version(*db);
+    if (!v) return fail(v);
+    if (*v != current_schema_version())
+      return std::unexpected(StorageError{
+          0, fmt::format("{}: schema version {} (expected {})", options.path, *v,
+                         current_schema_version())});
+  }
+  return QueueStore(std::move(*db));
+}
+
+std::expected<Statement*, StorageError> QueueStore::cached(Statement& slot, std::string_view sql) {
+  if (!slot) {
+    auto st = db_.prepare(sql);
+    if (!st) return fail(st);
+    slot = std::move(*st);
+  }
+  return &slot;
+}
+
+// ---------------------------------------------------------------- enqueue
+
+std::expected<EnqueueCounts, StorageError> QueueStore::begin_enqueue(const EnqueueRequest& request,
+                                                                     int64_t now_ms) {
+  if (auto ok = db_.begin(); !ok) return fail(ok);
+  auto rollback_on_error = [&](StorageError e) {
+    db_.rollback();
+    return std::unexpected(std::move(e));
+  };
+  EnqueueCounts counts;
+  if (request.idempotency_key) {
+    auto st = db_.prepare("SELECT id FROM messages WHERE idempotency_key = ?1");
+    if (!st) return rollback_on_error(st.error());
+    st->bind(1, *request.idempotency_key);
+    auto row = st->step();
+    if (!row) return rollback_on_error(row.error());
+    if (*row) {
+      counts.message_id = st->column_int(0);
+      counts.duplicate = true;
+      return counts;
+    }
+  }
+  auto campaign = db_.prepare(
+      "INSERT INTO campaigns(name, created_at) VALUES (?1, ?2) "
+      "ON CONFLICT(name) DO UPDATE SET name = excluded.name RETURNING id");
+  if (!campaign) return rollback_on_error(campaign.error());
+  campaign->bind(1, request.campaign).bind(2, now_ms);
+  auto row = campaign->step();
+  if (!row) return rollback_on_error(row.error());
+  const int64_t campaign_id = campaign->column_int(0);
+  campaign->reset();
+
+  auto message = db_.prepare(
+      "INSERT INTO messages(campaign_id, idempotency_key, sender, body, send_at, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!message) return rollback_on_error(message.error());
+  message->bind(1, campaign_id);
+  if (request.idempotency_key) {
+    message->bind(2, *request.idempotency_key);
+  } else {
+    message->bind_null(2);
+  }
+  message->bind(3, request.sender).bind_blob(4, request.encoded_body);
+  message->bind(5, request.send_at_ms).bind(6, now_ms);
+  if (auto ok = message->run(); !ok) return rollback_on_error(ok.error());
+  counts.message_id = sqlite3_last_insert_rowid(db_.raw());
+
+  auto any = db_.query_int("SELECT EXISTS (SELECT 1 FROM suppressions)");
+  if (!any) return rollback_on_error(any.error());
+  check_suppressions_ = any->value_or(0) != 0;
+  return counts;
+}
+
+std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& counts,
+                                                            std::string_view address,
+                                                            std::string_view domain,
+                                                            int64_t due_at_ms, int64_t now_ms) {
+  RecipientState state = RecipientState::kQueued;
+  if (check_suppressions_) {
+    auto st = cached(find_suppressed_, "SELECT 1 FROM suppressions WHERE address = ?1");
+    if (!st) return fail(st);
+    (*st)->bind(1, lower(address));
+    auto row = (*st)->step();
+    (*st)->reset();
+    if (!row) return fail(row);
+    if (*row) state = RecipientState::kSuppressed;
+  }
+  auto st = cached(insert_recipient_,
+                   "INSERT INTO recipients(message_id, address, domain, state, next_attempt_at, "
+                   "first_due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6)");
+  if (!st) return fail(st);
+  (*st)->bind(1, counts.message_id).bind_static(2, address).bind_static(3, domain);
+  (*st)->bind_static(4, to_string(state)).bind(5, due_at_ms).bind(6, now_ms);
+  if (auto ok = (*st)->run(); !ok) return ok;
+  ++(state == RecipientState::kQueued ? counts.queued : counts.suppressed);
+  return {};
+}
+
+std::expected<void, StorageError> QueueStore::finish_enqueue() {
+  auto ok = db_.commit();
+  if (!ok) db_.rollback();
+  return ok;
+}
+
+// ---------------------------------------------------------------- runs and leases
+
+std::expected<int64_t, StorageError> QueueStore::register_run(int64_t now_ms) {
+  std::uniform_int_distribution<int64_t> dist(1, INT64_MAX);
+  const int64_t owner = dist(rng_);
+  auto st = db_.prepare(
+      "INSERT INTO runs(owner, pid, host, proc_start, started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!st) return fail(st);
+  st->bind(1, owner).bind(2, static_cast<int64_t>(getpid())).bind(3, host_name());
+  st->bind(4, process_start_time(getpid()).value_or(0)).bind(5, now_ms);
+  if (auto ok = st->run(); !ok) return fail(ok);
+  return owner;
+}
+
+std::expected<void, StorageError> QueueStore::unregister_run(int64_t owner) {
+  auto st = db_.prepare("DELETE FROM runs WHERE owner = ?1");
+  if (!st) return fail(st);
+  st->bind(1, owner);
+  return st->run();
+}
+
+std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms) {
+  if (auto ok = db_.begin(); !ok) return fail(ok);
+  auto body = [&]() -> std::expected<uint64_t, StorageError> {
+    std::vector<int64_t> dead;
+    {
+      auto st = db_.prepare("SELECT owner, pid, host, proc_start FROM runs");
+      if (!st) return fail(st);
+      const std::string me = host_name();
+      while (true) {
+        auto row = st->step();
+        if (!row) return fail(row);
+        if (!*row) break;
+        if (st->column_text(2) != me) continue;  // another host: only lease expiry applies
+        auto start = process_start_time(st->column_int(1));
+        if (!start || *start != st->column_int(3)) dead.push_back(st->column_int(0));
+      }
+    }
+    uint64_t recovered = 0;
+    auto requeue = db_.prepare(
+        "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = NULL, "
+        "updated_at = ?2 WHERE state = 'in_flight' AND lease_owner = ?1");
+    auto forget = db_.prepare("DELETE FROM runs WHERE owner = ?1");
+    if (!requeue) return fail(requeue);
+    if (!forget) return fail(forget);
+    for (int64_t owner : dead) {
+      requeue->bind(1, owner).bind(2, now_ms);
+      if (auto ok = requeue->run(); !ok) return fail(ok);
+      recovered += db_.changes();
+      forget->bind(1, owner);
+      if (auto ok = forget->run(); !ok) return fail(ok);
+    }
+    auto expired = db_.prepare(
+        "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = NULL, "
+        "updated_at = ?1 WHERE state = 'in_flight' AND (lease_expires < ?1 OR lease_owner IS NULL "
+        "OR lease_owner NOT IN (SELECT owner FROM runs))");
+    if (!expired) return fail(expired);
+    expired->bind(1, now_ms);
+    if (auto ok = expired->run(); !ok) return fail(ok);
+    recovered += db_.changes();
+    return recovered;
+  };
+  auto result = body();
+  if (!result) {
+    db_.rollback();
+    return result;
+  }
+  if (auto ok = db_.commit(); !ok) {
+    db_.rollback();
+    return fail(ok);
+  }
+  return result;
+}
+
+std::expected<uint64_t, StorageError> QueueStore::apply_suppressions(int64_t now_ms) {
+  auto any = db_.query_int("SELECT EXISTS (SELECT 1 FROM suppressions)");
+  if (!any) return fail(any);
+  if (any->value_or(0) == 0) return 0;
+  auto st = db_.prepare(
+      "UPDATE recipients SET state = 'suppressed', updated_at = ?1 "
+      "WHERE state IN ('queued', 'deferred') AND lower(address) IN (SELECT address FROM "
+      "suppressions)");
+  if (!st) return fail(st);
+  st->bind(1, now_ms);
+  if (auto ok = st->run(); !ok) return fail(ok);
+  return static_cast<uint64_t>(db_.changes());
+}
+
+// ---------------------------------------------------------------- storage thread work
+
+std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
+    int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms) {
+  auto st = cached(claim_,
+                   "UPDATE recipients SET state = 'in_flight', lease_owner = ?1, "
+                   "lease_expires = ?2, updated_at = ?3 WHERE id IN (SELECT id FROM recipients "
+                   "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?3 "
+                   "ORDER BY next_attempt_at LIMIT ?4) RETURNING id, message_id, address");
+  if (!st) return fail(st);
+  Statement& s = **st;
+  s.bind(1, owner).bind(2, lease_expires_ms).bind(3, now_ms).bind(4, static_cast<int64_t>(limit));
+  std::vector<ClaimedRecipient> out;
+  out.reserve(limit);
+  while (true) {
+    auto row = s.step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    out.push_back({s.column_int(0), s.column_int(1), s.column_string(2)});
+  }
+  s.reset();
+  return out;
+}
+
+std::expected<StoredMessage, StorageError> QueueStore::load_message(int64_t message_id) {
+  auto st = cached(load_message_, "SELECT sender, body FROM messages WHERE id = ?1");
+  if (!st) return fail(st);
+  Statement& s = **st;
+  s.bind(1, message_id);
+  auto row = s.step();
+  if (!row) return fail(row);
+  if (!*row) {
+    s.reset();
+    return std::unexpected(
+        StorageError{0, fmt::format("{}: message {} is missing", db_.path(), message_id)});
+  }
+  StoredMessage m{s.column_string(0), s.column_string(1)};
+  s.reset();
+  return m;
+}
+
+std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
+                                                              const RecipientUpdate& u,
+                                                              const RetrySchedule& schedule,
+                                                              int64_t now_ms) {
+  const std::string enhanced = u.reply.enhanced.to_string();
+  auto log_attempt = [&](RecipientState state) -> Status {
+    auto st = cached(insert_attempt_,
+                     "INSERT INTO attempts(recipient_id, at, result, code, enhanced, text) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!st) return fail(st);
+    (*st)->bind(1, u.recipient_id).bind(2, now_ms).bind_static(3, to_string(state));
+    (*st)->bind(4, u.reply.code).bind_static(5, enhanced).bind_static(6, u.reply.text);
+    return (*st)->run();
+  };
+
+  // The common case needs no read: a 2xx to the end of data.
+  if (!u.not_attempted && u.status == smtp::RecipientStatus::kDelivered) {
+    auto st = cached(deliver_,
+                     "UPDATE recipients SET state = 'delivered', attempts = attempts + 1, "
+                     "last_code = ?3, last_enhanced = ?4, last_text = ?5, lease_owner = NULL, "
+                     "lease_expires = NULL, updated_at = ?6 "
+                     "WHERE id = ?1 AND state = 'in_flight' AND lease_owner = ?2");
+    if (!st) return fail(st);
+    (*st)->bind(1, u.recipient_id).bind(2, owner).bind(3, u.reply.code);
+    (*st)->bind_static(4, enhanced).bind_static(5, u.reply.text).bind(6, now_ms);
+    if (auto ok = (*st)->run(); !ok) return fail(ok);
+    // A lease lost in between (recovered by another run) leaves the row alone; the
+    // attempt is still logged, as it happened.
+    if (auto ok = log_attempt(RecipientState::kDelivered); !ok) return fail(ok);
+    return RecipientState::kDelivered;
+  }
+
+  auto rd = cached(read_for_policy_,
+                   "SELECT attempts, first_due_at, address FROM recipients "
+                   "WHERE id = ?1 AND state = 'in_flight' AND lease_owner = ?2");
+  if (!rd) return fail(rd);
+  Statement& r = **rd;
+  r.bind(1, u.recipient_id).bind(2, owner);
+  auto row = r.step();
+  if (!row) return fail(row);
+  if (!*row) {  // not ours any more
+    r.reset();
+    return RecipientState::kInFlight;
+  }
+  AttemptFacts facts;
+  facts.status = u.status;
+  facts.reply = u.reply;
+  facts.not_attempted = u.not_attempted;
+  facts.attempts_before = static_cast<unsigned>(r.column_int(0));
+  facts.first_due_at_ms = r.column_int(1);
+  facts.now_ms = now_ms;
+  const std::string address = r.column_string(2);
+  r.reset();
+
+  const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  const PolicyDecision d = decide(facts, schedule, unit);
+
+  auto st = cached(update_after_attempt_,
+                   "UPDATE recipients SET state = ?2, attempts = attempts + ?3, "
+                   "next_attempt_at = CASE WHEN ?4 > 0 THEN ?4 ELSE next_attempt_at END, "
+                   "last_code = CASE WHEN ?3 > 0 THEN ?5 ELSE last_code END, "
+                   "last_enhanced = CASE WHEN ?3 > 0 THEN ?6 ELSE last_enhanced END, "
+                   "last_text = CASE WHEN ?3 > 0 THEN ?7 ELSE last_text END, "
+                   "lease_owner = NULL, lease_expires = NULL, updated_at = ?8 WHERE id = ?1");
+  if (!st) return fail(st);
+  (*st)->bind(1, u.recipient_id).bind_static(2, to_string(d.state));
+  (*st)->bind(3, d.counts_attempt ? 1 : 0).bind(4, d.next_attempt_at_ms).bind(5, u.reply.code);
+  (*st)->bind_static(6, enhanced).bind_static(7, u.reply.text).bind(8, now_ms);
+  if (auto ok = (*st)->run(); !ok) return fail(ok);
+  if (d.counts_attempt) {
+    if (auto ok = log_attempt(d.state); !ok) return fail(ok);
+  }
+  if (d.suppress_address) {
+    auto ok = suppress(address, u.reply.to_string(), now_ms);
+    if (!ok) return fail(ok);
+  }
+  return d.state;
+}
+
+std::expected<void, StorageError> QueueStore::release(int64_t owner, int64_t recipient_id,
+                                                      int64_t now_ms) {
+  auto st = cached(release_,
+                   "UPDATE recipients SET state = 'queued', lease_owner = NULL, "
+                   "lease_expires = NULL, updated_at = ?3 "
+                   "WHERE id = ?1 AND state = 'in_flight' AND lease_owner = ?2");
+  if (!st) return fail(st);
+  (*st)->bind(1, recipient_id).bind(2, owner).bind(3, now_ms);
+  return (*st)->run();
+}
+
+std::expected<std::optional<int64_t>, StorageError> QueueStore::next_due_at() {
+  auto st = cached(next_due_,
+                   "SELECT min(next_attempt_at) FROM recipients "
+                   "WHERE state IN ('queued', 'deferred')");
+  if (!st) return fail(st);
+  Statement& s = **st;
+  auto row = s.step();
+  if (!row) return fail(row);
+  std::optional<int64_t> out;
+  if (*row && !s.column_is_null(0)) out = s.column_int(0);
+  s.reset();
+  return out;
+}
+
+// ---------------------------------------------------------------- reports
+
+std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::string> campaign,
+                                                             size_t top_replies) {
+  StatusReport report;
+  // ?1 NULL: every campaign.
+  const std::string join =
+      " FROM recipients r JOIN messages m ON m.id = r.message_id "
+      "JOIN campaigns c ON c.id = m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) ";
+  auto bind_campaign = [&](Statement& s) {
+    if (campaign) {
+      s.bind(1, *campaign);
+    } else {
+      s.bind_null(1);
+    }
+  };
+  auto counts = [&](std::string_view group, std::vector<StateCount>& out) -> Status {
+    auto st = db_.prepare(fmt::format("SELECT {0}, r.state, count(*){1} GROUP BY {0}, r.state "
+                                      "ORDER BY {0}, r.state",
+                                      group, join));
+    if (!st) return fail(st);
+    bind_campaign(*st);
+    while (true) {
+      auto row = st->step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      auto state = parse_state(st->column_text(1));
+      if (!state) continue;
+      out.push_back({st->column_string(0), *state, static_cast<uint64_t>(st->column_int(2))});
+    }
+    return {};
+  };
+  if (auto ok = counts("c.name", report.by_campaign); !ok) return fail(ok);
+  if (auto ok = counts("r.domain", report.by_domain); !ok) return fail(ok);
+
+  auto oldest = db_.prepare(
+      "SELECT r.address, c.name, r.first_due_at, r.next_attempt_at, r.attempts, "
+      "coalesce(r.last_code, 0), coalesce(r.last_enhanced, ''), coalesce(r.last_text, '')" +
+      join + "AND r.state = 'deferred' ORDER BY r.first_due_at, r.id LIMIT 1");
+  if (!oldest) return fail(oldest);
+  bind_campaign(*oldest);
+  auto row = oldest->step();
+  if (!row) return fail(row);
+  if (*row) {
+    Statement& s = *oldest;
+    report.oldest_deferred =
+        OldestDeferred{s.column_string(0), s.column_string(1), s.column_int(2),
+                       s.column_int(3),    s.column_int(4),    static_cast<int>(s.column_int(5)),
+                       s.column_string(6), s.column_string(7)};
+  }
+
+  auto replies = db_.prepare("SELECT r.last_code, coalesce(r.last_enhanced, ''), count(*)" + join +
+                             "AND r.last_code IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1 "
+                             "LIMIT ?2");
+  if (!replies) return fail(replies);
+  bind_campaign(*replies);
+  replies->bind(2, static_cast<int64_t>(top_replies));
+  while (true) {
+    auto r = replies->step();
+    if (!r) return fail(r);
+    if (!*r) break;
+    report.top_replies.push_back({static_cast<int>(replies->column_int(0)),
+                                  replies->column_string(1),
+                                  static_cast<uint64_t>(replies->column_int(2))});
+  }
+  return report;
+}
+
+std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError>
+QueueStore::state_counts() {
+  auto st = db_.prepare("SELECT state, count(*) FROM recipients GROUP BY state");
+  if (!st) return fail(st);
+  std::vector<std::pair<RecipientState, uint64_t>> out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    if (auto s = parse_state(st->column_text(0)))
+      out.emplace_back(*s, static_cast<uint64_t>(st->column_int(1)));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- suppression list
+
+std::expected<bool, StorageError> QueueStore::suppress(std::string_view address,
+                                                       std::string_view reason, int64_t now_ms) {
+  auto st = cached(insert_suppression_,
+                   "INSERT OR IGNORE INTO suppressions(address, reason, created_at) "
+                   "VALUES (?1, ?2, ?3)");
+  if (!st) return fail(st);
+  (*st)->bind(1, lower(address)).bind(2, reason).bind(3, now_ms);
+  if (auto ok = (*st)->run(); !ok) return fail(ok);
+  return db_.changes() > 0;
+}
+
+std::expected<bool, StorageError> QueueStore::unsuppress(std::string_view address) {
+  auto st = db_.prepare("DELETE FROM suppressions WHERE address = ?1");
+  if (!st) return fail(st);
+  st->bind(1, lower(address));
+  if (auto ok = st->run(); !ok) return fail(ok);
+  return db_.changes() > 0;
+}
+
+std::expected<std::vector<Suppression>, StorageError> QueueStore::suppressions() {
+  auto st = db_.prepare("SELECT address, reason, created_at FROM suppressions ORDER BY address");
+  if (!st) return fail(st);
+  std::vector<Suppression> out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    out.push_back({st->column_string(0), st->column_string(1), st->column_int(2)});
+  }
+  return out;
+}
+
+}  // namespace ringmail::storage

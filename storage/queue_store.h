@@ -1,0 +1,159 @@
+// Every query of the delivery queue on one connection: enqueue a campaign, claim due
+// recipients under a lease, apply outcomes through the policy, recover the leases of dead
+// runs, report status, manage the suppression list. Used by one thread at a time: the
+// storage thread during `run`, the main thread for enqueue/status/suppress.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "smtp/transaction.h"
+#include "storage/delivery_policy.h"
+#include "storage/recipient_state.h"
+#include "storage/sqlite_handle.h"
+#include "storage/storage_options.h"
+
+namespace ringmail::storage {
+
+int64_t unix_now_ms();
+
+struct EnqueueRequest {
+  std::string campaign = "default";
+  std::string sender;
+  std::string encoded_body;  // already passed through smtp::encode_data_body
+  int64_t send_at_ms = 0;    // due from then (0: now)
+  std::optional<std::string> idempotency_key;
+};
+
+struct EnqueueCounts {
+  int64_t message_id = 0;
+  uint64_t queued = 0;
+  uint64_t suppressed = 0;
+  bool duplicate = false;  // the idempotency key was already used: nothing was added
+};
+
+struct ClaimedRecipient {
+  int64_t id = 0;
+  int64_t message_id = 0;
+  std::string address;
+};
+
+struct StoredMessage {
+  std::string sender;
+  std::string encoded_body;
+};
+
+// One recipient's outcome as the storage thread applies it.
+struct RecipientUpdate {
+  int64_t recipient_id = 0;
+  smtp::RecipientStatus status = smtp::RecipientStatus::kDeferred;
+  smtp::Reply reply;
+  bool not_attempted = false;
+};
+
+struct StateCount {
+  std::string group;  // campaign name or domain
+  RecipientState state;
+  uint64_t count = 0;
+};
+
+struct ReplyCount {
+  int code = 0;
+  std::string enhanced;
+  uint64_t count = 0;
+};
+
+struct OldestDeferred {
+  std::string address;
+  std::string campaign;
+  int64_t first_due_at_ms = 0;
+  int64_t next_attempt_at_ms = 0;
+  int64_t attempts = 0;
+  int last_code = 0;
+  std::string last_enhanced;
+  std::string last_text;
+};
+
+struct StatusReport {
+  std::vector<StateCount> by_campaign;
+  std::vector<StateCount> by_domain;
+  std::optional<OldestDeferred> oldest_deferred;
+  std::vector<ReplyCount> top_replies;  // last reply of each recipient, most frequent first
+};
+
+struct Suppression {
+  std::string address;
+  std::string reason;
+  int64_t created_at_ms = 0;
+};
+
+class QueueStore {
+ public:
+  // Opens (creating in kReadWriteCreate) and migrates the database.
+  static std::expected<QueueStore, StorageError> open(const StorageOptions& options, OpenMode mode);
+
+  Connection& connection() { return db_; }
+
+  // --- enqueue (one transaction for the whole campaign) ---
+  // Starts the transaction. When the idempotency key was used before, `duplicate` is set
+  // and add() must not be called; finish_enqueue() then just ends the transaction.
+  std::expected<EnqueueCounts, StorageError> begin_enqueue(const EnqueueRequest& request,
+                                                           int64_t now_ms);
+  // `address` as written; `domain` lower-cased.
+  std::expected<void, StorageError> add_recipient(EnqueueCounts& counts, std::string_view address,
+                                                  std::string_view domain, int64_t due_at_ms,
+                                                  int64_t now_ms);
+  std::expected<void, StorageError> finish_enqueue();
+  void abort_enqueue() { db_.rollback(); }
+
+  // --- runs and leases ---
+  // Registers this process as a run; returns its owner id (random, never 0).
+  std::expected<int64_t, StorageError> register_run(int64_t now_ms);
+  std::expected<void, StorageError> unregister_run(int64_t owner);
+  // In-flight recipients of runs whose process is gone (same host), or whose lease has
+  // expired, go back to queued with their attempts unchanged. Returns how many.
+  std::expected<uint64_t, StorageError> recover_leases(int64_t now_ms);
+  // Queued or deferred recipients on the suppression list become suppressed.
+  std::expected<uint64_t, StorageError> apply_suppressions(int64_t now_ms);
+
+  // --- the storage thread's work; each inside a transaction the caller opened ---
+  std::expected<std::vector<ClaimedRecipient>, StorageError> claim(int64_t owner, size_t limit,
+                                                                   int64_t now_ms,
+                                                                   int64_t lease_expires_ms);
+  std::expected<StoredMessage, StorageError> load_message(int64_t message_id);
+  std::expected<RecipientState, StorageError> apply(int64_t owner, const RecipientUpdate& update,
+                                                    const RetrySchedule& schedule, int64_t now_ms);
+  // Claimed but never handed to a server: back to queued, no attempt counted.
+  std::expected<void, StorageError> release(int64_t owner, int64_t recipient_id, int64_t now_ms);
+  // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
+  std::expected<std::optional<int64_t>, StorageError> next_due_at();
+
+  // --- reports ---
+  std::expected<StatusReport, StorageError> status(std::optional<std::string> campaign,
+                                                   size_t top_replies = 10);
+  std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError> state_counts();
+
+  // --- suppression list (addresses compared lower-cased) ---
+  std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,
+                                             int64_t now_ms);  // true: newly added
+  std::expected<bool, StorageError> unsuppress(std::string_view address);  // true: was there
+  std::expected<std::vector<Suppression>, StorageError> suppressions();
+
+ private:
+  explicit QueueStore(Connection db) : db_(std::move(db)) {}
+  // Prepares `sql` once into `slot`; later calls reuse it.
+  std::expected<Statement*, StorageError> cached(Statement& slot, std::string_view sql);
+
+  Connection db_;  // declared first: destroyed after the statements below
+  Statement insert_recipient_, find_suppressed_, claim_, load_message_, deliver_, read_for_policy_,
+      update_after_attempt_, insert_attempt_, insert_suppression_, release_, next_due_;
+  bool check_suppressions_ = false;  // enqueue: the list is non-empty
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+}  // namespace ringmail::storage

@@ -1,0 +1,122 @@
+#include "storage/schema.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <string_view>
+
+namespace ringmail::storage {
+namespace {
+
+// Times are Unix milliseconds (UTC). States are the words of recipient_state.h.
+constexpr std::string_view kMigration1 = R"sql(
+CREATE TABLE campaigns (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT NOT NULL UNIQUE,
+  created_at  INTEGER NOT NULL
+);
+CREATE TABLE messages (
+  id               INTEGER PRIMARY KEY,
+  campaign_id      INTEGER NOT NULL REFERENCES campaigns(id),
+  idempotency_key  TEXT UNIQUE,
+  sender           TEXT NOT NULL,
+  body             BLOB NOT NULL,
+  send_at          INTEGER NOT NULL,
+  created_at       INTEGER NOT NULL
+);
+CREATE TABLE recipients (
+  id               INTEGER PRIMARY KEY,
+  message_id       INTEGER NOT NULL REFERENCES messages(id),
+  address          TEXT NOT NULL,
+  domain           TEXT NOT NULL,
+  state            TEXT NOT NULL,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at  INTEGER NOT NULL,
+  first_due_at     INTEGER NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL,
+  last_code        INTEGER,
+  last_enhanced    TEXT,
+  last_text        TEXT,
+  lease_owner      INTEGER,
+  lease_expires    INTEGER
+);
+CREATE INDEX recipients_due ON recipients(next_attempt_at)
+  WHERE state IN ('queued', 'deferred');
+CREATE INDEX recipients_leased ON recipients(lease_owner) WHERE state = 'in_flight';
+CREATE INDEX recipients_by_message ON recipients(message_id, state);
+CREATE TABLE attempts (
+  id            INTEGER PRIMARY KEY,
+  recipient_id  INTEGER NOT NULL,
+  at            INTEGER NOT NULL,
+  result        TEXT NOT NULL,
+  code          INTEGER NOT NULL,
+  enhanced      TEXT NOT NULL,
+  text          TEXT NOT NULL
+);
+CREATE INDEX attempts_by_recipient ON attempts(recipient_id);
+CREATE TABLE suppressions (
+  address     TEXT PRIMARY KEY,
+  reason      TEXT NOT NULL,
+  created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE runs (
+  owner       INTEGER PRIMARY KEY,
+  pid         INTEGER NOT NULL,
+  host        TEXT NOT NULL,
+  proc_start  INTEGER NOT NULL,
+  started_at  INTEGER NOT NULL
+);
+)sql";
+
+constexpr std::array<std::string_view, 1> kMigrations = {kMigration1};
+
+}  // namespace
+
+int current_schema_version() { return static_cast<int>(kMigrations.size()); }
+
+std::expected<int, StorageError> schema_version(Connection& db) {
+  auto exists =
+      db.query_int("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_version'");
+  if (!exists) return std::unexpected(exists.error());
+  if (exists->value_or(0) == 0) return 0;
+  auto v = db.query_int("SELECT version FROM schema_version");
+  if (!v) return std::unexpected(v.error());
+  return static_cast<int>(v->value_or(0));
+}
+
+std::expected<void, StorageError> migrate(Connection& db) {
+  if (auto ok = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+      !ok)
+    return ok;
+  while (true) {
+    if (auto ok = db.begin(); !ok) return ok;
+    auto version = schema_version(db);
+    if (!version) {
+      db.rollback();
+      return std::unexpected(version.error());
+    }
+    if (*version > current_schema_version()) {
+      db.rollback();
+      return std::unexpected(StorageError{
+          0, fmt::format("{}: database schema version {} is newer than this ringmail ({})",
+                         db.path(), *version, current_schema_version())});
+    }
+    if (*version == current_schema_version()) {
+      db.rollback();
+      return {};
+    }
+    std::expected<void, StorageError> ok = db.exec(kMigrations[*version]);
+    if (ok) {
+      ok = db.exec(*version == 0 ? "INSERT INTO schema_version VALUES (1)"
+                                 : fmt::format("UPDATE schema_version SET version = {}", *version + 1));
+    }
+    if (ok) ok = db.commit();
+    if (!ok) {
+      db.rollback();
+      return ok;
+    }
+  }
+}
+
+}  // namespace ringmail::storage

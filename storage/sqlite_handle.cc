@@ -1,0 +1,182 @@
+#include "storage/sqlite_handle.h"
+
+#include <fmt/format.h>
+
+namespace ringmail::storage {
+
+bool StorageError::disk_full() const {
+  const int primary = sqlite_code & 0xff;
+  return primary == SQLITE_FULL || sqlite_code == SQLITE_IOERR_WRITE ||
+         sqlite_code == SQLITE_IOERR_TRUNCATE || sqlite_code == SQLITE_IOERR_FSYNC;
+}
+
+namespace {
+
+std::string first_words(std::string_view sql) {
+  size_t start = sql.find_first_not_of(" \n\t");
+  if (start == std::string_view::npos) return "";
+  sql.remove_prefix(start);
+  size_t end = sql.find_first_of("(\n");
+  std::string out(sql.substr(0, std::min<size_t>(end, 48)));
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+StorageError Statement::error(int rc) const {
+  int code = db_ ? sqlite3_extended_errcode(db_) : rc;
+  const char* path = db_ ? sqlite3_db_filename(db_, "main") : "";
+  return {code, fmt::format("{}: {}: {}", path ? path : "", what_,
+                            db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc))};
+}
+
+Statement& Statement::bind(int index, int64_t value) {
+  sqlite3_bind_int64(stmt_.get(), index, value);
+  return *this;
+}
+
+Statement& Statement::bind(int index, std::string_view text) {
+  sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()),
+                    SQLITE_TRANSIENT);
+  return *this;
+}
+
+Statement& Statement::bind_static(int index, std::string_view text) {
+  sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
+  return *this;
+}
+
+Statement& Statement::bind_blob(int index, std::string_view bytes) {
+  sqlite3_bind_blob64(stmt_.get(), index, bytes.data(), bytes.size(), SQLITE_TRANSIENT);
+  return *this;
+}
+
+Statement& Statement::bind_null(int index) {
+  sqlite3_bind_null(stmt_.get(), index);
+  return *this;
+}
+
+std::expected<bool, StorageError> Statement::step() {
+  int rc = sqlite3_step(stmt_.get());
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  StorageError e = error(rc);
+  sqlite3_reset(stmt_.get());
+  return std::unexpected(std::move(e));
+}
+
+std::expected<void, StorageError> Statement::run() {
+  while (true) {
+    auto row = step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) break;
+  }
+  reset();
+  return {};
+}
+
+void Statement::reset() {
+  sqlite3_reset(stmt_.get());
+  sqlite3_clear_bindings(stmt_.get());
+}
+
+std::string_view Statement::column_text(int i) const {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_.get(), i));
+  if (p == nullptr) return {};
+  return {p, static_cast<size_t>(sqlite3_column_bytes(stmt_.get(), i))};
+}
+
+StorageError Connection::error(int rc, std::string_view what) const {
+  int code = db_ ? sqlite3_extended_errcode(db_.get()) : rc;
+  return {code, fmt::format("{}: {}: {}", path_, what,
+                            db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc))};
+}
+
+std::expected<Connection, StorageError> Connection::open(const std::string& path, OpenMode mode,
+                                                         std::string_view synchronous,
+                                                         int busy_timeout_ms) {
+  int flags = SQLITE_OPEN_NOMUTEX;  // one thread at a time per connection
+  switch (mode) {
+    case OpenMode::kReadWriteCreate:
+      flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+      break;
+    case OpenMode::kReadWriteExisting:
+      flags |= SQLITE_OPEN_READWRITE;
+      break;
+    case OpenMode::kReadOnly:
+      flags |= SQLITE_OPEN_READONLY;
+      break;
+  }
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  std::unique_ptr<sqlite3, Close> db(raw);
+  if (rc != SQLITE_OK) {
+    std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
+    if (mode != OpenMode::kReadWriteCreate && (rc & 0xff) == SQLITE_CANTOPEN)
+      msg += " (no such database: create it with `ringmail enqueue`)";
+    return std::unexpected(
+        StorageError{raw ? sqlite3_extended_errcode(raw) : rc,
+                     fmt::format("{}: cannot open database: {}", path, msg)});
+  }
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, busy_timeout_ms);
+  Connection c(std::move(db), path);
+  if (mode != OpenMode::kReadOnly) {
+    // WAL: readers (status) never block the writer, and a commit appends to the log
+    // instead of rewriting pages, so grouped commits stay cheap.
+    auto wal = c.prepare("PRAGMA journal_mode=WAL");
+    if (!wal) return std::unexpected(wal.error());
+    auto row = wal->step();
+    if (!row) return std::unexpected(row.error());
+    if (*row && wal->column_text(0) != "wal") {
+      return std::unexpected(StorageError{
+          0, fmt::format("{}: cannot switch to WAL mode (journal_mode is {})", path,
+                         wal->column_text(0))});
+    }
+    wal->reset();
+    if (auto ok = c.exec(fmt::format("PRAGMA synchronous={}", synchronous)); !ok)
+      return std::unexpected(ok.error());
+  }
+  if (auto ok = c.exec("PRAGMA foreign_keys=ON"); !ok) return std::unexpected(ok.error());
+  return c;
+}
+
+std::expected<void, StorageError> Connection::exec(std::string_view sql) {
+  std::string text(sql);
+  char* msg = nullptr;
+  int rc = sqlite3_exec(db_.get(), text.c_str(), nullptr, nullptr, &msg);
+  if (rc != SQLITE_OK) {
+    StorageError e{sqlite3_extended_errcode(db_.get()),
+                   fmt::format("{}: {}: {}", path_, first_words(sql), msg ? msg : sqlite3_errstr(rc))};
+    sqlite3_free(msg);
+    return std::unexpected(std::move(e));
+  }
+  return {};
+}
+
+std::expected<Statement, StorageError> Connection::prepare(std::string_view sql) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v3(db_.get(), sql.data(), static_cast<int>(sql.size()),
+                              SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
+  std::unique_ptr<sqlite3_stmt, Statement::Finalize> stmt(raw);
+  if (rc != SQLITE_OK) return std::unexpected(error(rc, "prepare " + first_words(sql)));
+  return Statement(std::move(stmt), db_.get(), first_words(sql));
+}
+
+std::expected<std::optional<int64_t>, StorageError> Connection::query_int(std::string_view sql) {
+  auto st = prepare(sql);
+  if (!st) return std::unexpected(st.error());
+  auto row = st->step();
+  if (!row) return std::unexpected(row.error());
+  if (!*row || st->column_is_null(0)) return std::optional<int64_t>{};
+  return std::optional<int64_t>{st->column_int(0)};
+}
+
+std::expected<void, StorageError> Connection::begin() { return exec("BEGIN IMMEDIATE"); }
+std::expected<void, StorageError> Connection::commit() { return exec("COMMIT"); }
+void Connection::rollback() {
+  if (!sqlite3_get_autocommit(db_.get())) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+}  // namespace ringmail::storage

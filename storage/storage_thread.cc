@@ -1,0 +1,240 @@
+#include "storage/storage_thread.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+
+namespace ringmail::storage {
+
+StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions options,
+                             RetrySchedule schedule)
+    : store_(std::move(store)),
+      owner_(owner),
+      options_(std::move(options)),
+      schedule_(schedule),
+      thread_([this] {
+        pthread_setname_np(pthread_self(), "ringmail-db");
+        loop();
+      }) {}
+
+StorageThread::~StorageThread() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOutcome& outcome) {
+  const auto& tags = outcome.transaction.recipient_tags;
+  std::vector<RecipientUpdate> batch;
+  batch.reserve(outcome.recipients.size());
+  for (size_t i = 0; i < outcome.recipients.size() && i < tags.size(); ++i) {
+    batch.push_back({static_cast<int64_t>(tags[i]), outcome.recipients[i].status,
+                     outcome.recipients[i].reply, outcome.not_attempted});
+  }
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (updates_.empty()) {
+      updates_.swap(batch);
+    } else {
+      updates_.insert(updates_.end(), std::make_move_iterator(batch.begin()),
+                      std::make_move_iterator(batch.end()));
+    }
+    ++submitted_;
+    wake = updates_.size() >= options_.commit_batch;
+  }
+  if (wake) wake_.notify_one();
+}
+
+std::future<std::expected<std::vector<ClaimedItem>, StorageError>> StorageThread::claim(
+    size_t limit) {
+  ClaimRequest request{limit, {}};
+  auto future = request.reply.get_future();
+  {
+    std::lock_guard lock(mutex_);
+    claims_.push_back(std::move(request));
+  }
+  wake_.notify_one();
+  return future;
+}
+
+void StorageThread::release(std::vector<int64_t> recipient_ids) {
+  if (recipient_ids.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    releases_.insert(releases_.end(), recipient_ids.begin(), recipient_ids.end());
+    ++submitted_;
+  }
+  wake_.notify_one();
+}
+
+std::expected<void, StorageError> StorageThread::flush() {
+  std::unique_lock lock(mutex_);
+  const uint64_t target = submitted_;
+  flush_wanted_ = true;
+  wake_.notify_one();
+  committed_.wait(lock, [&] { return applied_ >= target; });
+  if (failure_) return std::unexpected(*failure_);
+  return {};
+}
+
+std::expected<std::optional<int64_t>, StorageError> StorageThread::next_due_at() {
+  std::promise<std::expected<std::optional<int64_t>, StorageError>> reply;
+  auto future = reply.get_future();
+  {
+    std::lock_guard lock(mutex_);
+    due_queries_.push_back(std::move(reply));
+  }
+  wake_.notify_one();
+  return future.get();
+}
+
+std::optional<StorageError> StorageThread::failure() const {
+  std::lock_guard lock(mutex_);
+  return failure_;
+}
+
+StorageStats StorageThread::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void StorageThread::fail(StorageError error) {
+  std::lock_guard lock(mutex_);
+  if (!failure_) failure_ = std::move(error);
+}
+
+std::expected<const StorageThread::Message*, StorageError> StorageThread::message(int64_t id) {
+  auto it = messages_.find(id);
+  if (it != messages_.end()) return &it->second;
+  auto loaded = store_.load_message(id);
+  if (!loaded) return std::unexpected(loaded.error());
+  Message m{std::make_shared<const std::string>(std::move(loaded->sender)),
+            std::make_shared<const std::string>(std::move(loaded->encoded_body))};
+  return &messages_.emplace(id, std::move(m)).first->second;
+}
+
+std::expected<void, StorageError> StorageThread::commit_batch(
+    std::vector<RecipientUpdate>& updates, std::vector<int64_t>& releases,
+    std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted) {
+  const int64_t now = unix_now_ms();
+  if (auto ok = store_.connection().begin(); !ok) return ok;
+  auto work = [&]() -> std::expected<void, StorageError> {
+    for (const RecipientUpdate& u : updates) {
+      if (auto ok = store_.apply(owner_, u, schedule_, now); !ok)
+        return std::unexpected(ok.error());
+    }
+    for (int64_t id : releases) {
+      if (auto ok = store_.release(owner_, id, now); !ok) return ok;
+    }
+    const int64_t lease_expires =
+        now + static_cast<int64_t>(options_.lease_duration.count() * 1000.0);
+    for (ClaimRequest& c : claims) {
+      auto rows = store_.claim(owner_, c.limit, now, lease_expires);
+      if (!rows) return std::unexpected(rows.error());
+      // Grouped by message so the engine sees runs of the same body.
+      std::sort(rows->begin(), rows->end(), [](const auto& a, const auto& b) {
+        return a.message_id != b.message_id ? a.message_id < b.message_id : a.id < b.id;
+      });
+      std::vector<ClaimedItem> items;
+      items.reserve(rows->size());
+      for (ClaimedRecipient& r : *rows) {
+        auto m = message(r.message_id);
+        if (!m) return std::unexpected(m.error());
+        items.push_back({r.id, std::move(r.address), (*m)->sender, (*m)->body});
+      }
+      granted.push_back(std::move(items));
+    }
+    return store_.connection().commit();
+  };
+  auto ok = work();
+  if (!ok) {
+    store_.connection().rollback();
+    granted.clear();
+  }
+  return ok;
+}
+
+void StorageThread::loop() {
+  std::vector<RecipientUpdate> updates;
+  std::vector<int64_t> releases;
+  std::vector<ClaimRequest> claims;
+  std::vector<std::promise<std::expected<std::optional<int64_t>, StorageError>>> due_queries;
+  const auto interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      options_.commit_interval);
+  while (true) {
+    uint64_t generation = 0;
+    bool stop = false;
+    std::optional<StorageError> failed;
+    {
+      std::unique_lock lock(mutex_);
+      // Outcomes wait up to one interval to share a commit; claims, flushes and a full
+      // batch are served at once.
+      auto urgent = [&] {
+        return stopping_ || flush_wanted_ || !claims_.empty() || !due_queries_.empty() ||
+               updates_.size() >= options_.commit_batch;
+      };
+      if (!urgent()) {
+        if (updates_.empty() && releases_.empty()) {
+          wake_.wait(lock, urgent);
+        } else {
+          wake_.wait_for(lock, interval, urgent);
+        }
+      }
+      updates.swap(updates_);
+      releases.swap(releases_);
+      claims.swap(claims_);
+      due_queries.swap(due_queries_);
+      generation = submitted_;
+      flush_wanted_ = false;
+      stop = stopping_;
+      failed = failure_;
+    }
+
+    std::vector<std::vector<ClaimedItem>> granted;
+    if (!failed && (!updates.empty() || !releases.empty() || !claims.empty())) {
+      auto ok = commit_batch(updates, releases, claims, granted);
+      if (!ok) {
+        fail(ok.error());
+        failed = ok.error();
+      }
+    }
+    for (size_t i = 0; i < claims.size(); ++i) {
+      if (failed) {
+        claims[i].reply.set_value(std::unexpected(*failed));
+      } else {
+        claims[i].reply.set_value(std::move(granted[i]));
+      }
+    }
+    for (auto& q : due_queries) {
+      if (failed) {
+        q.set_value(std::unexpected(*failed));
+      } else {
+        q.set_value(store_.next_due_at());
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (!failed) {
+        stats_.outcomes_applied += updates.size();
+        for (auto& g : granted) stats_.claimed += g.size();
+        if (!updates.empty() || !releases.empty() || !claims.empty()) ++stats_.commits;
+      }
+      applied_ = generation;
+    }
+    committed_.notify_all();
+    updates.clear();
+    releases.clear();
+    claims.clear();
+    due_queries.clear();
+    if (stop) {
+      std::lock_guard lock(mutex_);
+      if (updates_.empty() && releases_.empty() && claims_.empty() && due_queries_.empty()) break;
+    }
+  }
+}
+
+}  // namespace ringmail::storage

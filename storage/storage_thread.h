@@ -1,0 +1,110 @@
+// The one thread that writes the database during `run`. Shards hand it outcomes without
+// blocking (a push onto a mutex-guarded vector, swapped out by this thread); the feeder
+// asks it for claims. It groups everything that arrived in one interval (commit_interval,
+// or commit_batch outcomes, whichever first) into one SQLite transaction, so one commit
+// (and with synchronous=FULL one fsync) covers thousands of state changes.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <expected>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/seams.h"
+#include "storage/queue_store.h"
+
+namespace ringmail::storage {
+
+// A claimed recipient ready for the engine: its message loaded once and shared.
+struct ClaimedItem {
+  int64_t recipient_id = 0;
+  std::string address;
+  std::shared_ptr<const std::string> sender;
+  smtp::EncodedBody body;
+};
+
+struct StorageStats {
+  uint64_t outcomes_applied = 0;  // recipients whose outcome is committed
+  uint64_t claimed = 0;
+  uint64_t commits = 0;
+};
+
+class StorageThread final : public engine::OutcomeSink {
+ public:
+  // Takes the store (its connection is used by the storage thread only from now on) and
+  // the run's lease owner id. Starts the thread.
+  StorageThread(QueueStore store, int64_t owner, StorageOptions options, RetrySchedule schedule);
+  // Commits what is pending, then joins.
+  ~StorageThread() override;
+  StorageThread(const StorageThread&) = delete;
+  StorageThread& operator=(const StorageThread&) = delete;
+
+  // Shard threads: copies the outcome's recipient results and returns at once.
+  void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) override;
+
+  // Feeder thread: asks for up to `limit` due recipients; the future is ready after the
+  // commit that leased them. An empty vector: nothing is due now.
+  std::future<std::expected<std::vector<ClaimedItem>, StorageError>> claim(size_t limit);
+  // Gives claimed recipients that were never handed to a server back (queued, no attempt).
+  void release(std::vector<int64_t> recipient_ids);
+  // Waits until everything submitted before this call is committed (or has failed).
+  std::expected<void, StorageError> flush();
+  // Runs `fn` with the store on the storage thread between commits (outside any
+  // transaction) and returns what it returns. For reads like next_due_at().
+  std::expected<std::optional<int64_t>, StorageError> next_due_at();
+
+  // The first error the thread met; once set, no more claims are granted and outcomes are
+  // dropped (their recipients stay in_flight under this run's lease, so the next run
+  // recovers them: nothing accepted is lost). Any thread.
+  std::optional<StorageError> failure() const;
+  StorageStats stats() const;
+
+ private:
+  struct ClaimRequest {
+    size_t limit;
+    std::promise<std::expected<std::vector<ClaimedItem>, StorageError>> reply;
+  };
+  struct Message {
+    std::shared_ptr<const std::string> sender;
+    smtp::EncodedBody body;
+  };
+
+  void loop();
+  // One grouped commit of everything taken from the queues.
+  std::expected<void, StorageError> commit_batch(std::vector<RecipientUpdate>& updates,
+                                                 std::vector<int64_t>& releases,
+                                                 std::vector<ClaimRequest>& claims,
+                                                 std::vector<std::vector<ClaimedItem>>& granted);
+  std::expected<const Message*, StorageError> message(int64_t id);
+  void fail(StorageError error);
+
+  QueueStore store_;  // storage thread only
+  const int64_t owner_;
+  const StorageOptions options_;
+  const RetrySchedule schedule_;
+  std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable wake_;       // the storage thread waits on it
+  std::condition_variable committed_;  // flush() waits on it
+  std::vector<RecipientUpdate> updates_;
+  std::vector<int64_t> releases_;
+  std::vector<ClaimRequest> claims_;
+  uint64_t submitted_ = 0;   // generations: bumped per submission, applied per commit
+  uint64_t applied_ = 0;
+  bool flush_wanted_ = false;
+  bool stopping_ = false;
+  std::optional<StorageError> failure_;
+  StorageStats stats_;
+  std::vector<std::promise<std::expected<std::optional<int64_t>, StorageError>>> due_queries_;
+
+  std::thread thread_;  // last: started when everything above exists
+};
+
+}  // namespace ringmail::storage

@@ -1,0 +1,304 @@
+#include "storage/queue_store.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "storage/schema.h"
+#include "tests/storage/temp_db.h"
+
+namespace ringmail::storage {
+namespace {
+
+constexpr int64_t kNow = 1'750'000'000'000;
+
+class QueueStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    options_.path = db_.path();
+    auto s = QueueStore::open(options_, OpenMode::kReadWriteCreate);
+    ASSERT_TRUE(s) << s.error().message;
+    store_.emplace(std::move(*s));
+  }
+
+  // Enqueues `n` recipients user<i>@<domain>; returns the counts.
+  EnqueueCounts enqueue(size_t n, std::optional<std::string> key = std::nullopt,
+                        std::string campaign = "c1", int64_t due = kNow,
+                        std::string domain = "example.test") {
+    EnqueueRequest r{campaign, "s@example.test", "Subject: x\r\n\r\nhi\r\n", due, key};
+    auto counts = store_->begin_enqueue(r, kNow);
+    EXPECT_TRUE(counts) << counts.error().message;
+    if (!counts->duplicate) {
+      for (size_t i = 0; i < n; ++i) {
+        std::string a = "user" + std::to_string(i) + "@" + domain;
+        auto ok = store_->add_recipient(*counts, a, domain, due, kNow);
+        EXPECT_TRUE(ok) << ok.error().message;
+      }
+      auto done = store_->finish_enqueue();
+    EXPECT_TRUE(done) << done.error().message;
+    } else {
+      store_->abort_enqueue();
+    }
+    return *counts;
+  }
+
+  std::map<RecipientState, uint64_t> states() {
+    std::map<RecipientState, uint64_t> out;
+    auto counts = store_->state_counts();
+    EXPECT_TRUE(counts);
+    for (auto& [s, n] : *counts) out[s] = n;
+    return out;
+  }
+
+  int64_t query(const std::string& sql) {
+    auto v = store_->connection().query_int(sql);
+    EXPECT_TRUE(v) << v.error().message;
+    return v->value_or(-1);
+  }
+
+  std::vector<ClaimedRecipient> claim(int64_t owner, size_t n, int64_t now = kNow) {
+    EXPECT_TRUE(store_->connection().begin());
+    auto rows = store_->claim(owner, n, now, now + 3'600'000);
+    EXPECT_TRUE(rows) << rows.error().message;
+    EXPECT_TRUE(store_->connection().commit());
+    return *rows;
+  }
+
+  RecipientState apply(int64_t owner, int64_t id, smtp::RecipientStatus status, int code,
+                       smtp::EnhancedCode enhanced, int64_t now = kNow,
+                       bool not_attempted = false) {
+    RecipientUpdate u;
+    u.recipient_id = id;
+    u.status = status;
+    u.reply.code = code;
+    u.reply.enhanced = enhanced;
+    u.reply.text = "reply text";
+    u.not_attempted = not_attempted;
+    EXPECT_TRUE(store_->connection().begin());
+    auto s = store_->apply(owner, u, schedule_, now);
+    EXPECT_TRUE(s) << s.error().message;
+    EXPECT_TRUE(store_->connection().commit());
+    return *s;
+  }
+
+  testing::TempDb db_;
+  StorageOptions options_;
+  RetrySchedule schedule_;
+  std::optional<QueueStore> store_;
+};
+
+TEST_F(QueueStoreTest, SchemaIsCreatedInWalModeAndMigrationIsIdempotent) {
+  auto v = schema_version(store_->connection());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, current_schema_version());
+  {
+    auto mode = store_->connection().prepare("PRAGMA journal_mode");
+    ASSERT_TRUE(mode);
+    ASSERT_TRUE(*mode->step());
+    EXPECT_EQ(mode->column_text(0), "wal");
+  }
+  EXPECT_TRUE(migrate(store_->connection()));
+  EXPECT_EQ(query("SELECT count(*) FROM schema_version"), 1);
+  // Reopening keeps the data and the version.
+  enqueue(3);
+  store_.reset();
+  auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(again) << again.error().message;
+  store_.emplace(std::move(*again));
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 3);
+}
+
+TEST_F(QueueStoreTest, ANewerSchemaIsRefused) {
+  ASSERT_TRUE(store_->connection().exec("UPDATE schema_version SET version = 99"));
+  store_.reset();
+  auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message.find("newer"), std::string::npos) << again.error().message;
+}
+
+TEST_F(QueueStoreTest, OpeningAMissingDatabaseWithoutCreateFails) {
+  StorageOptions o;
+  o.path = (db_.dir() / "missing.db").string();
+  auto s = QueueStore::open(o, OpenMode::kReadWriteExisting);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("missing.db"), std::string::npos);
+}
+
+TEST_F(QueueStoreTest, TheBodyIsStoredOnceForAllRecipients) {
+  EnqueueCounts c = enqueue(100);
+  EXPECT_EQ(c.queued, 100u);
+  EXPECT_EQ(query("SELECT count(*) FROM messages"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE message_id = " +
+                  std::to_string(c.message_id)),
+            100);
+  EXPECT_EQ(states()[RecipientState::kQueued], 100u);
+}
+
+TEST_F(QueueStoreTest, TheSameIdempotencyKeyEnqueuesOnce) {
+  EnqueueCounts first = enqueue(10, "key-1");
+  EXPECT_FALSE(first.duplicate);
+  EnqueueCounts second = enqueue(10, "key-1");
+  EXPECT_TRUE(second.duplicate);
+  EXPECT_EQ(second.message_id, first.message_id);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 10);
+  EnqueueCounts other = enqueue(5, "key-2");
+  EXPECT_FALSE(other.duplicate);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 15);
+  EXPECT_EQ(query("SELECT count(*) FROM campaigns"), 1);  // same campaign name
+}
+
+TEST_F(QueueStoreTest, SuppressedAddressesAreRecordedAsSuppressed) {
+  ASSERT_TRUE(store_->suppress("USER3@example.test", "manual", kNow));
+  EnqueueCounts c = enqueue(5);
+  EXPECT_EQ(c.queued, 4u);
+  EXPECT_EQ(c.suppressed, 1u);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'suppressed' AND "
+                  "address = 'user3@example.test'"),
+            1);
+  // A claim never hands out a suppressed recipient.
+  EXPECT_EQ(claim(1, 100).size(), 4u);
+}
+
+TEST_F(QueueStoreTest, AddressesSuppressedAfterEnqueueAreSuppressedAtRunStart) {
+  enqueue(5);
+  ASSERT_TRUE(store_->suppress("user1@example.test", "manual", kNow));
+  auto n = store_->apply_suppressions(kNow);
+  ASSERT_TRUE(n);
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(states()[RecipientState::kSuppressed], 1u);
+  auto removed = store_->unsuppress("USER1@example.test");
+  ASSERT_TRUE(removed);
+  EXPECT_TRUE(*removed);
+  EXPECT_TRUE(store_->suppressions()->empty());
+}
+
+TEST_F(QueueStoreTest, ClaimLeasesOnlyDueRecipients) {
+  enqueue(3, std::nullopt, "now");
+  enqueue(2, std::nullopt, "later", kNow + 60'000, "later.test");
+  auto claimed = claim(7, 100);
+  EXPECT_EQ(claimed.size(), 3u);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'in_flight' AND lease_owner = 7"),
+            3);
+  EXPECT_TRUE(claim(7, 100).empty());            // nothing more due now
+  EXPECT_EQ(claim(7, 100, kNow + 60'000).size(), 2u);  // the scheduled campaign, when due
+  auto next = store_->next_due_at();
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(next->has_value());
+}
+
+TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
+  enqueue(4);
+  auto c = claim(9, 4);
+  ASSERT_EQ(c.size(), 4u);
+  using S = smtp::RecipientStatus;
+  EXPECT_EQ(apply(9, c[0].id, S::kDelivered, 250, {2, 0, 0}), RecipientState::kDelivered);
+  EXPECT_EQ(apply(9, c[1].id, S::kDeferred, 450, {4, 2, 0}), RecipientState::kDeferred);
+  EXPECT_EQ(apply(9, c[2].id, S::kBounced, 550, {5, 1, 1}), RecipientState::kBounced);
+  EXPECT_EQ(apply(9, c[3].id, S::kDeferred, 0, {4, 3, 2}, kNow, true), RecipientState::kQueued);
+  EXPECT_EQ(query("SELECT attempts FROM recipients WHERE id = " + std::to_string(c[0].id)), 1);
+  EXPECT_EQ(query("SELECT attempts FROM recipients WHERE id = " + std::to_string(c[3].id)), 0);
+  EXPECT_EQ(query("SELECT last_code FROM recipients WHERE id = " + std::to_string(c[1].id)), 450);
+  // The deferral waits at least 60 s minus jitter.
+  EXPECT_GE(query("SELECT next_attempt_at FROM recipients WHERE id = " + std::to_string(c[1].id)),
+            kNow + 48'000);
+  EXPECT_EQ(query("SELECT count(*) FROM attempts"), 3);  // not-attempted is not logged
+  auto list = store_->suppressions();
+  ASSERT_TRUE(list);
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].address, c[2].address);
+  // An outcome for a lease this owner does not hold changes nothing.
+  EXPECT_EQ(apply(1234, c[1].id, S::kDelivered, 250, {2, 0, 0}), RecipientState::kDelivered);
+  EXPECT_EQ(states()[RecipientState::kDelivered], 1u);
+}
+
+TEST_F(QueueStoreTest, StatusCountsPerCampaignAndDomain) {
+  enqueue(3, std::nullopt, "alpha", kNow, "a.test");
+  enqueue(2, std::nullopt, "beta", kNow, "b.test");
+  auto c = claim(5, 1);
+  apply(5, c[0].id, smtp::RecipientStatus::kDeferred, 451, {4, 3, 0});
+  auto report = store_->status(std::nullopt);
+  ASSERT_TRUE(report) << report.error().message;
+  std::map<std::pair<std::string, RecipientState>, uint64_t> by;
+  for (auto& r : report->by_campaign) by[{r.group, r.state}] = r.count;
+  EXPECT_EQ((by[{"alpha", RecipientState::kQueued}] + by[{"beta", RecipientState::kQueued}]), 4u);
+  ASSERT_TRUE(report->oldest_deferred);
+  EXPECT_EQ(report->oldest_deferred->last_code, 451);
+  ASSERT_EQ(report->top_replies.size(), 1u);
+  EXPECT_EQ(report->top_replies[0].enhanced, "4.3.0");
+  auto beta = store_->status(std::string("beta"));
+  ASSERT_TRUE(beta);
+  for (auto& r : beta->by_campaign) EXPECT_EQ(r.group, "beta");
+  for (auto& r : beta->by_domain) EXPECT_EQ(r.group, "b.test");
+}
+
+// A run that died (its pid is gone) leaves leases behind; the next run takes them back.
+TEST_F(QueueStoreTest, LeasesOfADeadRunGoBackToQueuedWithAttemptsUnchanged) {
+  enqueue(10);
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // a pid that no longer runs
+  auto owner = store_->register_run(kNow);
+  ASSERT_TRUE(owner);
+  ASSERT_TRUE(store_->connection().exec("UPDATE runs SET pid = " + std::to_string(child)));
+  auto c = claim(*owner, 4);
+  ASSERT_EQ(c.size(), 4u);
+  apply(*owner, c[0].id, smtp::RecipientStatus::kDeferred, 450, {4, 0, 0});
+  ASSERT_TRUE(store_->connection().exec("UPDATE recipients SET next_attempt_at = 0"));
+  c = claim(*owner, 4);  // c[0] again (one attempt behind it) and three more
+  ASSERT_EQ(c.size(), 4u);
+  EXPECT_EQ(states()[RecipientState::kInFlight], 7u);
+
+  // A live run's leases are left alone.
+  auto live = store_->register_run(kNow);
+  ASSERT_TRUE(live);
+  auto mine = claim(*live, 10);
+  EXPECT_EQ(mine.size(), 3u);
+
+  auto recovered = store_->recover_leases(kNow);
+  ASSERT_TRUE(recovered) << recovered.error().message;
+  EXPECT_EQ(*recovered, 7u);
+  EXPECT_EQ(states()[RecipientState::kQueued], 7u);
+  EXPECT_EQ(states()[RecipientState::kInFlight], 3u);
+  EXPECT_EQ(query("SELECT sum(attempts) FROM recipients"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM runs"), 1);  // the dead run is forgotten
+}
+
+TEST_F(QueueStoreTest, ExpiredLeasesAreTakenBack) {
+  enqueue(2);
+  auto owner = store_->register_run(kNow);
+  ASSERT_TRUE(owner);
+  ASSERT_TRUE(store_->connection().begin());
+  ASSERT_TRUE(store_->claim(*owner, 2, kNow, kNow + 1000));
+  ASSERT_TRUE(store_->connection().commit());
+  auto early = store_->recover_leases(kNow + 999);
+  ASSERT_TRUE(early);
+  EXPECT_EQ(*early, 0u);
+  auto late = store_->recover_leases(kNow + 1001);
+  ASSERT_TRUE(late);
+  EXPECT_EQ(*late, 2u);
+}
+
+TEST_F(QueueStoreTest, ReleasedRecipientsAreQueuedAgain) {
+  enqueue(2);
+  auto c = claim(3, 2);
+  ASSERT_TRUE(store_->connection().begin());
+  ASSERT_TRUE(store_->release(3, c[0].id, kNow));
+  ASSERT_TRUE(store_->connection().commit());
+  EXPECT_EQ(states()[RecipientState::kQueued], 1u);
+  EXPECT_EQ(query("SELECT sum(attempts) FROM recipients"), 0);
+}
+
+TEST_F(QueueStoreTest, TheClaimUsesTheDueIndex) {
+  auto plan = store_->connection().prepare(
+      "EXPLAIN QUERY PLAN SELECT id FROM recipients WHERE state IN ('queued', 'deferred') AND "
+      "next_attempt_at <= 5 ORDER BY next_attempt_at LIMIT 10");
+  ASSERT_TRUE(plan);
+  std::string text;
+  while (*plan->step()) text += std::string(plan->column_text(3)) + "\n";
+  EXPECT_NE(text.find("recipients_due"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace ringmail::storage
