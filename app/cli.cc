@@ -9,6 +9,32 @@
 namespace ringmail::app {
 namespace {
 
+void add_security_options(CLI::App& command, SecurityFlags& flags) {
+  command
+      .add_option("--tls", flags.tls_mode,
+                  "disabled | opportunistic (STARTTLS when offered) | required (defer without "
+                  "TLS) | verify (also check the certificate chain and host name); config: "
+                  "tls.mode, default opportunistic")
+      ->type_name("MODE")
+      ->check(CLI::IsMember({"disabled", "opportunistic", "required", "verify"}));
+  command.add_flag("--tls-implicit", flags.tls_implicit,
+                   "TLS from the first byte (port 465, RFC 8314) instead of STARTTLS; config: "
+                   "tls.implicit");
+  command
+      .add_option("--tls-ca-file", flags.tls_ca_file,
+                  "Trusted CA certificates (PEM); config: tls.ca_file, default the system store")
+      ->type_name("FILE");
+  command.add_option("--auth-user", flags.auth_user, "AUTH user name; config: auth.user")
+      ->type_name("USER");
+  command
+      .add_option("--auth-password-env", flags.auth_password_env,
+                  "Environment variable holding the AUTH password (never put it on the command "
+                  "line); config: auth.password_env")
+      ->type_name("VAR");
+  command.add_flag("--auth-allow-plaintext", flags.auth_allow_plaintext,
+                   "Allow AUTH over a connection without TLS; config: auth.allow_plaintext");
+}
+
 // --metrics-listen, --no-metrics, --metrics-linger, --log-file, --log-format.
 void add_observability_options(CLI::App& command, ObservabilityFlags& flags) {
   command
@@ -123,6 +149,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
                  "No progress line and no text summary (errors, refused lines and --summary "
                  "json still print)");
   add_observability_options(*send, flags.observability);
+  add_security_options(*send, flags.security);
 
   // The durable path: enqueue into SQLite, run from it, report, suppress.
   EnqueueFlags enqueue_flags;
@@ -170,6 +197,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   run->add_option("--shards", run_flags.shards, "config: engine.shards")
       ->type_name("N")->check(CLI::Range(0u, Limits::kMaxShards).description(""));
   run->add_option("--helo", run_flags.helo, "config: engine.helo_name")->type_name("NAME");
+  add_security_options(*run, run_flags.security);
   run->add_option("--drain-timeout", run_flags.drain_timeout_s, "config: engine.drain_timeout")
       ->type_name("S")->check(CLI::Range(0.0, Limits::kMaxSeconds).description(""));
   std::string run_summary = "text";
@@ -256,6 +284,16 @@ void apply_flags(const SendFlags& flags, Config& config) {
   if (flags.no_pipelining) config.engine.pipelining = false;
   if (flags.quiet) config.progress.mode = ProgressMode::kOff;
   apply_observability_flags(flags.observability, config);
+  apply_security_flags(flags.security, config);
+}
+
+void apply_security_flags(const SecurityFlags& flags, Config& config) {
+  if (flags.tls_mode) config.engine.security.tls.mode = *parse_tls_mode(*flags.tls_mode);
+  if (flags.tls_implicit) config.engine.security.implicit_tls = true;
+  if (flags.tls_ca_file) config.engine.security.tls.ca_file = *flags.tls_ca_file;
+  if (flags.auth_user) config.auth.user = *flags.auth_user;
+  if (flags.auth_password_env) config.auth.password_env = *flags.auth_password_env;
+  if (flags.auth_allow_plaintext) config.auth.allow_plaintext = true;
 }
 
 void apply_observability_flags(const ObservabilityFlags& flags, Config& config) {

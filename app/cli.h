@@ -24,6 +24,17 @@ struct ObservabilityFlags {
   std::optional<std::string> log_format;  // "logfmt" | "json", checked by the parser
 };
 
+// --tls, --tls-implicit, --tls-ca-file, --auth-user, --auth-password-env,
+// --auth-allow-plaintext: how the relay connection is protected (send and run).
+struct SecurityFlags {
+  std::optional<std::string> tls_mode;  // checked by the parser
+  bool tls_implicit = false;
+  std::optional<std::string> tls_ca_file;
+  std::optional<std::string> auth_user;
+  std::optional<std::string> auth_password_env;
+  bool auth_allow_plaintext = false;
+};
+
 // Options left unset (nullopt) keep the config file's value or its default.
 struct SendFlags {
   std::string message_path;
@@ -42,6 +53,7 @@ struct SendFlags {
   bool quiet = false;
   SummaryFormat summary = SummaryFormat::kText;
   ObservabilityFlags observability;
+  SecurityFlags security;
 };
 
 // `ringmail enqueue`: one message and its recipients into the database, durably.
@@ -71,6 +83,7 @@ struct RunFlags {
   bool until_done = false;
   bool quiet = false;
   SummaryFormat summary = SummaryFormat::kText;
+  SecurityFlags security;
 };
 
 struct StatusFlags {
@@ -106,5 +119,6 @@ std::expected<SendFlags, int> parse_command_line(int argc, const char* const* ar
 // Writes every flag that was given over the config's value.
 void apply_flags(const SendFlags& flags, Config& config);
 void apply_observability_flags(const ObservabilityFlags& flags, Config& config);
+void apply_security_flags(const SecurityFlags& flags, Config& config);
 
 }  // namespace ringmail::app

@@ -4,6 +4,7 @@
 #include <toml++/toml.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -106,6 +107,15 @@ Status read_progress_mode(const toml::node& n, ProgressMode& out) {
       fmt::format("must be \"auto\", \"bar\", \"plain\" or \"off\" (got \"{}\")", s));
 }
 
+Status read_tls_mode(const toml::node& n, engine::TlsPolicy::Mode& out) {
+  std::string s;
+  if (auto ok = read_string(n, s); !ok) return ok;
+  auto mode = parse_tls_mode(s);
+  if (!mode) return std::unexpected(mode.error());
+  out = *mode;
+  return {};
+}
+
 Status read_log_format(const toml::node& n, OutcomeLogFormat& out) {
   std::string s;
   if (auto ok = read_string(n, s); !ok) return ok;
@@ -202,6 +212,23 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_seconds(n, c.progress.plain_interval, false);
      }},
+    {"tls", "mode",
+     [](const toml::node& n, Config& c) { return read_tls_mode(n, c.engine.security.tls.mode); }},
+    {"tls", "ca_file",
+     [](const toml::node& n, Config& c) { return read_string(n, c.engine.security.tls.ca_file); }},
+    {"tls", "ca_dir",
+     [](const toml::node& n, Config& c) { return read_string(n, c.engine.security.tls.ca_dir); }},
+    {"tls", "implicit",
+     [](const toml::node& n, Config& c) { return read_bool(n, c.engine.security.implicit_tls); }},
+    {"tls", "server_name",
+     [](const toml::node& n, Config& c) { return read_string(n, c.tls_server_name); }},
+    {"auth", "user", [](const toml::node& n, Config& c) { return read_string(n, c.auth.user); }},
+    {"auth", "password_env",
+     [](const toml::node& n, Config& c) { return read_string(n, c.auth.password_env); }},
+    {"auth", "password",
+     [](const toml::node& n, Config& c) { return read_string(n, c.auth.password); }},
+    {"auth", "allow_plaintext",
+     [](const toml::node& n, Config& c) { return read_bool(n, c.auth.allow_plaintext); }},
     {"metrics", "enabled",
      [](const toml::node& n, Config& c) { return read_bool(n, c.metrics.enabled); }},
     {"metrics", "listen",
@@ -412,6 +439,38 @@ std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
   for (const KeyRule& r : kRules) keys.push_back(fmt::format("{}.{}", r.table, r.key));
   return keys;
+}
+
+std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_view s) {
+  if (s == "disabled") return engine::TlsPolicy::kDisabled;
+  if (s == "opportunistic") return engine::TlsPolicy::kOpportunistic;
+  if (s == "required") return engine::TlsPolicy::kRequired;
+  if (s == "verify") return engine::TlsPolicy::kVerify;
+  return std::unexpected(fmt::format(
+      "must be \"disabled\", \"opportunistic\", \"required\" or \"verify\" (got \"{}\")", s));
+}
+
+std::expected<void, std::string> resolve_credentials(Config& config) {
+  const AuthSettings& a = config.auth;
+  if (a.user.empty()) {
+    if (!a.password_env.empty() || !a.password.empty())
+      return std::unexpected("a password is configured but no auth user (--auth-user / auth.user)");
+    config.engine.security.auth.reset();
+    return {};
+  }
+  std::string password = a.password;
+  if (!a.password_env.empty()) {
+    const char* value = std::getenv(a.password_env.c_str());
+    if (value == nullptr || *value == '\0')
+      return std::unexpected(fmt::format(
+          "auth password variable {} is not set (or empty)", a.password_env));
+    password = value;
+  }
+  if (password.empty())
+    return std::unexpected("auth user given without a password: set --auth-password-env VAR "
+                           "or auth.password_env");
+  config.engine.security.auth = smtp::AuthCredentials{a.user, std::move(password), a.allow_plaintext};
+  return {};
 }
 
 std::expected<void, std::string> validate_for_send(const Config& config) {

@@ -45,8 +45,19 @@ struct LogSettings {
   OutcomeLogFormat format = OutcomeLogFormat::kLogfmt;
 };
 
+// Where the relay's credentials come from. The password itself is read once at start-up
+// into engine.security.auth and never logged.
+struct AuthSettings {
+  std::string user;
+  std::string password_env;  // name of the environment variable holding the password
+  std::string password;      // in the file itself (discouraged: prefer password_env)
+  bool allow_plaintext = false;
+};
+
 struct Config {
-  engine::EngineOptions engine;
+  engine::EngineOptions engine;  // engine.security: [tls] (and [auth], once resolved)
+  AuthSettings auth;
+  std::string tls_server_name;  // [tls] server_name: the name checked in the certificate
   std::string relay;  // "host:port" or "[v6]:port"; no default
   std::string from;   // envelope sender; no default
   ProgressSettings progress;
@@ -80,6 +91,13 @@ std::vector<std::string> config_keys();
 // Checks what no single key can: a relay and a valid sender are present, the EHLO name is
 // a domain or address literal. Run after the flags have been applied.
 std::expected<void, std::string> validate_for_send(const Config& config);
+
+// "disabled" | "opportunistic" | "required" | "verify".
+std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_view text);
+
+// Fills config.engine.security.auth from [auth] (reading the password's environment
+// variable). An error when a user is given without a password, or the variable is unset.
+std::expected<void, std::string> resolve_credentials(Config& config);
 
 const char* to_string(ProgressMode mode);
 const char* to_string(OutcomeLogFormat format);

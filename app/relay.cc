@@ -99,7 +99,10 @@ std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress
     return std::unexpected(
         fmt::format("cannot resolve relay host '{}': {}", relay.host, gai_strerror(rc)));
   }
-  return engine::Destination{numeric, relay.port};
+  // The name as given is what a TLS certificate names (SNI and verification); a numeric
+  // host is checked against the certificate's IP addresses instead.
+  const bool given_as_name = relay.host != numeric;
+  return engine::Destination{numeric, relay.port, given_as_name ? relay.host : std::string()};
 }
 
 }  // namespace ringmail::app

@@ -27,6 +27,8 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
   if (!relay_address) return std::unexpected(relay_address.error());
   auto relay = resolve_relay(*relay_address);
   if (!relay) return std::unexpected(relay.error());
+  if (!config.tls_server_name.empty()) relay->tls_name = config.tls_server_name;
+  if (auto ok = resolve_credentials(config); !ok) return std::unexpected(ok.error());
 
   auto body = load_message_file(flags.message_path, message_id_domain(config));
   if (!body) return std::unexpected(body.error());

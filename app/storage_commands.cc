@@ -142,6 +142,8 @@ int run_run(const RunFlags& flags) {
   if (flags.shards) c.engine.shards = *flags.shards;
   if (flags.drain_timeout_s) c.engine.drain_timeout = engine::Seconds(*flags.drain_timeout_s);
   if (flags.quiet) c.progress.mode = ProgressMode::kOff;
+  apply_security_flags(flags.security, c);
+  if (auto ok = resolve_credentials(c); !ok) return fail(ok.error());
   if (c.relay.empty()) return fail("no relay: give --relay HOST:PORT or set [send] relay");
   if (auto ok = validate_domain(c.engine.helo_name); !ok)
     return fail(fmt::format("invalid EHLO name: {}", ok.error()));
@@ -149,6 +151,7 @@ int run_run(const RunFlags& flags) {
   if (!relay_address) return fail(relay_address.error());
   auto relay = resolve_relay(*relay_address);
   if (!relay) return fail(relay.error());
+  if (!c.tls_server_name.empty()) relay->tls_name = c.tls_server_name;
 
   StopSignals signals;  // before any thread exists
 

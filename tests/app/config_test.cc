@@ -127,7 +127,7 @@ TEST(app_config, UnknownTableNamesFileAndLine) {
   ASSERT_FALSE(config);
   EXPECT_EQ(config.error(),
             "cfg.toml:3: unknown table 'smtp' (known tables: send, engine, timeouts, pool, "
-            "progress, metrics, log, storage, retry)");
+            "progress, tls, auth, metrics, log, storage, retry)");
   auto top = parse_config("relay = \"x:25\"\n", "cfg.toml");
   ASSERT_FALSE(top);
   EXPECT_TRUE(top.error().starts_with("cfg.toml:1: unknown key 'relay'")) << top.error();
@@ -236,6 +236,38 @@ TEST(app_config, ValidatesWhatASendNeeds) {
   config.engine.helo_name = "mx\r\nQUIT";
   EXPECT_EQ(validate_for_send(config).error(),
             "invalid EHLO name 'mx\\r\\nQUIT': carriage return in domain");
+}
+
+}  // namespace
+}  // namespace ringmail::app
+
+namespace ringmail::app {
+namespace {
+
+TEST(app_config, TlsAndAuthKeys) {
+  auto config = parse_config(
+      "[tls]\nmode = \"verify\"\nca_file = \"/etc/ca.pem\"\nimplicit = true\n"
+      "[auth]\nuser = \"shop\"\npassword_env = \"RINGMAIL_TEST_PW\"\n",
+      "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.security.tls.mode, engine::TlsPolicy::kVerify);
+  EXPECT_EQ(config->engine.security.tls.ca_file, "/etc/ca.pem");
+  EXPECT_TRUE(config->engine.security.implicit_tls);
+
+  unsetenv("RINGMAIL_TEST_PW");
+  auto missing = resolve_credentials(*config);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().find("RINGMAIL_TEST_PW"), std::string::npos);
+  setenv("RINGMAIL_TEST_PW", "s3cret", 1);
+  ASSERT_TRUE(resolve_credentials(*config));
+  ASSERT_TRUE(config->engine.security.auth);
+  EXPECT_EQ(config->engine.security.auth->username, "shop");
+  EXPECT_EQ(config->engine.security.auth->password, "s3cret");
+  unsetenv("RINGMAIL_TEST_PW");
+
+  auto bad = parse_config("[tls]\nmode = \"sometimes\"\n", "cfg.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("cfg.toml:2"), std::string::npos) << bad.error();
 }
 
 }  // namespace

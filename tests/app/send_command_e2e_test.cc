@@ -11,7 +11,9 @@
 #include <fstream>
 #include <thread>
 
+#include "tests/support/aiosmtpd_server.h"
 #include "tests/support/scripted_smtp_server.h"
+#include "tests/support/test_ca.h"
 #include "tests/support/smtp_sink_process.h"
 
 namespace ringmail::test {
@@ -156,6 +158,38 @@ TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipient) {
   EXPECT_EQ(summary["deferred"], 0);  // in-flight work finished rather than being cut off
   EXPECT_EQ(delivered + not_attempted, 5000u);
   EXPECT_EQ((*server)->messages().size(), delivered);
+}
+
+TEST_F(SendCommand, SubmissionWithStarttlsAndAuthFromAnEnvironmentVariable) {
+  auto ca = TestCa::create(dir_, "mx.ringmail.test");
+  ASSERT_TRUE(ca) << ca.error();
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  o.cert_file = ca->server_cert();
+  o.key_file = ca->server().key_pem;
+  o.auth_user = "shop";
+  o.auth_password = "env-Pa55word";
+  o.auth_required = true;
+  auto server = AiosmtpdServer::start(o);
+  ASSERT_TRUE(server) << server.error();
+  std::ofstream(dir_ / "tls.toml") << "[tls]\nserver_name = \"mx.ringmail.test\"\n";
+  setenv("RINGMAIL_E2E_PASSWORD", "env-Pa55word", 1);
+  auto args = send_args((*server)->address(), recipients(20));
+  args.insert(args.end(), {"--tls", "verify", "--tls-ca-file", ca->ca_pem().string(), "--config",
+                           (dir_ / "tls.toml").string(), "--auth-user", "shop",
+                           "--auth-password-env", "RINGMAIL_E2E_PASSWORD"});
+  Result r = run(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["delivered"], 20);
+  ASSERT_EQ((*server)->message_count(), 1u);  // 20 recipients, one transaction
+  EXPECT_TRUE((*server)->messages().front().tls);
+  EXPECT_EQ((*server)->messages().front().auth_user, "shop");
+  EXPECT_EQ(r.err.find("env-Pa55word"), std::string::npos);  // never printed
+
+  unsetenv("RINGMAIL_E2E_PASSWORD");
+  Result missing = run(args);
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("RINGMAIL_E2E_PASSWORD"), std::string::npos) << missing.err;
 }
 
 }  // namespace
