@@ -198,6 +198,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
       ->type_name("N")->check(CLI::Range(0u, Limits::kMaxShards).description(""));
   run->add_option("--helo", run_flags.helo, "config: engine.helo_name")->type_name("NAME");
   add_security_options(*run, run_flags.security);
+  add_observability_options(*run, run_flags.observability);
   run->add_option("--drain-timeout", run_flags.drain_timeout_s, "config: engine.drain_timeout")
       ->type_name("S")->check(CLI::Range(0.0, Limits::kMaxSeconds).description(""));
   std::string run_summary = "text";

@@ -84,6 +84,7 @@ struct RunFlags {
   bool quiet = false;
   SummaryFormat summary = SummaryFormat::kText;
   SecurityFlags security;
+  ObservabilityFlags observability;
 };
 
 struct StatusFlags {

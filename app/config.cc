@@ -222,6 +222,8 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) { return read_bool(n, c.engine.security.implicit_tls); }},
     {"tls", "server_name",
      [](const toml::node& n, Config& c) { return read_string(n, c.tls_server_name); }},
+    {"tls", "resumption",
+     [](const toml::node& n, Config& c) { return read_bool(n, c.engine.security.tls.resume_sessions); }},
     {"auth", "user", [](const toml::node& n, Config& c) { return read_string(n, c.auth.user); }},
     {"auth", "password_env",
      [](const toml::node& n, Config& c) { return read_string(n, c.auth.password_env); }},

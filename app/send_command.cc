@@ -23,6 +23,7 @@
 #include "metrics/delivery_collector.h"
 #include "metrics/exporter.h"
 #include "metrics/outcome_log.h"
+#include "app/observability.h"
 
 namespace ringmail::app {
 namespace {
@@ -67,43 +68,19 @@ int run_send(const SendFlags& flags) {
   RecipientsJobSource source(std::move(plan->recipients), plan->config.from, plan->body, console);
   engine::StaticRelayResolver resolver(plan->relay);
 
-  // Destroyed in reverse: the exporter stops scraping before the engine it reads goes, and
-  // the engine joins its shards before the logger they write to goes.
-  std::unique_ptr<metrics::OutcomeLogger> outcome_log;
-  std::unique_ptr<engine::Engine> engine;
-  std::unique_ptr<metrics::Exporter> exporter;
+  // Declared before the engine, so destroyed after it: the engine joins its shards before
+  // the logger they write to goes.
+  auto observability = start_observability(plan->config);
+  if (!observability) {
+    std::cerr << "ringmail: " << observability.error() << '\n';
+    return 2;
+  }
+  std::unique_ptr<metrics::OutcomeLogger>& outcome_log = observability->outcome_log;
+  std::unique_ptr<metrics::Exporter>& exporter = observability->exporter;
   const MetricsSettings& metrics_settings = plan->config.metrics;
-  if (metrics_settings.enabled) {
-    const std::string listen =
-        metrics_settings.listen.value_or(std::string(metrics::kDefaultListen));
-    auto started = metrics::Exporter::start(listen);
-    if (started) {
-      exporter = std::move(*started);
-    } else if (metrics_settings.listen) {
-      std::cerr << "ringmail: " << started.error() << '\n';
-      return 2;
-    } else {
-      // The default address is often taken by another run on the same host: this run
-      // goes on unwatched rather than not at all.
-      std::cerr << "ringmail: warning: " << started.error()
-                << " (metrics off for this run; --metrics-listen picks another address)\n";
-    }
-  }
-  if (!plan->config.log.file.empty()) {
-    metrics::OutcomeLogOptions log_options;
-    log_options.format = plan->config.log.format == OutcomeLogFormat::kJson
-                             ? metrics::LogFormat::kJson
-                             : metrics::LogFormat::kLogfmt;
-    log_options.shards = plan->config.engine.shards != 0
-                             ? plan->config.engine.shards
-                             : std::max(1u, std::thread::hardware_concurrency());
-    auto opened = metrics::OutcomeLogger::open(plan->config.log.file, log_options);
-    if (!opened) {
-      std::cerr << "ringmail: " << opened.error() << '\n';
-      return 2;
-    }
-    outcome_log = std::move(*opened);
-  }
+  std::unique_ptr<engine::Engine> engine;
+  // Declared after the engine, so destroyed before it: no scrape reads a gone engine.
+  StopExporterFirst stop_exporter_first{exporter};
 
   const Clock::time_point start = Clock::now();
   try {
@@ -113,18 +90,11 @@ int run_send(const SendFlags& flags) {
     std::cerr << "ringmail: cannot start the engine: " << e.what() << '\n';
     return 2;
   }
-  if (exporter) {
-    // Registered only now: Engine::snapshot() may be called from any thread once start()
-    // has returned, not before.
-    std::vector<metrics::FamilyProvider> providers;
-    if (outcome_log) providers.push_back(outcome_log->metrics_provider());
-    exporter->expose(std::make_shared<metrics::RingmailCollector>(
-        [&engine] {
-          return metrics::EngineSample{engine->snapshot(), engine->recipients_taken(),
-                                       engine->shard_count()};
-        },
-        std::move(providers)));
-  }
+  // Registered only now: Engine::snapshot() may be called from any thread once start()
+  // has returned, not before.
+  observability->expose([&engine] {
+    return metrics::EngineSample{engine->snapshot(), engine->recipients_taken(), engine->shard_count()};
+  });
 
   ProgressMeter meter(console, style, plan->config.progress.plain_interval, start);
   auto counts_now = [&] {

@@ -9,10 +9,12 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "app/config.h"
 #include "app/console.h"
 #include "app/engine_driver.h"
+#include "app/observability.h"
 #include "app/human_format.h"
 #include "app/mailbox.h"
 #include "app/message_file.h"
@@ -143,6 +145,7 @@ int run_run(const RunFlags& flags) {
   if (flags.drain_timeout_s) c.engine.drain_timeout = engine::Seconds(*flags.drain_timeout_s);
   if (flags.quiet) c.progress.mode = ProgressMode::kOff;
   apply_security_flags(flags.security, c);
+  apply_observability_flags(flags.observability, c);
   if (auto ok = resolve_credentials(c); !ok) return fail(ok.error());
   if (c.relay.empty()) return fail("no relay: give --relay HOST:PORT or set [send] relay");
   if (auto ok = validate_domain(c.engine.helo_name); !ok)
@@ -176,6 +179,25 @@ int run_run(const RunFlags& flags) {
   engine::StaticRelayResolver resolver(*relay);
   auto storage_thread =
       std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
+  auto observability = start_observability(c);
+  if (!observability) return fail(observability.error());
+  FanOutSink sink(storage_thread.get(), observability->outcome_log.get());
+  // Each pass has its own engine; a scrape sees the passes before it plus the current one.
+  std::mutex sample_mutex;
+  engine::DeliverySnapshot finished_passes;
+  uint64_t finished_taken = 0;
+  engine::Engine* current_engine = nullptr;
+  observability->expose([&]() {
+    std::lock_guard lock(sample_mutex);
+    metrics::EngineSample sample{finished_passes, finished_taken, 0};
+    if (current_engine) {
+      sample.delivery.add(current_engine->snapshot());
+      sample.recipients_taken += current_engine->recipients_taken();
+      sample.shards = current_engine->shard_count();
+    }
+    return sample;
+  });
+  StopExporterFirst stop_exporter_first{observability->exporter};
   const Clock::time_point start = Clock::now();
   ProgressMeter meter(console, style, c.progress.plain_interval, start);
   engine::DeliverySnapshot total;
@@ -192,8 +214,10 @@ int run_run(const RunFlags& flags) {
     {
       std::unique_ptr<engine::Engine> engine;
       try {
-        engine = std::make_unique<engine::Engine>(c.engine, resolver, storage_thread.get());
+        engine = std::make_unique<engine::Engine>(c.engine, resolver, &sink);
         engine->start(source);
+        std::lock_guard lock(sample_mutex);
+        current_engine = engine.get();
       } catch (const std::exception& e) {
         return fail(fmt::format("cannot start the engine: {}", e.what()));
       }
@@ -209,6 +233,10 @@ int run_run(const RunFlags& flags) {
       interrupted = drive_engine(*engine, signals, console, hooks, interrupted) || interrupted;
       pass_counts = engine->snapshot();
       taken += engine->recipients_taken();
+      std::lock_guard lock(sample_mutex);
+      finished_passes.add(pass_counts);
+      finished_taken += engine->recipients_taken();
+      current_engine = nullptr;
     }
     total.add(pass_counts);
     source.release_unsent();

@@ -67,7 +67,9 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
   if (options_.security.tls.mode != TlsPolicy::kDisabled || options_.security.implicit_tls) {
-    auto context = TlsClientContext::create(options_.security.tls);
+    auto context = TlsClientContext::create(
+        options_.security.tls,
+        options_.security.tls.resume_sessions ? TlsClientContext::kDefaultMaxCachedSessions : 0);
     if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
     tls_context_.emplace(std::move(*context));
   }

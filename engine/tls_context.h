@@ -26,6 +26,9 @@ struct TlsPolicy {
   // are loaded in every mode except kDisabled, so TlsInfo::verified is meaningful there too.
   std::string ca_file{};
   std::string ca_dir{};
+  // Keep sessions per destination and resume them on new connections (one round trip and
+  // no certificate check instead of a full handshake). Off: every connection pays in full.
+  bool resume_sessions = true;
 };
 
 struct SslCtxFree {

@@ -278,5 +278,37 @@ TEST_F(MetricsE2e, PrometheusServerScrapesTheDeliveredCount) {
   EXPECT_EQ(ringmail->stop(10s), 0);
 }
 
+TEST_F(MetricsE2e, TheRunServiceServesMetricsAcrossPasses) {
+  // `ringmail run` without --until-done is the long-running service the deployment files
+  // start: it is scraped while it waits for work, with the totals of every pass so far.
+  if (access(kPromtool, X_OK) != 0) GTEST_SKIP() << kPromtool << " missing (Debian package prometheus)";
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  const std::string db = (dir_ / "queue.db").string();
+  PeerProcess enqueue({RINGMAIL_BINARY, "enqueue", "--db", db, "--from", "a@ringmail.test",
+                       "--message", (dir_ / "m.eml").string(), "--recipients",
+                       recipients(users(500)).string(), "--quiet"},
+                      dir_ / "enqueue.out", dir_ / "enqueue.err");
+  ASSERT_EQ(enqueue.wait(30s), 0) << enqueue.err();
+  const uint16_t port = free_loopback_port();
+  PeerProcess run({RINGMAIL_BINARY, "run", "--db", db, "--relay", (*sink)->address(), "--quiet",
+                   "--metrics-listen", "127.0.0.1:" + std::to_string(port)},
+                  dir_ / "run.out", dir_ / "run.err");
+  double delivered = -1;
+  std::string body;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline && delivered < 500) {
+    if (auto r = http_get(port, "/metrics", 2s); r && r->status == 200) {
+      body = r->body;
+      delivered = sample(body, "ringmail_recipients_total{outcome=\"delivered\"}");
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(delivered, 500) << run.err();
+  EXPECT_EQ(promtool_check(body), "") << body;
+  EXPECT_EQ(run.stop(), 1);  // SIGTERM: interrupted
+  EXPECT_EQ((*sink)->recipients_received(), 500u);
+}
+
 }  // namespace
 }  // namespace ringmail::test

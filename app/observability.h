@@ -1,0 +1,52 @@
+// What watches a run from outside: the Prometheus exporter and the structured outcome log,
+// started from the config the same way by `send` and `run`.
+#pragma once
+
+#include <expected>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "app/config.h"
+#include "metrics/delivery_collector.h"
+#include "metrics/exporter.h"
+#include "metrics/outcome_log.h"
+
+namespace ringmail::app {
+
+struct Observability {
+  std::unique_ptr<metrics::OutcomeLogger> outcome_log;  // null: no outcome log
+  std::unique_ptr<metrics::Exporter> exporter;           // null: metrics off
+
+  // Serves `sampler` (and the outcome log's own counters) at /metrics. Call once the
+  // engine can be sampled (after Engine::start); a no-op when metrics are off.
+  void expose(metrics::EngineSampler sampler);
+};
+
+// Hands every finished transaction to two sinks (the database and the outcome log).
+class FanOutSink final : public engine::OutcomeSink {
+ public:
+  FanOutSink(engine::OutcomeSink* first, engine::OutcomeSink* second) : first_(first), second_(second) {}
+  void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) override {
+    if (first_) first_->on_transaction_finished(shard, outcome);
+    if (second_) second_->on_transaction_finished(shard, outcome);
+  }
+
+ private:
+  engine::OutcomeSink* first_;
+  engine::OutcomeSink* second_;
+};
+
+// Stops the exporter when it goes out of scope. Declare it after the engine the exporter
+// samples, so scraping ends before that engine is destroyed.
+struct StopExporterFirst {
+  std::unique_ptr<metrics::Exporter>& exporter;
+  ~StopExporterFirst() { exporter.reset(); }
+};
+
+// Starts what the config asks for. An address that was given but cannot be bound, or an
+// outcome log that cannot be opened, is an error (exit 2, nothing sent); the default
+// metrics address being taken is only a warning on stderr.
+std::expected<Observability, std::string> start_observability(const Config& config);
+
+}  // namespace ringmail::app
