@@ -9,6 +9,19 @@
 namespace ringmail::app {
 namespace {
 
+void add_routing_options(CLI::App& command, RoutingFlags& flags) {
+  command
+      .add_option("--dns-server", flags.dns_servers,
+                  "DNS server for MX lookups (repeatable); config: dns.servers, default "
+                  "/etc/resolv.conf. Used for domains without --relay or a [routes] entry")
+      ->type_name("HOST:PORT");
+  command
+      .add_option("--mx-port", flags.mx_port,
+                  "SMTP port towards mail exchangers; config: dns.smtp_port, default 25")
+      ->type_name("PORT")
+      ->check(CLI::Range(1, 65535));
+}
+
 void add_security_options(CLI::App& command, SecurityFlags& flags) {
   command
       .add_option("--tls", flags.tls_mode,
@@ -95,8 +108,8 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
       ->required()
       ->type_name("FILE");
   send->add_option("--relay", flags.relay,
-                   "SMTP relay HOST:PORT or [IPv6]:PORT (port 25 when left out); "
-                   "config: send.relay")
+                   "SMTP relay HOST:PORT or [IPv6]:PORT (port 25 when left out); without "
+                   "one, each domain is delivered to its MX; config: send.relay")
       ->type_name("HOST:PORT");
   send->add_option("--from", flags.from, "Envelope sender (MAIL FROM) address; config: send.from")
       ->type_name("ADDR");
@@ -150,6 +163,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
                  "json still print)");
   add_observability_options(*send, flags.observability);
   add_security_options(*send, flags.security);
+  add_routing_options(*send, flags.routing);
 
   // The durable path: enqueue into SQLite, run from it, report, suppress.
   EnqueueFlags enqueue_flags;
@@ -199,6 +213,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   run->add_option("--helo", run_flags.helo, "config: engine.helo_name")->type_name("NAME");
   add_security_options(*run, run_flags.security);
   add_observability_options(*run, run_flags.observability);
+  add_routing_options(*run, run_flags.routing);
   run->add_option("--drain-timeout", run_flags.drain_timeout_s, "config: engine.drain_timeout")
       ->type_name("S")->check(CLI::Range(0.0, Limits::kMaxSeconds).description(""));
   std::string run_summary = "text";
@@ -286,6 +301,12 @@ void apply_flags(const SendFlags& flags, Config& config) {
   if (flags.quiet) config.progress.mode = ProgressMode::kOff;
   apply_observability_flags(flags.observability, config);
   apply_security_flags(flags.security, config);
+  apply_routing_flags(flags.routing, config);
+}
+
+void apply_routing_flags(const RoutingFlags& flags, Config& config) {
+  if (!flags.dns_servers.empty()) config.engine.mx.resolver.servers = flags.dns_servers;
+  if (flags.mx_port) config.mx_port = uint16_t(*flags.mx_port);
 }
 
 void apply_security_flags(const SecurityFlags& flags, Config& config) {

@@ -35,6 +35,12 @@ struct SecurityFlags {
   bool auth_allow_plaintext = false;
 };
 
+// --dns-server, --mx-port: how domains without a relay are routed by MX (send and run).
+struct RoutingFlags {
+  std::vector<std::string> dns_servers;  // "host:port"; replaces [dns] servers when given
+  std::optional<unsigned> mx_port;
+};
+
 // Options left unset (nullopt) keep the config file's value or its default.
 struct SendFlags {
   std::string message_path;
@@ -54,6 +60,7 @@ struct SendFlags {
   SummaryFormat summary = SummaryFormat::kText;
   ObservabilityFlags observability;
   SecurityFlags security;
+  RoutingFlags routing;
 };
 
 // `ringmail enqueue`: one message and its recipients into the database, durably.
@@ -85,6 +92,7 @@ struct RunFlags {
   SummaryFormat summary = SummaryFormat::kText;
   SecurityFlags security;
   ObservabilityFlags observability;
+  RoutingFlags routing;
 };
 
 struct StatusFlags {
@@ -121,5 +129,6 @@ std::expected<SendFlags, int> parse_command_line(int argc, const char* const* ar
 void apply_flags(const SendFlags& flags, Config& config);
 void apply_observability_flags(const ObservabilityFlags& flags, Config& config);
 void apply_security_flags(const SecurityFlags& flags, Config& config);
+void apply_routing_flags(const RoutingFlags& flags, Config& config);
 
 }  // namespace ringmail::app

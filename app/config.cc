@@ -212,6 +212,42 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_seconds(n, c.progress.plain_interval, false);
      }},
+    {"dns", "servers",
+     [](const toml::node& n, Config& c) -> Status {
+       const toml::array* a = n.as_array();
+       if (a == nullptr) return std::unexpected(std::string("must be an array of \"host:port\" strings"));
+       c.engine.mx.resolver.servers.clear();
+       for (const toml::node& e : *a) {
+         std::string s;
+         if (auto ok = read_string(e, s); !ok) return ok;
+         c.engine.mx.resolver.servers.push_back(std::move(s));
+       }
+       return {};
+     }},
+    {"dns", "smtp_port",
+     [](const toml::node& n, Config& c) { return read_integer(n, c.mx_port, 1, 65535); }},
+    {"dns", "timeout",
+     [](const toml::node& n, Config& c) -> Status {
+       engine::Seconds s;
+       if (auto ok = read_seconds(n, s, false); !ok) return ok;
+       c.engine.mx.resolver.query_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(s);
+       return {};
+     }},
+    {"dns", "max_exchangers",
+     [](const toml::node& n, Config& c) { return read_integer(n, c.engine.mx.resolver.max_exchangers, 1, 50); }},
+    {"dns", "ipv6",
+     [](const toml::node& n, Config& c) -> Status {
+       std::string s;
+       if (auto ok = read_string(n, s); !ok) return ok;
+       using F = dns::ResolverOptions::Families;
+       auto& r = c.engine.mx.resolver;
+       if (s == "off") r.families = F::kIpv4Only, r.prefer_ipv6 = false;
+       else if (s == "also") r.families = F::kBoth, r.prefer_ipv6 = false;
+       else if (s == "prefer") r.families = F::kBoth, r.prefer_ipv6 = true;
+       else if (s == "only") r.families = F::kIpv6Only, r.prefer_ipv6 = true;
+       else return std::unexpected(fmt::format("must be \"off\", \"also\", \"prefer\" or \"only\" (got \"{}\")", s));
+       return {};
+     }},
     {"tls", "mode",
      [](const toml::node& n, Config& c) { return read_tls_mode(n, c.engine.security.tls.mode); }},
     {"tls", "ca_file",
@@ -393,6 +429,19 @@ std::expected<Config, std::string> parse_config(std::string_view toml_text,
   Config config;
   for (auto&& [table_key, table_node] : root) {
     const auto line = table_key.source().begin.line;
+    if (table_key.str() == "routes" && table_node.is_table()) {
+      // Free keys: each is a domain, its value the relay that domain goes through.
+      for (auto&& [domain, value] : *table_node.as_table()) {
+        std::string relay;
+        if (auto ok = read_string(value, relay); !ok)
+          return std::unexpected(fmt::format("{}:{}: 'routes.{}' {}", source_name,
+                                             value.source().begin.line, domain.str(), ok.error()));
+        std::string lower(domain.str());
+        for (char& ch : lower) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        config.routes[lower] = std::move(relay);
+      }
+      continue;
+    }
     if (!is_table_name(table_key.str())) {
       return std::unexpected(
           fmt::format("{}:{}: unknown {} '{}' (known tables: {})", source_name, line,
@@ -476,9 +525,7 @@ std::expected<void, std::string> resolve_credentials(Config& config) {
 }
 
 std::expected<void, std::string> validate_for_send(const Config& config) {
-  if (config.relay.empty()) {
-    return std::unexpected("no relay: give --relay HOST:PORT or set [send] relay in the config");
-  }
+  // No relay: every domain without a [routes] entry is delivered to its MX.
   if (config.from.empty()) {
     return std::unexpected("no sender: give --from ADDRESS or set [send] from in the config");
   }

@@ -4,6 +4,7 @@
 
 #include <expected>
 #include <optional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,9 +56,12 @@ struct AuthSettings {
 };
 
 struct Config {
-  engine::EngineOptions engine;  // engine.security: [tls] (and [auth], once resolved)
+  engine::EngineOptions engine;  // engine.security: [tls] (and [auth], once resolved); engine.mx: [dns]
   AuthSettings auth;
   std::string tls_server_name;  // [tls] server_name: the name checked in the certificate
+  uint16_t mx_port = 25;        // [dns] smtp_port: the port towards mail exchangers
+  // [routes] "example.test" = "host:port": deliver that domain via a relay instead of MX.
+  std::map<std::string, std::string> routes;
   std::string relay;  // "host:port" or "[v6]:port"; no default
   std::string from;   // envelope sender; no default
   ProgressSettings progress;

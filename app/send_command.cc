@@ -66,7 +66,7 @@ int run_send(const SendFlags& flags) {
   Console console(std::cerr, style == ProgressStyle::kBar,
                   style == ProgressStyle::kBar ? terminal_width() : 0);
   RecipientsJobSource source(std::move(plan->recipients), plan->config.from, plan->body, console);
-  engine::StaticRelayResolver resolver(plan->relay);
+  engine::RouteResolver& resolver = *plan->resolver;
 
   // Declared before the engine, so destroyed after it: the engine joins its shards before
   // the logger they write to goes.

@@ -4,6 +4,7 @@
 
 #include "app/message_file.h"
 #include "app/relay.h"
+#include "app/routing.h"
 
 namespace ringmail::app {
 
@@ -23,11 +24,8 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
   apply_flags(flags, config);
   if (auto ok = validate_for_send(config); !ok) return std::unexpected(ok.error());
 
-  auto relay_address = parse_relay(config.relay);
-  if (!relay_address) return std::unexpected(relay_address.error());
-  auto relay = resolve_relay(*relay_address);
-  if (!relay) return std::unexpected(relay.error());
-  if (!config.tls_server_name.empty()) relay->tls_name = config.tls_server_name;
+  auto resolver = make_route_resolver(config);
+  if (!resolver) return std::unexpected(resolver.error());
   if (auto ok = resolve_credentials(config); !ok) return std::unexpected(ok.error());
 
   auto body = load_message_file(flags.message_path, message_id_domain(config));
@@ -45,7 +43,7 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
     if (!counted) return std::unexpected(counted.error());
     estimated_total = *counted;
   }
-  return SendPlan{std::move(config), std::move(*relay), std::move(*body), std::move(*recipients),
+  return SendPlan{std::move(config), std::move(*resolver), std::move(*body), std::move(*recipients),
                   estimated_total};
 }
 

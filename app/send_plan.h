@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -11,13 +12,15 @@
 #include "app/config.h"
 #include "app/recipients_file.h"
 #include "engine/destination.h"
+#include "engine/seams.h"
 #include "smtp/transaction.h"
 
 namespace ringmail::app {
 
 struct SendPlan {
   Config config;              // the config file with the flags applied
-  engine::Destination relay;  // resolved to a numeric address
+  // Where each recipient goes: [routes], the relay, or MX (names resolved already).
+  std::unique_ptr<engine::RouteResolver> resolver;
   smtp::EncodedBody body;     // the message, completed and encoded once
   RecipientsFile recipients;  // opened, format chosen, CSV header read
   // From count_record_lines(); nullopt when the file is not a regular file (a pipe).

@@ -15,6 +15,7 @@
 #include "app/console.h"
 #include "app/engine_driver.h"
 #include "app/observability.h"
+#include "app/routing.h"
 #include "app/human_format.h"
 #include "app/mailbox.h"
 #include "app/message_file.h"
@@ -146,15 +147,14 @@ int run_run(const RunFlags& flags) {
   if (flags.quiet) c.progress.mode = ProgressMode::kOff;
   apply_security_flags(flags.security, c);
   apply_observability_flags(flags.observability, c);
+  apply_routing_flags(flags.routing, c);
   if (auto ok = resolve_credentials(c); !ok) return fail(ok.error());
-  if (c.relay.empty()) return fail("no relay: give --relay HOST:PORT or set [send] relay");
+
   if (auto ok = validate_domain(c.engine.helo_name); !ok)
     return fail(fmt::format("invalid EHLO name: {}", ok.error()));
-  auto relay_address = parse_relay(c.relay);
-  if (!relay_address) return fail(relay_address.error());
-  auto relay = resolve_relay(*relay_address);
-  if (!relay) return fail(relay.error());
-  if (!c.tls_server_name.empty()) relay->tls_name = c.tls_server_name;
+  // Without a relay, domains go to their MX ([routes] can still name relays per domain).
+  auto route_resolver = make_route_resolver(c);
+  if (!route_resolver) return fail(route_resolver.error());
 
   StopSignals signals;  // before any thread exists
 
@@ -176,7 +176,7 @@ int run_run(const RunFlags& flags) {
                                    "queued again",
                                    group_thousands(*recovered)));
 
-  engine::StaticRelayResolver resolver(*relay);
+  engine::RouteResolver& resolver = **route_resolver;
   auto storage_thread =
       std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
   auto observability = start_observability(c);

@@ -14,6 +14,7 @@ enum class OpKind : uint8_t {
   kCancel = 4,
   kClose = 5,
   kInboxWake = 6,  // the shard's inbox eventfd; slot and generation unused
+  kDnsPoll = 7,    // readiness of a c-ares socket; slot = fd, generation = its watch
 };
 
 struct CompletionToken {

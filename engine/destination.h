@@ -13,6 +13,9 @@ struct Destination {
   // The name as configured, for TLS (SNI and the certificate check); `host` when empty.
   // Not part of key(): it does not change where the connection goes.
   std::string tls_name = {};
+  // Non-empty: deliver to this domain's mail exchangers, found by the shard (MX lookup);
+  // `host` is then unused and `port` is the SMTP port towards the exchangers.
+  std::string mx_domain = {};
 
   // "host:port" ("[v6]:port" for IPv6); the pool key and the shard hash input.
   std::string key() const;

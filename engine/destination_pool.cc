@@ -38,8 +38,10 @@ DestinationPool::DestinationPool(Destination destination, const PoolLimits& limi
 DestinationPool::DestinationPool(Destination identity, std::vector<PoolHost> hosts,
                                  const PoolLimits& limits)
     : destination_(std::move(identity)), limits_(limits) {
-  for (PoolHost& h : hosts)
+  for (PoolHost& h : hosts) {
     hosts_.push_back(make_host(std::move(h.address), std::move(h.tls_name), destination_.port));
+    hosts_.back().preference = h.preference;
+  }
   tokens_ = limits_.messages_per_second > 0 ? limits_.messages_per_second : 0;
 }
 
@@ -47,17 +49,33 @@ bool DestinationPool::address_valid() const {
   return std::any_of(hosts_.begin(), hosts_.end(), [](const PoolHost& h) { return h.sockaddr_length != 0; });
 }
 
+bool DestinationPool::usable(size_t index, Clock::time_point now) {
+  PoolHost& h = hosts_[index];
+  if (h.sockaddr_length == 0) return false;
+  if (h.consecutive_failures < failures_to_set_aside()) return true;
+  if (now < h.set_aside_until) return false;
+  h.consecutive_failures = failures_to_set_aside() - 1;  // a probe: one more failure sets it aside again
+  return true;
+}
+
 std::optional<size_t> DestinationPool::pick_host(Clock::time_point now) {
+  std::optional<size_t> best;
+  size_t candidates = 0;
   for (size_t i = 0; i < hosts_.size(); ++i) {
-    PoolHost& h = hosts_[i];
-    if (h.sockaddr_length == 0) continue;
-    if (h.consecutive_failures < failures_to_set_aside()) return i;
-    if (now >= h.set_aside_until) {
-      h.consecutive_failures = failures_to_set_aside() - 1;  // a probe: one more failure sets it aside again
-      return i;
-    }
+    if (best && hosts_[i].preference != hosts_[*best].preference) break;
+    if (!usable(i, now)) continue;
+    if (!best) best = i;
+    ++candidates;
   }
-  return std::nullopt;
+  if (!best || candidates == 1) return best;
+  // Several usable hosts share the best preference: take them in turn.
+  size_t skip = next_turn_++ % candidates;
+  for (size_t i = *best; i < hosts_.size(); ++i) {
+    if (hosts_[i].preference != hosts_[*best].preference) break;
+    if (hosts_[i].sockaddr_length == 0 || hosts_[i].consecutive_failures >= failures_to_set_aside()) continue;
+    if (skip-- == 0) return i;
+  }
+  return best;
 }
 
 bool DestinationPool::failing(Clock::time_point now) {

@@ -26,6 +26,7 @@ namespace ringmail::engine {
 struct PoolHost {
   std::string address;   // numeric IPv4/IPv6
   std::string tls_name;  // for SNI and the certificate check; the address when empty
+  uint16_t preference = 0;  // MX preference: hosts come sorted by it
   sockaddr_storage sockaddr{};
   socklen_t sockaddr_length = 0;  // 0: `address` is not numeric
   unsigned consecutive_failures = 0;
@@ -50,8 +51,9 @@ class DestinationPool {
   const PoolLimits& limits() const { return limits_; }
   // False when no host is a numeric address.
   bool address_valid() const;
-  // The host a new connection should use: the first not set aside. nullopt when every
-  // host is set aside (dead()).
+  // The host a new connection should use: among the usable hosts of the best preference,
+  // in turn (so equal-preference exchangers share the load). nullopt when every host is
+  // set aside (dead()).
   std::optional<size_t> pick_host(Clock::time_point now);
   const PoolHost& host(size_t index) const { return hosts_[index]; }
   size_t host_count() const { return hosts_.size(); }
@@ -96,6 +98,8 @@ class DestinationPool {
   void refill(Clock::time_point now);
 
   unsigned failures_to_set_aside() const { return hosts_.size() == 1 ? kDeadAfterFailures : 1; }
+  bool usable(size_t index, Clock::time_point now);
+  size_t next_turn_ = 0;  // rotates among equal-preference hosts
 
   Destination destination_;
   PoolLimits limits_;

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "dns/mx_resolver.h"
 #include "engine/tls_context.h"
 #include "smtp/client_session.h"
 
@@ -41,6 +42,11 @@ struct TransportSecurity {
   std::optional<smtp::AuthCredentials> auth;  // never logged
 };
 
+// Delivery by MX (RFC 5321 §5): used for destinations that name a domain.
+struct MxRouting {
+  dns::ResolverOptions resolver;  // DNS servers, families, timeouts, caching
+};
+
 struct EngineOptions {
   unsigned shards = 0;  // 0: one per core
   std::string helo_name = "localhost";
@@ -52,6 +58,7 @@ struct EngineOptions {
   Timeouts timeouts;
   PoolLimits pool;
   TransportSecurity security;
+  MxRouting mx;
   Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish
   // Transactions waiting in one shard's inbox before the feeder blocks (bounds memory).
   size_t shard_inbox_capacity = 4096;

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -75,7 +76,10 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
   }
 }
 
-Shard::~Shard() = default;
+Shard::~Shard() {
+  // The resolver closes its sockets through watch(), which uses the ring: it goes first.
+  resolver_.reset();
+}
 
 // ---------------------------------------------------------------------------- loop
 
@@ -125,11 +129,15 @@ void Shard::run() {
       check_deadlines();
       next_deadline_check_ = now_ + kDeadlineCheckInterval;
     }
+    // c-ares retries and gives up on its own clock; its next deadline bounds our wait.
+    if (resolver_ && resolver_->pending() > 0) resolver_->on_timer();
   }
   quiesce();
 }
 
 void Shard::quiesce() {
+  // The resolver's sockets are unwatched (polls removed) while the ring is still here.
+  resolver_.reset();
   // Connections are all closed when the loop ends normally; the inbox read may still be
   // armed, and the kernel would write its counter after we are gone. Cancel it and reap
   // until its completion has arrived (bounded: a broken ring must not hang the exit).
@@ -154,6 +162,8 @@ void Shard::quiesce() {
 __kernel_timespec Shard::next_wait() const {
   if (!active_pools_.empty()) return {.tv_sec = 0, .tv_nsec = 0};  // more scheduling to do
   Clock::time_point wake = next_deadline_check_;
+  if (resolver_)
+    if (auto dns_timeout = resolver_->next_timeout()) wake = std::min(wake, now_ + *dns_timeout);
   if (options_.pool.messages_per_second > 0)
     for (auto& [key, pool] : pools_) wake = std::min(wake, pool->next_token_time(now_));
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - Clock::now()).count();
@@ -163,7 +173,7 @@ __kernel_timespec Shard::next_wait() const {
 
 bool Shard::finished() const {
   if (!inbox_exhausted_) return false;
-  if (connections_.in_use() != 0) return false;
+  if (connections_.in_use() != 0 || !mx_waiting_.empty()) return false;
   for (auto& [key, pool] : pools_)
     if (!pool->queue.empty()) return false;
   return true;
@@ -181,6 +191,10 @@ void Shard::take_inbox() {
   // `closed` comes from under the inbox lock with the jobs: none can follow it.
   const bool closed = inbox_.take(incoming_);
   for (ShardJob& job : incoming_) {
+    if (!job.destination.mx_domain.empty() && !draining_) {
+      route_by_mx(std::move(job));
+      continue;
+    }
     DestinationPool& pool = pool_for(job.destination, job.destination_key);
     if (draining_) {
       give_up_not_attempted(std::move(job.transaction),
@@ -210,6 +224,10 @@ void Shard::take_inbox() {
 
 void Shard::handle_completion(const io_uring_cqe& cqe) {
   CompletionToken token = CompletionToken::decode(cqe.user_data);
+  if (token.op == OpKind::kDnsPoll) {
+    on_dns_poll(cqe, token);
+    return;
+  }
   if (token.op == OpKind::kInboxWake) {
     inbox_armed_ = false;
     take_inbox();
@@ -237,7 +255,8 @@ void Shard::handle_completion(const io_uring_cqe& cqe) {
       --connection->ops_in_flight;
       release(token.slot);
       break;
-    case OpKind::kInboxWake: break;
+    case OpKind::kInboxWake:
+    case OpKind::kDnsPoll: break;
   }
 }
 
@@ -275,6 +294,8 @@ void Shard::check_deadlines() {
 void Shard::begin_drain() {
   draining_ = true;
   drain_deadline_ = now_ + to_duration(options_.drain_timeout);
+  // Recipients waiting for a route were never attempted; their lookups end now.
+  if (resolver_) resolver_->cancel_all("shutting down");
   for (auto& [key, pool] : pools_) {
     while (!pool->queue.empty()) {
       smtp::Transaction txn = std::move(pool->queue.front());
@@ -478,6 +499,150 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
   }
   o.auth = security.auth;
   return o;
+}
+
+// ---------------------------------------------------------------------------- MX routing
+
+void Shard::route_by_mx(ShardJob&& job) {
+  if (!resolver_ && resolver_error_.empty()) {
+    auto created = dns::MxResolver::create(options_.mx.resolver, *this);
+    if (created) resolver_ = std::move(*created);
+    else resolver_error_ = created.error();
+  }
+  if (!resolver_) {
+    finish_locally(std::move(job.transaction), smtp::RecipientStatus::kDeferred,
+                   local_reply(kBadDestination, "DNS resolver unavailable: " + resolver_error_));
+    return;
+  }
+  auto& waiting = mx_waiting_[job.destination_key];
+  const bool first = waiting.empty();
+  waiting.push_back(std::move(job.transaction));
+  if (!first) return;  // the lookup for this domain is already on its way
+  // The callback may run before resolve() returns (a cached route): nothing here may be
+  // used after the call.
+  resolver_->resolve(job.destination.mx_domain,
+                     [this, key = job.destination_key, port = job.destination.port](
+                         const dns::Route& route) { on_route(key, port, route); });
+}
+
+void Shard::on_route(const std::string& key, uint16_t port, const dns::Route& route) {
+  auto node = mx_waiting_.extract(key);
+  if (node.empty()) return;
+  std::vector<smtp::Transaction>& transactions = node.mapped();
+  if (draining_) {
+    for (auto& txn : transactions)
+      give_up_not_attempted(std::move(txn), local_reply(kShutdown, "shutting down before this was attempted"), true);
+    return;
+  }
+  switch (route.status) {
+    case dns::Route::Status::kOk: {
+      DestinationPool& pool = pool_for_exchangers(route, port);
+      for (auto& txn : transactions) {
+        if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false);
+        else pool.queue.push_back(std::move(txn));
+      }
+      activate(pool);
+      return;
+    }
+    case dns::Route::Status::kNullMx:
+      for (auto& txn : transactions)
+        finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
+                       local_reply({5, 1, 10}, route.domain + " accepts no mail (null MX, RFC 7505)"));
+      return;
+    case dns::Route::Status::kNoSuchDomain:
+      for (auto& txn : transactions)
+        finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
+                       local_reply({5, 1, 2}, "no such domain: " + route.detail));
+      return;
+    case dns::Route::Status::kTemporaryFailure:
+      for (auto& txn : transactions)
+        finish_locally(std::move(txn), smtp::RecipientStatus::kDeferred,
+                       local_reply({4, 4, 3}, "DNS lookup failed: " + route.detail));
+      return;
+  }
+}
+
+DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, uint16_t port) {
+  // Domains whose exchanger sets are identical share one pool (and so its limits): the
+  // key lists the exchangers sorted, since equal preferences come shuffled per domain.
+  std::vector<std::pair<uint16_t, std::string>> names;
+  for (const dns::Exchanger& x : route.exchangers) names.emplace_back(x.preference, x.name);
+  std::sort(names.begin(), names.end());
+  std::string key = "mx[";
+  for (auto& [preference, name] : names) key += std::to_string(preference) + " " + name + ",";
+  key += "]:" + std::to_string(port);
+  auto it = pools_.find(key);
+  if (it != pools_.end()) return *it->second;
+  std::vector<PoolHost> hosts;
+  for (const dns::Exchanger& x : route.exchangers)
+    for (const std::string& address : x.addresses) {
+      PoolHost h;
+      h.address = address;
+      h.tls_name = x.name;
+      h.preference = x.preference;
+      hosts.push_back(std::move(h));
+    }
+  Destination identity;
+  identity.host = key;
+  identity.port = port;
+  auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
+  return *pools_.emplace(std::move(key), std::move(pool)).first->second;
+}
+
+void Shard::watch(int fd, bool readable, bool writable) {
+  const unsigned events = (readable ? POLLIN : 0u) | (writable ? POLLOUT : 0u);
+  auto it = dns_sockets_.find(fd);
+  if (it != dns_sockets_.end() && it->second.armed && it->second.events != events) {
+    // The interest changed (or the socket is about to be closed): take the old poll
+    // back; its completion, if any, no longer matches a generation and is dropped.
+    io_uring_sqe* sqe = ring_.sqe();
+    io_uring_prep_poll_remove(
+        sqe, CompletionToken{OpKind::kDnsPoll, uint32_t(fd), it->second.generation}.encode());
+    io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kCancel, UINT32_MAX, 0}.encode());
+    it->second.armed = false;
+  }
+  if (events == 0) {
+    if (it != dns_sockets_.end()) dns_sockets_.erase(it);
+    return;
+  }
+  DnsSocket& socket = dns_sockets_[fd];
+  socket.events = events;
+  if (!socket.armed) arm_dns_poll(fd);
+}
+
+void Shard::arm_dns_poll(int fd) {
+  DnsSocket& socket = dns_sockets_[fd];
+  socket.generation = ++dns_generation_ & CompletionToken::kGenerationMask;
+  socket.armed = true;
+  io_uring_sqe* sqe = ring_.sqe();
+  io_uring_prep_poll_add(sqe, fd, socket.events);
+  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kDnsPoll, uint32_t(fd), socket.generation}.encode());
+}
+
+void Shard::on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token) {
+  const int fd = int(token.slot);
+  auto it = dns_sockets_.find(fd);
+  if (it == dns_sockets_.end() || !it->second.armed || it->second.generation != token.generation)
+    return;  // a poll taken back, for a socket closed or re-watched since
+  it->second.armed = false;
+  if (!resolver_) return;
+  const int revents = cqe.res < 0 ? POLLERR : cqe.res;
+  // Errors and hang-ups are reported as readable, so c-ares reads and sees them.
+  resolver_->on_socket_ready(fd, revents & (POLLIN | POLLERR | POLLHUP), revents & POLLOUT);
+  // The resolver may have changed or dropped its interest meanwhile (through watch()).
+  it = dns_sockets_.find(fd);
+  if (it != dns_sockets_.end() && !it->second.armed && it->second.events != 0) arm_dns_poll(fd);
+}
+
+void Shard::finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
+                           const smtp::Reply& why) {
+  smtp::TransactionOutcome outcome;
+  outcome.recipients.assign(transaction.recipients.size(), smtp::RecipientOutcome{status, why});
+  outcome.transaction = std::move(transaction);
+  for (const smtp::RecipientOutcome& r : outcome.recipients) counters_.count_recipient(r.reply, int(r.status));
+  counters_.count_transaction(false);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------- TLS

@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dns/mx_resolver.h"
+#include "engine/completion_token.h"
 #include "engine/connection.h"
 #include "engine/delivery_counters.h"
 #include "engine/destination_pool.h"
@@ -19,7 +21,7 @@
 
 namespace ringmail::engine {
 
-class Shard {
+class Shard final : public dns::SocketWatcher {
  public:
   // `inbox`, `sink` (may be null) and `counters` must outlive the shard.
   Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, OutcomeSink* sink,
@@ -29,6 +31,9 @@ class Shard {
   // The thread body: returns when the inbox is closed and all its work has finished, or
   // after a drain.
   void run();
+
+  // dns::SocketWatcher: the resolver's sockets are polled on this shard's ring.
+  void watch(int fd, bool readable, bool writable) override;
 
  private:
   // ---- Loop
@@ -63,6 +68,17 @@ class Shard {
   void maybe_submit_close(uint32_t slot);
   void release(uint32_t slot);
   void set_deadline(Connection& connection);
+
+  // ---- MX routing
+  // A transaction for a domain: waits for the domain's route (at once when cached).
+  void route_by_mx(ShardJob&& job);
+  void on_route(const std::string& key, uint16_t port, const dns::Route& route);
+  DestinationPool& pool_for_exchangers(const dns::Route& route, uint16_t port);
+  void arm_dns_poll(int fd);
+  void on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token);
+  // Ends a transaction without a connection: a null MX or NXDOMAIN bounce, a DNS failure.
+  void finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
+                      const smtp::Reply& why);
 
   // ---- TLS
   void start_tls(uint32_t slot);
@@ -103,6 +119,19 @@ class Shard {
   std::vector<ShardJob> incoming_;
   std::vector<smtp::TransactionOutcome> outcome_scratch_;
   std::unordered_map<uint64_t, unsigned> not_attempted_retries_;
+
+  // MX routing (only when a destination names a domain; created on first use).
+  struct DnsSocket {
+    unsigned events = 0;       // POLLIN/POLLOUT wanted
+    uint32_t generation = 0;   // of the poll armed for it
+    bool armed = false;
+  };
+  std::unique_ptr<dns::MxResolver> resolver_;
+  std::string resolver_error_;  // why it could not be created
+  std::unordered_map<int, DnsSocket> dns_sockets_;
+  uint32_t dns_generation_ = 0;
+  // Transactions waiting for their domain's route, by destination key.
+  std::unordered_map<std::string, std::vector<smtp::Transaction>> mx_waiting_;
 
   Clock::time_point now_;
   Clock::time_point next_deadline_check_;

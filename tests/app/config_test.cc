@@ -127,7 +127,7 @@ TEST(app_config, UnknownTableNamesFileAndLine) {
   ASSERT_FALSE(config);
   EXPECT_EQ(config.error(),
             "cfg.toml:3: unknown table 'smtp' (known tables: send, engine, timeouts, pool, "
-            "progress, tls, auth, metrics, log, storage, retry)");
+            "progress, dns, tls, auth, metrics, log, storage, retry)");
   auto top = parse_config("relay = \"x:25\"\n", "cfg.toml");
   ASSERT_FALSE(top);
   EXPECT_TRUE(top.error().starts_with("cfg.toml:1: unknown key 'relay'")) << top.error();
@@ -221,10 +221,7 @@ TEST(app_config, EveryKeyIsDocumented) {
 }
 
 TEST(app_config, ValidatesWhatASendNeeds) {
-  Config config;
-  EXPECT_EQ(validate_for_send(config).error(),
-            "no relay: give --relay HOST:PORT or set [send] relay in the config");
-  config.relay = "127.0.0.1:25";
+  Config config;  // no relay: delivery by MX, which needs nothing more here
   EXPECT_EQ(validate_for_send(config).error(),
             "no sender: give --from ADDRESS or set [send] from in the config");
   config.from = "bulk@example.com>\r\nRCPT TO:<x@y>";
@@ -243,6 +240,21 @@ TEST(app_config, ValidatesWhatASendNeeds) {
 
 namespace ringmail::app {
 namespace {
+
+TEST(app_config, DnsKeysAndRoutes) {
+  auto config = parse_config(
+      "[dns]\nservers = [\"127.0.0.1:5353\"]\nsmtp_port = 2525\nipv6 = \"off\"\n"
+      "[routes]\n\"Example.TEST\" = \"127.0.0.1:2526\"\n",
+      "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.mx.resolver.servers, std::vector<std::string>{"127.0.0.1:5353"});
+  EXPECT_EQ(config->mx_port, 2525);
+  EXPECT_EQ(config->engine.mx.resolver.families, dns::ResolverOptions::Families::kIpv4Only);
+  EXPECT_EQ(config->routes.at("example.test"), "127.0.0.1:2526");
+  auto bad = parse_config("[routes]\n\"a.test\" = 5\n", "cfg.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("cfg.toml:2: 'routes.a.test'"), std::string::npos) << bad.error();
+}
 
 TEST(app_config, TlsAndAuthKeys) {
   auto config = parse_config(

@@ -29,8 +29,11 @@ TEST(app_send_plan, PreparesEverythingBeforeSending) {
   f.flags.connections = 6;
   auto plan = prepare_send(f.flags);
   ASSERT_TRUE(plan) << plan.error();
-  EXPECT_EQ(plan->relay.host, "127.0.0.1");
-  EXPECT_EQ(plan->relay.port, 2525);
+  ASSERT_TRUE(plan->resolver);
+  const engine::Destination relay = plan->resolver->route("example.test");
+  EXPECT_EQ(relay.host, "127.0.0.1");
+  EXPECT_EQ(relay.port, 2525);
+  EXPECT_TRUE(relay.mx_domain.empty());
   EXPECT_EQ(plan->config.from, "bulk@sender.example");  // the flag wins over the file
   EXPECT_EQ(plan->config.engine.pool.max_connections, 6u);
   EXPECT_EQ(plan->estimated_total, 2u);
@@ -43,10 +46,12 @@ TEST(app_send_plan, PreparesEverythingBeforeSending) {
 
 TEST(app_send_plan, StopsAtTheFirstProblem) {
   {
+    // No relay is not a problem: every domain then goes to its MX.
     Files f;
     f.flags.relay.reset();
-    EXPECT_EQ(prepare_send(f.flags).error(),
-              "no relay: give --relay HOST:PORT or set [send] relay in the config");
+    auto plan = prepare_send(f.flags);
+    ASSERT_TRUE(plan) << plan.error();
+    EXPECT_EQ(plan->resolver->route("Example.TEST").mx_domain, "example.test");
   }
   {
     Files f;

@@ -2,6 +2,8 @@
 // connection table's generations and the pool's rate limit.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "engine/completion_token.h"
 #include "engine/connection.h"
 #include "engine/destination_pool.h"
@@ -118,8 +120,11 @@ TEST(DestinationPool, RateLimitSpendsAndRefillsTokens) {
 TEST(DestinationPool, FailsOverToTheNextHostInOrder) {
   std::vector<PoolHost> hosts(3);
   hosts[0].address = "127.0.0.2";
+  hosts[0].preference = 10;
   hosts[1].address = "not numeric";
+  hosts[1].preference = 20;
   hosts[2].address = "127.0.0.3";
+  hosts[2].preference = 30;
   DestinationPool pool(Destination{"", 25}, std::move(hosts), PoolLimits{});
   auto t0 = Clock::now();
   ASSERT_TRUE(pool.address_valid());
@@ -131,6 +136,25 @@ TEST(DestinationPool, FailsOverToTheNextHostInOrder) {
   EXPECT_TRUE(pool.dead(t0));
   // After the probe interval the preferred host is tried again first.
   EXPECT_EQ(pool.pick_host(t0 + DestinationPool::kDeadProbeInterval), 0u);
+}
+
+TEST(DestinationPool, EqualPreferencesTakeTurns) {
+  std::vector<PoolHost> hosts(3);
+  hosts[0].address = "127.0.0.2";
+  hosts[1].address = "127.0.0.3";
+  hosts[2].address = "127.0.0.4";
+  hosts[0].preference = hosts[1].preference = 10;
+  hosts[2].preference = 20;
+  DestinationPool pool(Destination{"", 25}, std::move(hosts), PoolLimits{});
+  auto t0 = Clock::now();
+  std::map<size_t, int> picked;
+  for (int i = 0; i < 10; ++i) ++picked[*pool.pick_host(t0)];
+  EXPECT_EQ(picked[0], 5);
+  EXPECT_EQ(picked[1], 5);
+  EXPECT_EQ(picked[2], 0);  // a worse preference only when the best ones are down
+  pool.record_connection_failure(0, {}, t0);
+  pool.record_connection_failure(1, {}, t0);
+  EXPECT_EQ(pool.pick_host(t0), 2u);
 }
 
 TEST(DestinationPool, MarkDownSetsEveryHostAside) {

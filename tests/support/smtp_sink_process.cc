@@ -1,5 +1,7 @@
 #include "tests/support/smtp_sink_process.h"
 
+#include <arpa/inet.h>
+
 // Observed behaviour of smtp-sink (Postfix 3.7, Debian 12), checked by hand and pinned by
 // smtp_sink_process_test.cc:
 //  - It binds with SO_REUSEADDR *and* SO_REUSEPORT, so a second smtp-sink on the same
@@ -62,7 +64,7 @@ std::string errno_text(const char* what) { return std::string(what) + ": " + std
 // on both sides lets smtp-sink bind the port while this socket holds it.
 class PortPlaceholder {
  public:
-  static std::expected<PortPlaceholder, std::string> open() {
+  static std::expected<PortPlaceholder, std::string> open(const std::string& host, uint16_t port) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return std::unexpected(errno_text("socket"));
     PortPlaceholder holder(fd);
@@ -71,9 +73,11 @@ class PortPlaceholder {
       return std::unexpected(errno_text("setsockopt(SO_REUSEADDR)"));
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1)
+      return std::unexpected("not an IPv4 address: " + host);
+    addr.sin_port = htons(port);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      return std::unexpected(errno_text("bind(127.0.0.1:0)"));
+      return std::unexpected(errno_text(("bind(" + host + ":" + std::to_string(port) + ")").c_str()));
     socklen_t len = sizeof addr;
     if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
       return std::unexpected(errno_text("getsockname"));
@@ -97,14 +101,14 @@ class PortPlaceholder {
 };
 
 // Inodes of the sockets listening on 127.0.0.1:port (or 0.0.0.0:port), from /proc/net/tcp.
-std::set<unsigned long> listening_inodes(uint16_t port) {
+std::set<unsigned long> listening_inodes(in_addr_t address, uint16_t port) {
   std::set<unsigned long> inodes;
   std::ifstream in("/proc/net/tcp");
   std::string line;
   std::getline(in, line);  // column titles
   char loopback[16], any[16], port_hex[8];
   // The kernel prints the address as the raw network-order u32 in host hex.
-  std::snprintf(loopback, sizeof loopback, "%08X", htonl(INADDR_LOOPBACK));
+  std::snprintf(loopback, sizeof loopback, "%08X", address);
   std::snprintf(any, sizeof any, "%08X", 0u);
   std::snprintf(port_hex, sizeof port_hex, "%04X", port);
   while (std::getline(in, line)) {
@@ -143,8 +147,10 @@ std::set<unsigned long> socket_inodes_of(pid_t pid) {
 
 enum class ListenState { kNotYet, kOurs, kShared };
 
-ListenState listen_state(pid_t pid, uint16_t port) {
-  auto listeners = listening_inodes(port);
+ListenState listen_state(pid_t pid, const std::string& host, uint16_t port) {
+  in_addr address{};
+  ::inet_pton(AF_INET, host.c_str(), &address);
+  auto listeners = listening_inodes(address.s_addr, port);
   if (listeners.empty()) return ListenState::kNotYet;
   auto ours = socket_inodes_of(pid);
   for (unsigned long inode : listeners)
@@ -245,9 +251,9 @@ std::expected<std::unique_ptr<SmtpSinkProcess>, std::string> SmtpSinkProcess::st
   sink->record_marker_ = "X-Ringmail-Sink-Record: " + random_hex();
 
   std::string last_error;
-  constexpr int kAttempts = 5;
-  for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    auto holder = PortPlaceholder::open();
+  const int attempts = opts.port == 0 ? 5 : 1;  // a fixed port is tried once
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    auto holder = PortPlaceholder::open(opts.host, opts.port);
     if (!holder) return std::unexpected(holder.error());
     const uint16_t port = holder->port();
 
@@ -264,7 +270,7 @@ std::expected<std::unique_ptr<SmtpSinkProcess>, std::string> SmtpSinkProcess::st
         break;
     }
     plan.args.insert(plan.args.end(), opts.extra_args.begin(), opts.extra_args.end());
-    plan.args.push_back("127.0.0.1:" + std::to_string(port));
+    plan.args.push_back(opts.host + ":" + std::to_string(port));
     plan.args.push_back(std::to_string(opts.backlog));
     std::vector<char*> argv;
     for (std::string& a : plan.args) argv.push_back(a.data());
@@ -294,7 +300,7 @@ std::expected<std::unique_ptr<SmtpSinkProcess>, std::string> SmtpSinkProcess::st
         exited = true;
         break;
       }
-      state = listen_state(pid, port);
+      state = listen_state(pid, opts.host, port);
       if (state != ListenState::kNotYet) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -328,7 +334,7 @@ SmtpSinkProcess::~SmtpSinkProcess() {
   }
 }
 
-std::string SmtpSinkProcess::address() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string SmtpSinkProcess::address() const { return options_.host + ":" + std::to_string(port_); }
 
 void SmtpSinkProcess::stop() {
   if (pid_ <= 0 || reaped_) return;

@@ -35,6 +35,11 @@ struct SmtpSinkOptions {
   std::vector<std::string> extra_args{};
   SinkCapture capture = SinkCapture::kDump;
   int backlog = 1024;
+  // Where it listens: any IPv4 address of 127.0.0.0/8 (several sinks on 127.0.0.2,
+  // 127.0.0.3... stand for several hosts), and a port (0: a free one). A fixed port is
+  // tried once.
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
   // How long start() waits for the listening socket, per port attempt.
   std::chrono::milliseconds start_timeout{5000};
   std::string binary = "/usr/sbin/smtp-sink";

@@ -1,0 +1,41 @@
+#include "app/routing.h"
+
+#include <fmt/format.h>
+
+#include <optional>
+#include <unordered_map>
+
+#include "app/relay.h"
+#include "engine/domain_route_resolver.h"
+
+namespace ringmail::app {
+namespace {
+
+std::expected<engine::Destination, std::string> resolve(const std::string& text) {
+  auto address = parse_relay(text);
+  if (!address) return std::unexpected(address.error());
+  return resolve_relay(*address);
+}
+
+}  // namespace
+
+std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_resolver(
+    const Config& config) {
+  std::optional<engine::Destination> relay;
+  if (!config.relay.empty()) {
+    auto resolved = resolve(config.relay);
+    if (!resolved) return std::unexpected(resolved.error());
+    if (!config.tls_server_name.empty()) resolved->tls_name = config.tls_server_name;
+    relay = std::move(*resolved);
+  }
+  std::unordered_map<std::string, engine::Destination> routes;
+  for (const auto& [domain, target] : config.routes) {
+    auto resolved = resolve(target);
+    if (!resolved) return std::unexpected(fmt::format("route for {}: {}", domain, resolved.error()));
+    routes.emplace(domain, std::move(*resolved));
+  }
+  return std::make_unique<engine::DomainRouteResolver>(std::move(relay), std::move(routes),
+                                                       config.mx_port);
+}
+
+}  // namespace ringmail::app
