@@ -228,7 +228,7 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) { return read_integer(n, c.mx_port, 1, 65535); }},
     {"dns", "timeout",
      [](const toml::node& n, Config& c) -> Status {
-       engine::Seconds s;
+       engine::Seconds s{0};
        if (auto ok = read_seconds(n, s, false); !ok) return ok;
        c.engine.mx.resolver.query_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(s);
        return {};

@@ -18,8 +18,9 @@ class TransactionBatcher {
   using Emit = std::function<void(ShardJob&&)>;
 
   // `emit` receives every completed transaction. Open (partial) transactions are bounded
-  // by `max_open`; past it the oldest-started ones are flushed.
-  TransactionBatcher(unsigned max_recipients, Emit emit, size_t max_open = 4096);
+  // by `max_open` (a few hundred bytes each); past it all are flushed. Large enough that a
+  // list interleaving tens of thousands of domains still groups each domain's recipients.
+  TransactionBatcher(unsigned max_recipients, Emit emit, size_t max_open = 65536);
 
   // `destination_key` is destination.key(), passed in so it is built once per
   // destination rather than once per recipient.
