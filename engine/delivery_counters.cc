@@ -19,6 +19,12 @@ void DeliverySnapshot::add(const DeliverySnapshot& other) {
     recipients_by_enhanced_class[i] += other.recipients_by_enhanced_class[i];
   connections_closed += other.connections_closed;
   ring_submissions += other.ring_submissions;
+  tls_handshakes += other.tls_handshakes;
+  tls_handshakes_resumed += other.tls_handshakes_resumed;
+  tls_failures += other.tls_failures;
+  dns_lookups += other.dns_lookups;
+  dns_cache_hits += other.dns_cache_hits;
+  dns_failures += other.dns_failures;
   ring_completions += other.ring_completions;
   for (size_t i = 0; i < transaction_duration.buckets.size(); ++i)
     transaction_duration.buckets[i] += other.transaction_duration.buckets[i];
@@ -84,6 +90,12 @@ DeliverySnapshot DeliveryCounters::snapshot() const {
     s.recipients_by_enhanced_class[i] = by_enhanced_class_[i].load(std::memory_order_relaxed);
   s.connections_closed = closed_.load(std::memory_order_relaxed);
   s.ring_submissions = ring_submissions_.load(std::memory_order_relaxed);
+  s.tls_handshakes = tls_handshakes_.load(std::memory_order_relaxed);
+  s.tls_handshakes_resumed = tls_resumed_.load(std::memory_order_relaxed);
+  s.tls_failures = tls_failures_.load(std::memory_order_relaxed);
+  s.dns_lookups = dns_lookups_.load(std::memory_order_relaxed);
+  s.dns_cache_hits = dns_cache_hits_.load(std::memory_order_relaxed);
+  s.dns_failures = dns_failures_.load(std::memory_order_relaxed);
   s.ring_completions = ring_completions_.load(std::memory_order_relaxed);
   // The count is the sum of the buckets read, never a separate counter, so a scrape racing
   // an observation still gets a histogram whose +Inf bucket equals its count.

@@ -39,6 +39,12 @@ struct DeliverySnapshot {
   std::array<uint64_t, 6> recipients_by_enhanced_class{};
   uint64_t connections_closed = 0;  // open = opened - closed
   uint64_t ring_submissions = 0;    // SQEs the kernel took (io_uring_submit* results)
+  uint64_t tls_handshakes = 0;          // completed, of which...
+  uint64_t tls_handshakes_resumed = 0;  // ... resumed a cached session
+  uint64_t tls_failures = 0;            // handshakes that failed
+  uint64_t dns_lookups = 0;             // routes looked up (cache misses)
+  uint64_t dns_cache_hits = 0;          // routes answered from the cache or a lookup in flight
+  uint64_t dns_failures = 0;            // lookups that ended in a temporary failure
   uint64_t ring_completions = 0;    // CQEs reaped
   // From the shard taking a transaction off its inbox to its outcome, one sample per
   // transaction that was queued on a pool (resolution: one loop turn).
@@ -63,6 +69,17 @@ class DeliveryCounters {
   void count_connection_closed();
   void count_ring_submissions(int submitted) { if (submitted > 0) bump(ring_submissions_, unsigned(submitted)); }
   void count_ring_completions(unsigned reaped) { bump(ring_completions_, reaped); }
+  void count_tls_handshake(bool resumed) {
+    bump(tls_handshakes_);
+    if (resumed) bump(tls_resumed_);
+  }
+  void count_tls_failure() { bump(tls_failures_); }
+  // The shard's resolver keeps its own totals; they are published as they are.
+  void set_dns_totals(uint64_t lookups, uint64_t cache_hits, uint64_t failures) {
+    dns_lookups_.store(lookups, std::memory_order_relaxed);
+    dns_cache_hits_.store(cache_hits, std::memory_order_relaxed);
+    dns_failures_.store(failures, std::memory_order_relaxed);
+  }
   // Transaction timing, keyed by smtp::Transaction::id. `now` is the shard's loop-turn
   // clock, so timing costs no clock read. A transaction taken but never finished keeps
   // its entry until the counters are destroyed (only after a ring failure).
@@ -84,6 +101,8 @@ class DeliveryCounters {
   std::array<std::atomic<uint64_t>, 600> by_code_{};
   std::array<std::atomic<uint64_t>, 6> by_enhanced_class_{};
   std::atomic<uint64_t> closed_{0}, ring_submissions_{0}, ring_completions_{0};
+  std::atomic<uint64_t> tls_handshakes_{0}, tls_resumed_{0}, tls_failures_{0};
+  std::atomic<uint64_t> dns_lookups_{0}, dns_cache_hits_{0}, dns_failures_{0};
   std::array<std::atomic<uint64_t>, kTransactionDurationBounds.size() + 1> duration_buckets_{};
   std::atomic<uint64_t> duration_sum_ns_{0};
   // Writer-only (the shard thread): when each queued transaction was taken.

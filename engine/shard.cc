@@ -517,15 +517,26 @@ void Shard::route_by_mx(ShardJob&& job) {
   auto& waiting = mx_waiting_[job.destination_key];
   const bool first = waiting.empty();
   waiting.push_back(std::move(job.transaction));
-  if (!first) return;  // the lookup for this domain is already on its way
+  if (!first) {
+    ++dns_joined_;  // the lookup for this domain is already on its way: no query
+    publish_dns_totals();
+    return;
+  }
   // The callback may run before resolve() returns (a cached route): nothing here may be
   // used after the call.
   resolver_->resolve(job.destination.mx_domain,
                      [this, key = job.destination_key, port = job.destination.port](
                          const dns::Route& route) { on_route(key, port, route); });
+  publish_dns_totals();
+}
+
+void Shard::publish_dns_totals() {
+  const dns::ResolverStats s = resolver_->stats();
+  counters_.set_dns_totals(s.cache_misses, s.cache_hits + s.coalesced + dns_joined_, s.failures);
 }
 
 void Shard::on_route(const std::string& key, uint16_t port, const dns::Route& route) {
+  if (resolver_) publish_dns_totals();
   auto node = mx_waiting_.extract(key);
   if (node.empty()) return;
   std::vector<smtp::Transaction>& transactions = node.mapped();
@@ -664,6 +675,7 @@ void Shard::start_tls(uint32_t slot) {
     }
     engine = std::unexpected(c.tls->error());
   }
+  counters_.count_tls_failure();
   c.session->tls_failed(engine.error());
 }
 
@@ -676,11 +688,13 @@ void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
     switch (tls.handshake()) {
       case HandshakeStatus::kWantIo: return;  // its next flight is sent by the caller
       case HandshakeStatus::kFailed:
+        counters_.count_tls_failure();
         if (options_.security.tls.mode == TlsPolicy::kOpportunistic && !options_.security.implicit_tls)
           c.pool->starttls_broken = true;
         session.tls_failed(tls.error());
         return;
       case HandshakeStatus::kDone:
+        counters_.count_tls_handshake(tls.info().resumed);
         if (!options_.security.implicit_tls) session.tls_established();
         break;
     }

@@ -73,6 +73,7 @@ class Shard final : public dns::SocketWatcher {
   // A transaction for a domain: waits for the domain's route (at once when cached).
   void route_by_mx(ShardJob&& job);
   void on_route(const std::string& key, uint16_t port, const dns::Route& route);
+  void publish_dns_totals();
   DestinationPool& pool_for_exchangers(const dns::Route& route, uint16_t port);
   void arm_dns_poll(int fd);
   void on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token);
@@ -130,6 +131,7 @@ class Shard final : public dns::SocketWatcher {
   std::string resolver_error_;  // why it could not be created
   std::unordered_map<int, DnsSocket> dns_sockets_;
   uint32_t dns_generation_ = 0;
+  uint64_t dns_joined_ = 0;  // transactions that joined a lookup waiting in mx_waiting_
   // Transactions waiting for their domain's route, by destination key.
   std::unordered_map<std::string, std::vector<smtp::Transaction>> mx_waiting_;
 

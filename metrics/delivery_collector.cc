@@ -163,6 +163,22 @@ std::vector<MetricFamily> engine_families(const EngineSample& sample) {
   out.push_back(counter_family("ringmail_ring_completions_total",
                                "io_uring completion queue entries reaped, all shards",
                                double(d.ring_completions)));
+  MetricFamily handshakes = family("ringmail_tls_handshakes_total",
+                                   "TLS handshakes completed, by whether a cached session was resumed",
+                                   MetricType::Counter);
+  add_sample(handshakes, double(d.tls_handshakes - d.tls_handshakes_resumed), {{"resumed", "false"}});
+  add_sample(handshakes, double(d.tls_handshakes_resumed), {{"resumed", "true"}});
+  out.push_back(std::move(handshakes));
+  out.push_back(counter_family("ringmail_tls_failures_total", "TLS handshakes that failed",
+                               double(d.tls_failures)));
+  out.push_back(counter_family("ringmail_dns_lookups_total",
+                               "MX routes looked up in DNS (route cache misses)", double(d.dns_lookups)));
+  out.push_back(counter_family("ringmail_dns_cache_hits_total",
+                               "MX routes answered from the cache or a lookup already in flight",
+                               double(d.dns_cache_hits)));
+  out.push_back(counter_family("ringmail_dns_failures_total",
+                               "MX lookups that ended in a temporary failure (SERVFAIL, timeout)",
+                               double(d.dns_failures)));
   out.push_back(gauge_family("ringmail_shards", "Engine shards (threads with one io_uring each)",
                              double(sample.shards)));
   return out;

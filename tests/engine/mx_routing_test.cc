@@ -146,6 +146,8 @@ TEST_F(MxRouting, ManyRecipientsOfOneDomainCauseOneQuery) {
   ASSERT_TRUE(r.finished);
   EXPECT_EQ(r.counts.recipients_delivered, 300u);
   EXPECT_EQ(dns_->queries_logged("MX", "one.test"), 1u);
+  EXPECT_EQ(r.counts.dns_lookups, 1u);  // the metrics say the same
+  EXPECT_EQ(r.counts.dns_cache_hits, 299u);
 }
 
 TEST_F(MxRouting, DomainsWithTheSameExchangersShareOnePool) {

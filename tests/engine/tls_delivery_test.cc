@@ -174,6 +174,9 @@ TEST_F(TlsDelivery, SessionsAreResumedWhenThePoolReopensConnections) {
   size_t resumed = 0;
   for (auto& outcome : r.outcomes) resumed += outcome.transport_security.find("resumed") != std::string::npos;
   EXPECT_GE(resumed, 4u);  // the 2nd..4th connections
+  EXPECT_EQ(r.counts.tls_handshakes, 4u);
+  EXPECT_EQ(r.counts.tls_handshakes_resumed, 3u);
+  EXPECT_EQ(r.counts.tls_failures, 0u);
 }
 
 TEST_F(TlsDelivery, AuthWithTheRightPasswordDelivers) {
