@@ -23,6 +23,7 @@
 #include "metrics/delivery_collector.h"
 #include "metrics/exporter.h"
 #include "metrics/outcome_log.h"
+#include "app/engine_driver.h"
 #include "app/observability.h"
 
 namespace ringmail::app {
@@ -30,8 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// How often progress redraws and pending signals are looked at.
-constexpr std::chrono::milliseconds kTickDuration{200};
 
 size_t terminal_width() {
   winsize ws{};
@@ -51,15 +50,8 @@ int run_send(const SendFlags& flags) {
     std::cerr << "ringmail: " << flags.recipients_path << ": warning: no recipient lines\n";
   }
 
-  // Blocked before any engine thread exists, so all of them inherit the mask and SIGINT /
-  // SIGTERM wait for sigtimedwait() below instead of killing the process mid-transaction.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  // A peer closing early must be an error on that write, not the death of the process.
-  signal(SIGPIPE, SIG_IGN);
+  // SIGINT/SIGTERM become a drain instead of killing the process mid-transaction.
+  StopSignals signals;  // before any thread exists, so every thread inherits the mask
 
   const ProgressStyle style =
       resolve_progress_style(plan->config.progress.mode, isatty(STDERR_FILENO) == 1);
@@ -101,28 +93,11 @@ int run_send(const SendFlags& flags) {
     return make_progress_counts(engine->snapshot(), source.rejected(), source.accepted(),
                                 source.exhausted(), plan->estimated_total.value_or(0));
   };
-  bool interrupted = false;
-  // Wait on the engine, which wakes us the moment the run ends (so elapsed time is not
-  // padded by a tick), and look for a pending signal between waits.
-  const timespec no_wait{0, 0};
-  while (true) {
-    if (engine->wait_for(kTickDuration)) break;
-    const int sig = sigtimedwait(&stop_signals, nullptr, &no_wait);
-    if (sig == SIGINT || sig == SIGTERM) {
-      if (interrupted) {
-        console.print_line("ringmail: second signal: exiting without waiting");
-        std::fflush(stdout);
-        std::_Exit(130);
-      }
-      interrupted = true;
-      console.print_line(fmt::format(
-          "ringmail: SIG{} received: draining, transactions in flight get up to {}s (send "
-          "it again to abort)",
-          sigabbrev_np(sig), plan->config.engine.drain_timeout.count()));
-      engine->request_drain();
-    }
-    meter.update(Clock::now(), counts_now());
-  }
+  DriveHooks hooks;
+  hooks.drain_timeout_s = plan->config.engine.drain_timeout.count();
+  hooks.on_tick = [&] { meter.update(Clock::now(), counts_now()); };
+  // engine->wait_for wakes the moment the run ends, so elapsed time is not padded by a tick.
+  const bool interrupted = drive_engine(*engine, signals, console, hooks);
   const Clock::time_point end = Clock::now();
   meter.finish(end, counts_now());
 
@@ -151,7 +126,7 @@ int run_send(const SendFlags& flags) {
     // The final counts stay scrapeable for a while; a signal ends the wait.
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(metrics_settings.linger);
     const timespec linger{time_t(ns.count() / 1'000'000'000), long(ns.count() % 1'000'000'000)};
-    sigtimedwait(&stop_signals, nullptr, &linger);
+    sigtimedwait(&signals.set(), nullptr, &linger);
   }
   return exit_status(result);
 }
