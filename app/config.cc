@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <sys/prctl.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cmath>
@@ -522,6 +524,10 @@ std::expected<void, std::string> resolve_credentials(Config& config) {
                            "or auth.password_env");
   config.engine.security.auth = smtp::AuthCredentials{a.user, std::move(password), a.allow_plaintext};
   return {};
+}
+
+void keep_credentials_out_of_core_dumps(const Config& config) {
+  if (config.engine.security.auth) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 std::expected<void, std::string> validate_for_send(const Config& config) {

@@ -103,6 +103,10 @@ std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_v
 // variable). An error when a user is given without a password, or the variable is unset.
 std::expected<void, std::string> resolve_credentials(Config& config);
 
+// With credentials in memory the process makes itself non-dumpable (no core file, no
+// ptrace by other users), so a crash cannot leak the password. Start-up only.
+void keep_credentials_out_of_core_dumps(const Config& config);
+
 const char* to_string(ProgressMode mode);
 const char* to_string(OutcomeLogFormat format);
 

@@ -27,6 +27,7 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
   auto resolver = make_route_resolver(config);
   if (!resolver) return std::unexpected(resolver.error());
   if (auto ok = resolve_credentials(config); !ok) return std::unexpected(ok.error());
+  keep_credentials_out_of_core_dumps(config);
 
   auto body = load_message_file(flags.message_path, message_id_domain(config));
   if (!body) return std::unexpected(body.error());

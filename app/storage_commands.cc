@@ -149,6 +149,7 @@ int run_run(const RunFlags& flags) {
   apply_observability_flags(flags.observability, c);
   apply_routing_flags(flags.routing, c);
   if (auto ok = resolve_credentials(c); !ok) return fail(ok.error());
+  keep_credentials_out_of_core_dumps(c);
 
   if (auto ok = validate_domain(c.engine.helo_name); !ok)
     return fail(fmt::format("invalid EHLO name: {}", ok.error()));
