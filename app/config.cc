@@ -432,15 +432,32 @@ std::expected<Config, std::string> parse_config(std::string_view toml_text,
   for (auto&& [table_key, table_node] : root) {
     const auto line = table_key.source().begin.line;
     if (table_key.str() == "routes" && table_node.is_table()) {
-      // Free keys: each is a domain, its value the relay that domain goes through.
+      // Free keys: each is a domain; its value the relay it goes through, or a table
+      // { relay = "host:port", tls = "verify" } (either key may be left out).
       for (auto&& [domain, value] : *table_node.as_table()) {
-        std::string relay;
-        if (auto ok = read_string(value, relay); !ok)
+        Config::Route route;
+        Status ok;
+        if (const toml::table* t = value.as_table()) {
+          for (auto&& [key, v] : *t) {
+            if (key.str() == "relay") ok = read_string(v, route.relay);
+            else if (key.str() == "tls") {
+              engine::TlsPolicy::Mode mode{};
+              ok = read_tls_mode(v, mode);
+              if (ok) route.tls = mode;
+            } else {
+              ok = std::unexpected(fmt::format("has unknown key '{}' (keys: relay, tls)", key.str()));
+            }
+            if (!ok) break;
+          }
+        } else {
+          ok = read_string(value, route.relay);
+        }
+        if (!ok)
           return std::unexpected(fmt::format("{}:{}: 'routes.{}' {}", source_name,
                                              value.source().begin.line, domain.str(), ok.error()));
         std::string lower(domain.str());
         for (char& ch : lower) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-        config.routes[lower] = std::move(relay);
+        config.routes[lower] = std::move(route);
       }
       continue;
     }

@@ -60,8 +60,13 @@ struct Config {
   AuthSettings auth;
   std::string tls_server_name;  // [tls] server_name: the name checked in the certificate
   uint16_t mx_port = 25;        // [dns] smtp_port: the port towards mail exchangers
-  // [routes] "example.test" = "host:port": deliver that domain via a relay instead of MX.
-  std::map<std::string, std::string> routes;
+  // [routes]: per domain, a relay instead of MX and/or a TLS policy of its own:
+  //   "example.test" = "host:port"  or  "bank.example" = { relay = "host:port", tls = "verify" }
+  struct Route {
+    std::string relay;  // empty: the domain's MX
+    std::optional<engine::TlsPolicy::Mode> tls;
+  };
+  std::map<std::string, Route> routes;
   std::string relay;  // "host:port" or "[v6]:port"; no default
   std::string from;   // envelope sender; no default
   ProgressSettings progress;

@@ -29,10 +29,18 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
     relay = std::move(*resolved);
   }
   std::unordered_map<std::string, engine::Destination> routes;
-  for (const auto& [domain, target] : config.routes) {
-    auto resolved = resolve(target);
-    if (!resolved) return std::unexpected(fmt::format("route for {}: {}", domain, resolved.error()));
-    routes.emplace(domain, std::move(*resolved));
+  for (const auto& [domain, route] : config.routes) {
+    engine::Destination destination;
+    if (!route.relay.empty()) {
+      auto resolved = resolve(route.relay);
+      if (!resolved) return std::unexpected(fmt::format("route for {}: {}", domain, resolved.error()));
+      destination = std::move(*resolved);
+    } else {
+      destination.port = config.mx_port;  // this domain's own MX, with its own TLS policy
+      destination.mx_domain = domain;
+    }
+    destination.tls_mode = route.tls;
+    routes.emplace(domain, std::move(destination));
   }
   return std::make_unique<engine::DomainRouteResolver>(std::move(relay), std::move(routes),
                                                        config.mx_port);

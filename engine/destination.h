@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+
+#include "engine/tls_context.h"
 
 namespace ringmail::engine {
 
@@ -16,6 +19,9 @@ struct Destination {
   // Non-empty: deliver to this domain's mail exchangers, found by the shard (MX lookup);
   // `host` is then unused and `port` is the SMTP port towards the exchangers.
   std::string mx_domain = {};
+  // This route's own TLS policy ([routes] "domain" = { tls = "verify" }); unset: the
+  // engine's. Part of key(): one host reached under two policies makes two pools.
+  std::optional<TlsPolicy::Mode> tls_mode = {};
 
   // "host:port" ("[v6]:port" for IPv6); the pool key and the shard hash input.
   std::string key() const;

@@ -67,13 +67,31 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
   if (options_.multishot_receive)
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
+  // The configured policy's context is made now, so a bad CA file is a start-up error;
+  // routes with a policy of their own get theirs on first use.
   if (options_.security.tls.mode != TlsPolicy::kDisabled || options_.security.implicit_tls) {
-    auto context = TlsClientContext::create(
-        options_.security.tls,
-        options_.security.tls.resume_sessions ? TlsClientContext::kDefaultMaxCachedSessions : 0);
+    auto context = tls_context_for(options_.security.tls.mode);
     if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
-    tls_context_.emplace(std::move(*context));
   }
+}
+
+std::expected<TlsClientContext*, std::string> Shard::tls_context_for(TlsPolicy::Mode mode) {
+  // An implicit-TLS route needs a context even where STARTTLS is "disabled".
+  const TlsPolicy::Mode effective = mode == TlsPolicy::kDisabled ? TlsPolicy::kOpportunistic : mode;
+  std::optional<TlsClientContext>& slot = tls_contexts_[size_t(effective)];
+  if (!slot) {
+    TlsPolicy policy = options_.security.tls;
+    policy.mode = effective;
+    auto context = TlsClientContext::create(
+        policy, policy.resume_sessions ? TlsClientContext::kDefaultMaxCachedSessions : 0);
+    if (!context) return std::unexpected(context.error());
+    slot.emplace(std::move(*context));
+  }
+  return &*slot;
+}
+
+TlsPolicy::Mode Shard::tls_mode_for(const DestinationPool& pool) const {
+  return pool.destination().tls_mode.value_or(options_.security.tls.mode);
 }
 
 Shard::~Shard() {
@@ -488,7 +506,7 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
   const TransportSecurity& security = options_.security;
   o.implicit_tls = security.implicit_tls;
   if (!security.implicit_tls) {
-    switch (security.tls.mode) {
+    switch (tls_mode_for(pool)) {
       case TlsPolicy::kDisabled: o.starttls = smtp::StartTlsPolicy::kNever; break;
       case TlsPolicy::kOpportunistic:
         o.starttls = pool.starttls_broken ? smtp::StartTlsPolicy::kNever : smtp::StartTlsPolicy::kIfOffered;
@@ -525,8 +543,9 @@ void Shard::route_by_mx(ShardJob&& job) {
   // The callback may run before resolve() returns (a cached route): nothing here may be
   // used after the call.
   resolver_->resolve(job.destination.mx_domain,
-                     [this, key = job.destination_key, port = job.destination.port](
-                         const dns::Route& route) { on_route(key, port, route); });
+                     [this, destination = job.destination](const dns::Route& route) {
+                       on_route(destination, route);
+                     });
   publish_dns_totals();
 }
 
@@ -535,9 +554,9 @@ void Shard::publish_dns_totals() {
   counters_.set_dns_totals(s.cache_misses, s.cache_hits + s.coalesced + dns_joined_, s.failures);
 }
 
-void Shard::on_route(const std::string& key, uint16_t port, const dns::Route& route) {
+void Shard::on_route(const Destination& destination, const dns::Route& route) {
   if (resolver_) publish_dns_totals();
-  auto node = mx_waiting_.extract(key);
+  auto node = mx_waiting_.extract(destination.key());
   if (node.empty()) return;
   std::vector<smtp::Transaction>& transactions = node.mapped();
   if (draining_) {
@@ -547,7 +566,7 @@ void Shard::on_route(const std::string& key, uint16_t port, const dns::Route& ro
   }
   switch (route.status) {
     case dns::Route::Status::kOk: {
-      DestinationPool& pool = pool_for_exchangers(route, port);
+      DestinationPool& pool = pool_for_exchangers(route, destination);
       for (auto& txn : transactions) {
         if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false);
         else pool.queue.push_back(std::move(txn));
@@ -573,7 +592,8 @@ void Shard::on_route(const std::string& key, uint16_t port, const dns::Route& ro
   }
 }
 
-DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, uint16_t port) {
+DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Destination& destination) {
+  const uint16_t port = destination.port;
   // Domains whose exchanger sets are identical share one pool (and so its limits): the
   // key lists the exchangers sorted, since equal preferences come shuffled per domain.
   std::vector<std::pair<uint16_t, std::string>> names;
@@ -582,6 +602,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, uint16_t po
   std::string key = "mx[";
   for (auto& [preference, name] : names) key += std::to_string(preference) + " " + name + ",";
   key += "]:" + std::to_string(port);
+  if (destination.tls_mode) key += "/tls" + std::to_string(int(*destination.tls_mode));
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
   std::vector<PoolHost> hosts;
@@ -596,6 +617,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, uint16_t po
   Destination identity;
   identity.host = key;
   identity.port = port;
+  identity.tls_mode = destination.tls_mode;
   auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
   return *pools_.emplace(std::move(key), std::move(pool)).first->second;
 }
@@ -663,10 +685,11 @@ void Shard::start_tls(uint32_t slot) {
   const PoolHost& host = c.pool->host(c.host_index);
   // The session cache is keyed by host and port: resumption only makes sense with the
   // same server.
+  auto context = tls_context_for(tls_mode_for(*c.pool));
   std::expected<TlsEngine, std::string> engine =
-      tls_context_ ? TlsEngine::create(*tls_context_, host.tls_name.empty() ? host.address : host.tls_name,
-                                       host.address + ":" + std::to_string(c.pool->destination().port))
-                   : std::unexpected(std::string("TLS is disabled"));
+      context ? TlsEngine::create(**context, host.tls_name.empty() ? host.address : host.tls_name,
+                                  host.address + ":" + std::to_string(c.pool->destination().port))
+              : std::unexpected(context.error());
   if (engine) {
     c.tls.emplace(std::move(*engine));
     if (c.tls->handshake() != HandshakeStatus::kFailed) {
@@ -689,7 +712,7 @@ void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
       case HandshakeStatus::kWantIo: return;  // its next flight is sent by the caller
       case HandshakeStatus::kFailed:
         counters_.count_tls_failure();
-        if (options_.security.tls.mode == TlsPolicy::kOpportunistic && !options_.security.implicit_tls)
+        if (tls_mode_for(*c.pool) == TlsPolicy::kOpportunistic && !options_.security.implicit_tls)
           c.pool->starttls_broken = true;
         session.tls_failed(tls.error());
         return;

@@ -3,7 +3,9 @@
 // with other threads is the ShardInbox.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <expected>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -72,9 +74,9 @@ class Shard final : public dns::SocketWatcher {
   // ---- MX routing
   // A transaction for a domain: waits for the domain's route (at once when cached).
   void route_by_mx(ShardJob&& job);
-  void on_route(const std::string& key, uint16_t port, const dns::Route& route);
+  void on_route(const Destination& destination, const dns::Route& route);
   void publish_dns_totals();
-  DestinationPool& pool_for_exchangers(const dns::Route& route, uint16_t port);
+  DestinationPool& pool_for_exchangers(const dns::Route& route, const Destination& destination);
   void arm_dns_poll(int fd);
   void on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token);
   // Ends a transaction without a connection: a null MX or NXDOMAIN bounce, a DNS failure.
@@ -87,6 +89,9 @@ class Shard final : public dns::SocketWatcher {
   void receive_tls(uint32_t slot, std::string_view ciphertext);
   void submit_tls_send(uint32_t slot);
   bool has_output(const Connection& connection) const;
+  TlsPolicy::Mode tls_mode_for(const DestinationPool& pool) const;
+  // The shard's TLS context for `mode` (verification differs), made on first use.
+  std::expected<TlsClientContext*, std::string> tls_context_for(TlsPolicy::Mode mode);
   smtp::SessionOptions session_options_for(const DestinationPool& pool) const;
 
   void on_connect(uint32_t slot, int result);
@@ -110,7 +115,7 @@ class Shard final : public dns::SocketWatcher {
 
   // One SSL_CTX per shard (none when TLS is disabled); engines of its connections point
   // into it, so it is declared before the connections (destroyed after them).
-  std::optional<TlsClientContext> tls_context_;
+  std::array<std::optional<TlsClientContext>, 4> tls_contexts_;  // by TlsPolicy::Mode
 
   ConnectionTable connections_;
   std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;

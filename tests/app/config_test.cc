@@ -250,7 +250,12 @@ TEST(app_config, DnsKeysAndRoutes) {
   EXPECT_EQ(config->engine.mx.resolver.servers, std::vector<std::string>{"127.0.0.1:5353"});
   EXPECT_EQ(config->mx_port, 2525);
   EXPECT_EQ(config->engine.mx.resolver.families, dns::ResolverOptions::Families::kIpv4Only);
-  EXPECT_EQ(config->routes.at("example.test"), "127.0.0.1:2526");
+  EXPECT_EQ(config->routes.at("example.test").relay, "127.0.0.1:2526");
+  EXPECT_FALSE(config->routes.at("example.test").tls);
+  auto table = parse_config("[routes]\n\"bank.test\" = { tls = \"verify\" }\n", "cfg.toml");
+  ASSERT_TRUE(table) << table.error();
+  EXPECT_EQ(table->routes.at("bank.test").relay, "");
+  EXPECT_EQ(table->routes.at("bank.test").tls, engine::TlsPolicy::kVerify);
   auto bad = parse_config("[routes]\n\"a.test\" = 5\n", "cfg.toml");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("cfg.toml:2: 'routes.a.test'"), std::string::npos) << bad.error();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "engine/domain_route_resolver.h"
 #include "tests/engine/engine_harness.h"
 #include "tests/support/aiosmtpd_server.h"
 #include "tests/support/scripted_smtp_server.h"
@@ -47,8 +48,13 @@ class TlsDelivery : public ::testing::Test {
                 std::string tls_name = "mx.ringmail.test") {
     engine::Destination d{"127.0.0.1", port, tls_name};
     engine::StaticRelayResolver resolver(d);
+    return run_with(o, resolver, make_items(count));
+  }
+
+  EngineRun run_with(engine::EngineOptions o, engine::RouteResolver& resolver,
+                     std::vector<engine::DeliveryItem> items) {
     RecordingSink sink;
-    VectorJobSource source(make_items(count));
+    VectorJobSource source(std::move(items));
     EngineRun r;
     {
       engine::Engine e(o, resolver, &sink);
@@ -144,6 +150,28 @@ TEST_F(TlsDelivery, VerifyRejectsAnUnknownCaButOpportunisticDelivers) {
   EXPECT_EQ(delivered.counts.recipients_delivered, 3u);
   EXPECT_NE(delivered.outcomes.front().transport_security.find("unverified"), std::string::npos);
   EXPECT_TRUE(s->messages().front().tls);
+}
+
+TEST_F(TlsDelivery, ARoutesOwnPolicyOverridesTheDefault) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  auto s = server(o);
+  ASSERT_TRUE(s);
+  // Both routes reach the same server under a name its certificate does not carry: the
+  // default (opportunistic) delivers anyway, the route that asks for verify defers.
+  engine::Destination lax{"127.0.0.1", s->port(), "other.example.test"};
+  engine::Destination strict = lax;
+  strict.tls_mode = engine::TlsPolicy::kVerify;
+  engine::DomainRouteResolver resolver(std::nullopt, {{"lax.test", lax}, {"strict.test", strict}}, 25);
+  auto items = make_items(3, 200, "lax.test");
+  for (auto& i : make_items(3, 200, "strict.test")) items.push_back(std::move(i));
+  auto r = run_with(options(engine::TlsPolicy::kOpportunistic), resolver, std::move(items));
+  ASSERT_TRUE(r.finished);
+  for (auto& [rcpt, outcome] : r.by_recipient) {
+    if (rcpt.ends_with("@lax.test")) EXPECT_EQ(outcome.status, RecipientStatus::kDelivered) << rcpt;
+    else EXPECT_EQ(outcome.status, RecipientStatus::kDeferred) << rcpt << " " << outcome.reply.to_string();
+  }
+  EXPECT_EQ(s->message_count(), 3u);  // lax.test's, one recipient per transaction here
 }
 
 TEST_F(TlsDelivery, ImplicitTlsDelivers) {
