@@ -444,8 +444,18 @@ std::expected<Config, std::string> parse_config(std::string_view toml_text,
               engine::TlsPolicy::Mode mode{};
               ok = read_tls_mode(v, mode);
               if (ok) route.tls = mode;
-            } else {
-              ok = std::unexpected(fmt::format("has unknown key '{}' (keys: relay, tls)", key.str()));
+            } else if (key.str() == "implicit") {
+              bool implicit = false;
+              ok = read_bool(v, implicit);
+              if (ok) route.implicit = implicit;
+            } else if (key.str() == "auth_user") ok = read_string(v, route.auth.user);
+            else if (key.str() == "auth_password_env") ok = read_string(v, route.auth.password_env);
+            else if (key.str() == "auth_allow_plaintext") ok = read_bool(v, route.auth.allow_plaintext);
+            else {
+              ok = std::unexpected(fmt::format(
+                  "has unknown key '{}' (keys: relay, tls, implicit, auth_user, "
+                  "auth_password_env, auth_allow_plaintext)",
+                  key.str()));
             }
             if (!ok) break;
           }
@@ -520,31 +530,38 @@ std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_v
       "must be \"disabled\", \"opportunistic\", \"required\" or \"verify\" (got \"{}\")", s));
 }
 
-std::expected<void, std::string> resolve_credentials(Config& config) {
-  const AuthSettings& a = config.auth;
+std::expected<std::optional<smtp::AuthCredentials>, std::string> credentials_of(
+    const AuthSettings& a, std::string_view what) {
   if (a.user.empty()) {
     if (!a.password_env.empty() || !a.password.empty())
-      return std::unexpected("a password is configured but no auth user (--auth-user / auth.user)");
-    config.engine.security.auth.reset();
-    return {};
+      return std::unexpected(fmt::format("{}: a password is configured but no user", what));
+    return std::nullopt;
   }
   std::string password = a.password;
   if (!a.password_env.empty()) {
     const char* value = std::getenv(a.password_env.c_str());
     if (value == nullptr || *value == '\0')
-      return std::unexpected(fmt::format(
-          "auth password variable {} is not set (or empty)", a.password_env));
+      return std::unexpected(fmt::format("{}: password variable {} is not set (or empty)", what,
+                                         a.password_env));
     password = value;
   }
   if (password.empty())
-    return std::unexpected("auth user given without a password: set --auth-password-env VAR "
-                           "or auth.password_env");
-  config.engine.security.auth = smtp::AuthCredentials{a.user, std::move(password), a.allow_plaintext};
+    return std::unexpected(fmt::format(
+        "{}: user given without a password (--auth-password-env VAR or a password_env key)", what));
+  return smtp::AuthCredentials{a.user, std::move(password), a.allow_plaintext};
+}
+
+std::expected<void, std::string> resolve_credentials(Config& config) {
+  auto credentials = credentials_of(config.auth, "auth");
+  if (!credentials) return std::unexpected(credentials.error());
+  config.engine.security.auth = std::move(*credentials);
   return {};
 }
 
 void keep_credentials_out_of_core_dumps(const Config& config) {
-  if (config.engine.security.auth) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  bool any = config.engine.security.auth.has_value();
+  for (const auto& profile : config.engine.route_security) any |= profile.auth.has_value();
+  if (any) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 std::expected<void, std::string> validate_for_send(const Config& config) {

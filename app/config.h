@@ -60,11 +60,15 @@ struct Config {
   AuthSettings auth;
   std::string tls_server_name;  // [tls] server_name: the name checked in the certificate
   uint16_t mx_port = 25;        // [dns] smtp_port: the port towards mail exchangers
-  // [routes]: per domain, a relay instead of MX and/or a TLS policy of its own:
-  //   "example.test" = "host:port"  or  "bank.example" = { relay = "host:port", tls = "verify" }
+  // [routes]: per domain, a relay instead of MX and/or security of its own:
+  //   "example.test" = "host:port"  or  "bank.example" = { relay = "host:port", tls = "verify",
+  //   implicit = true, auth_user = "u", auth_password_env = "VAR" }
   struct Route {
     std::string relay;  // empty: the domain's MX
     std::optional<engine::TlsPolicy::Mode> tls;
+    std::optional<bool> implicit;
+    AuthSettings auth;  // user empty: the default [auth] applies
+    bool has_own_security() const { return tls || implicit || !auth.user.empty(); }
   };
   std::map<std::string, Route> routes;
   std::string relay;  // "host:port" or "[v6]:port"; no default
@@ -107,6 +111,11 @@ std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_v
 // Fills config.engine.security.auth from [auth] (reading the password's environment
 // variable). An error when a user is given without a password, or the variable is unset.
 std::expected<void, std::string> resolve_credentials(Config& config);
+
+// The credentials of `auth` as a value (reading the password's environment variable);
+// nullopt for no user. `what` names the setting in errors ("auth", "routes.x.test").
+std::expected<std::optional<smtp::AuthCredentials>, std::string> credentials_of(
+    const AuthSettings& auth, std::string_view what);
 
 // With credentials in memory the process makes itself non-dumpable (no core file, no
 // ptrace by other users), so a crash cannot leak the password. Start-up only.

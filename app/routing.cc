@@ -20,7 +20,7 @@ std::expected<engine::Destination, std::string> resolve(const std::string& text)
 }  // namespace
 
 std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_resolver(
-    const Config& config) {
+    Config& config) {
   std::optional<engine::Destination> relay;
   if (!config.relay.empty()) {
     auto resolved = resolve(config.relay);
@@ -39,7 +39,19 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
       destination.port = config.mx_port;  // this domain's own MX, with its own TLS policy
       destination.mx_domain = domain;
     }
-    destination.tls_mode = route.tls;
+    if (route.has_own_security()) {
+      // A profile of its own: the defaults, with what this route says instead.
+      engine::TransportSecurity security = config.engine.security;
+      if (route.tls) security.tls.mode = *route.tls;
+      if (route.implicit) security.implicit_tls = *route.implicit;
+      if (!route.auth.user.empty()) {
+        auto credentials = credentials_of(route.auth, "routes." + domain);
+        if (!credentials) return std::unexpected(credentials.error());
+        security.auth = std::move(*credentials);
+      }
+      config.engine.route_security.push_back(std::move(security));
+      destination.security_profile = uint16_t(config.engine.route_security.size());
+    }
     routes.emplace(domain, std::move(destination));
   }
   return std::make_unique<engine::DomainRouteResolver>(std::move(relay), std::move(routes),

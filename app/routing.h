@@ -11,8 +11,10 @@
 
 namespace ringmail::app {
 
-// Errors name the relay or route that could not be parsed or resolved (exit 2).
+// Errors name the relay or route that could not be parsed or resolved (exit 2). Routes
+// with security of their own become profiles in config.engine.route_security (so call it
+// after resolve_credentials(), and before the engine is made).
 std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_resolver(
-    const Config& config);
+    Config& config);
 
 }  // namespace ringmail::app

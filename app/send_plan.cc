@@ -24,9 +24,9 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
   apply_flags(flags, config);
   if (auto ok = validate_for_send(config); !ok) return std::unexpected(ok.error());
 
-  auto resolver = make_route_resolver(config);
-  if (!resolver) return std::unexpected(resolver.error());
   if (auto ok = resolve_credentials(config); !ok) return std::unexpected(ok.error());
+  auto resolver = make_route_resolver(config);  // routes' profiles start from the defaults
+  if (!resolver) return std::unexpected(resolver.error());
   keep_credentials_out_of_core_dumps(config);
 
   auto body = load_message_file(flags.message_path, message_id_domain(config));

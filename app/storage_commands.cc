@@ -149,13 +149,13 @@ int run_run(const RunFlags& flags) {
   apply_observability_flags(flags.observability, c);
   apply_routing_flags(flags.routing, c);
   if (auto ok = resolve_credentials(c); !ok) return fail(ok.error());
-  keep_credentials_out_of_core_dumps(c);
 
   if (auto ok = validate_domain(c.engine.helo_name); !ok)
     return fail(fmt::format("invalid EHLO name: {}", ok.error()));
   // Without a relay, domains go to their MX ([routes] can still name relays per domain).
-  auto route_resolver = make_route_resolver(c);
+  auto route_resolver = make_route_resolver(c);  // routes' profiles start from the defaults
   if (!route_resolver) return fail(route_resolver.error());
+  keep_credentials_out_of_core_dumps(c);
 
   StopSignals signals;  // before any thread exists
 

@@ -3,10 +3,7 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
-
-#include "engine/tls_context.h"
 
 namespace ringmail::engine {
 
@@ -19,9 +16,10 @@ struct Destination {
   // Non-empty: deliver to this domain's mail exchangers, found by the shard (MX lookup);
   // `host` is then unused and `port` is the SMTP port towards the exchangers.
   std::string mx_domain = {};
-  // This route's own TLS policy ([routes] "domain" = { tls = "verify" }); unset: the
-  // engine's. Part of key(): one host reached under two policies makes two pools.
-  std::optional<TlsPolicy::Mode> tls_mode = {};
+  // How connections are protected: 0 the engine's default TransportSecurity, n > 0 a
+  // route's own profile (EngineOptions::route_security[n - 1]). An index, so credentials
+  // never travel with the work. Part of key(): one host under two profiles, two pools.
+  uint16_t security_profile = 0;
 
   // "host:port" ("[v6]:port" for IPv6); the pool key and the shard hash input.
   std::string key() const;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "dns/mx_resolver.h"
 #include "engine/tls_context.h"
@@ -57,7 +58,10 @@ struct EngineOptions {
   bool multishot_receive = true;
   Timeouts timeouts;
   PoolLimits pool;
-  TransportSecurity security;
+  TransportSecurity security;  // the default: the relay and every domain by MX
+  // Profiles of [routes] entries with security of their own (a TLS policy, implicit TLS,
+  // credentials): Destination::security_profile n > 0 is route_security[n - 1].
+  std::vector<TransportSecurity> route_security;
   MxRouting mx;
   Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish
   // Transactions waiting in one shard's inbox before the feeder blocks (bounds memory).

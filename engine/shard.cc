@@ -67,31 +67,32 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
   if (options_.multishot_receive)
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
-  // The configured policy's context is made now, so a bad CA file is a start-up error;
-  // routes with a policy of their own get theirs on first use.
-  if (options_.security.tls.mode != TlsPolicy::kDisabled || options_.security.implicit_tls) {
-    auto context = tls_context_for(options_.security.tls.mode);
-    if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
-  }
-}
-
-std::expected<TlsClientContext*, std::string> Shard::tls_context_for(TlsPolicy::Mode mode) {
-  // An implicit-TLS route needs a context even where STARTTLS is "disabled".
-  const TlsPolicy::Mode effective = mode == TlsPolicy::kDisabled ? TlsPolicy::kOpportunistic : mode;
-  std::optional<TlsClientContext>& slot = tls_contexts_[size_t(effective)];
-  if (!slot) {
-    TlsPolicy policy = options_.security.tls;
-    policy.mode = effective;
+  // One SSL_CTX per security profile (verification is a property of the context), made
+  // now so that a bad CA file is a start-up error.
+  tls_contexts_.resize(options_.route_security.size() + 1);
+  for (size_t profile = 0; profile < tls_contexts_.size(); ++profile) {
+    const TransportSecurity& security =
+        profile == 0 ? options_.security : options_.route_security[profile - 1];
+    if (security.tls.mode == TlsPolicy::kDisabled && !security.implicit_tls) continue;
+    TlsPolicy policy = security.tls;
+    if (policy.mode == TlsPolicy::kDisabled) policy.mode = TlsPolicy::kOpportunistic;  // implicit
     auto context = TlsClientContext::create(
         policy, policy.resume_sessions ? TlsClientContext::kDefaultMaxCachedSessions : 0);
-    if (!context) return std::unexpected(context.error());
-    slot.emplace(std::move(*context));
+    if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
+    tls_contexts_[profile].emplace(std::move(*context));
   }
-  return &*slot;
 }
 
-TlsPolicy::Mode Shard::tls_mode_for(const DestinationPool& pool) const {
-  return pool.destination().tls_mode.value_or(options_.security.tls.mode);
+const TransportSecurity& Shard::security_for(const DestinationPool& pool) const {
+  const uint16_t profile = pool.destination().security_profile;
+  if (profile == 0 || profile > options_.route_security.size()) return options_.security;
+  return options_.route_security[profile - 1];
+}
+
+TlsClientContext* Shard::tls_context_for(const DestinationPool& pool) {
+  const uint16_t profile = pool.destination().security_profile;
+  if (profile >= tls_contexts_.size() || !tls_contexts_[profile]) return nullptr;
+  return &*tls_contexts_[profile];
 }
 
 Shard::~Shard() {
@@ -491,7 +492,7 @@ void Shard::on_connect(uint32_t slot, int result) {
   }
   c.state = Connection::State::kOpen;
   arm_receive(slot);
-  if (options_.security.implicit_tls) {
+  if (security_for(*c.pool).implicit_tls) {
     start_tls(slot);  // RFC 8314: the handshake comes before the greeting
     after_session_event(slot);
     return;
@@ -503,10 +504,10 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
   smtp::SessionOptions o;
   o.helo_name = options_.helo_name;
   o.allow_pipelining = options_.pipelining;
-  const TransportSecurity& security = options_.security;
+  const TransportSecurity& security = security_for(pool);
   o.implicit_tls = security.implicit_tls;
   if (!security.implicit_tls) {
-    switch (tls_mode_for(pool)) {
+    switch (security.tls.mode) {
       case TlsPolicy::kDisabled: o.starttls = smtp::StartTlsPolicy::kNever; break;
       case TlsPolicy::kOpportunistic:
         o.starttls = pool.starttls_broken ? smtp::StartTlsPolicy::kNever : smtp::StartTlsPolicy::kIfOffered;
@@ -602,7 +603,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   std::string key = "mx[";
   for (auto& [preference, name] : names) key += std::to_string(preference) + " " + name + ",";
   key += "]:" + std::to_string(port);
-  if (destination.tls_mode) key += "/tls" + std::to_string(int(*destination.tls_mode));
+  if (destination.security_profile != 0) key += "/s" + std::to_string(destination.security_profile);
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
   std::vector<PoolHost> hosts;
@@ -617,7 +618,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   Destination identity;
   identity.host = key;
   identity.port = port;
-  identity.tls_mode = destination.tls_mode;
+  identity.security_profile = destination.security_profile;
   auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
   return *pools_.emplace(std::move(key), std::move(pool)).first->second;
 }
@@ -685,11 +686,11 @@ void Shard::start_tls(uint32_t slot) {
   const PoolHost& host = c.pool->host(c.host_index);
   // The session cache is keyed by host and port: resumption only makes sense with the
   // same server.
-  auto context = tls_context_for(tls_mode_for(*c.pool));
+  TlsClientContext* context = tls_context_for(*c.pool);
   std::expected<TlsEngine, std::string> engine =
-      context ? TlsEngine::create(**context, host.tls_name.empty() ? host.address : host.tls_name,
+      context ? TlsEngine::create(*context, host.tls_name.empty() ? host.address : host.tls_name,
                                   host.address + ":" + std::to_string(c.pool->destination().port))
-              : std::unexpected(context.error());
+              : std::unexpected(std::string("TLS is disabled for this route"));
   if (engine) {
     c.tls.emplace(std::move(*engine));
     if (c.tls->handshake() != HandshakeStatus::kFailed) {
@@ -712,13 +713,14 @@ void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
       case HandshakeStatus::kWantIo: return;  // its next flight is sent by the caller
       case HandshakeStatus::kFailed:
         counters_.count_tls_failure();
-        if (tls_mode_for(*c.pool) == TlsPolicy::kOpportunistic && !options_.security.implicit_tls)
+        if (security_for(*c.pool).tls.mode == TlsPolicy::kOpportunistic &&
+            !security_for(*c.pool).implicit_tls)
           c.pool->starttls_broken = true;
         session.tls_failed(tls.error());
         return;
       case HandshakeStatus::kDone:
         counters_.count_tls_handshake(tls.info().resumed);
-        if (!options_.security.implicit_tls) session.tls_established();
+        if (!security_for(*c.pool).implicit_tls) session.tls_established();
         break;
     }
   }

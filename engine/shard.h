@@ -89,9 +89,9 @@ class Shard final : public dns::SocketWatcher {
   void receive_tls(uint32_t slot, std::string_view ciphertext);
   void submit_tls_send(uint32_t slot);
   bool has_output(const Connection& connection) const;
-  TlsPolicy::Mode tls_mode_for(const DestinationPool& pool) const;
-  // The shard's TLS context for `mode` (verification differs), made on first use.
-  std::expected<TlsClientContext*, std::string> tls_context_for(TlsPolicy::Mode mode);
+  // The security profile of a pool's destination (its route's, or the default).
+  const TransportSecurity& security_for(const DestinationPool& pool) const;
+  TlsClientContext* tls_context_for(const DestinationPool& pool);
   smtp::SessionOptions session_options_for(const DestinationPool& pool) const;
 
   void on_connect(uint32_t slot, int result);
@@ -115,7 +115,8 @@ class Shard final : public dns::SocketWatcher {
 
   // One SSL_CTX per shard (none when TLS is disabled); engines of its connections point
   // into it, so it is declared before the connections (destroyed after them).
-  std::array<std::optional<TlsClientContext>, 4> tls_contexts_;  // by TlsPolicy::Mode
+  // By security profile (index 0: the default); empty where a profile has TLS disabled.
+  std::vector<std::optional<TlsClientContext>> tls_contexts_;
 
   ConnectionTable connections_;
   std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;

@@ -256,6 +256,14 @@ TEST(app_config, DnsKeysAndRoutes) {
   ASSERT_TRUE(table) << table.error();
   EXPECT_EQ(table->routes.at("bank.test").relay, "");
   EXPECT_EQ(table->routes.at("bank.test").tls, engine::TlsPolicy::kVerify);
+  EXPECT_TRUE(table->routes.at("bank.test").has_own_security());
+  auto with_auth = parse_config(
+      "[routes]\n\"s.test\" = { relay = \"127.0.0.1:465\", implicit = true, auth_user = \"u\", "
+      "auth_password_env = \"RINGMAIL_ROUTE_PW\" }\n",
+      "cfg.toml");
+  ASSERT_TRUE(with_auth) << with_auth.error();
+  EXPECT_EQ(with_auth->routes.at("s.test").implicit, true);
+  EXPECT_EQ(with_auth->routes.at("s.test").auth.user, "u");
   auto bad = parse_config("[routes]\n\"a.test\" = 5\n", "cfg.toml");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("cfg.toml:2: 'routes.a.test'"), std::string::npos) << bad.error();

@@ -161,17 +161,54 @@ TEST_F(TlsDelivery, ARoutesOwnPolicyOverridesTheDefault) {
   // default (opportunistic) delivers anyway, the route that asks for verify defers.
   engine::Destination lax{"127.0.0.1", s->port(), "other.example.test"};
   engine::Destination strict = lax;
-  strict.tls_mode = engine::TlsPolicy::kVerify;
+  strict.security_profile = 1;
+  auto opts = options(engine::TlsPolicy::kOpportunistic);
+  opts.route_security.push_back(opts.security);
+  opts.route_security.back().tls.mode = engine::TlsPolicy::kVerify;
   engine::DomainRouteResolver resolver(std::nullopt, {{"lax.test", lax}, {"strict.test", strict}}, 25);
   auto items = make_items(3, 200, "lax.test");
   for (auto& i : make_items(3, 200, "strict.test")) items.push_back(std::move(i));
-  auto r = run_with(options(engine::TlsPolicy::kOpportunistic), resolver, std::move(items));
+  auto r = run_with(opts, resolver, std::move(items));
   ASSERT_TRUE(r.finished);
   for (auto& [rcpt, outcome] : r.by_recipient) {
     if (rcpt.ends_with("@lax.test")) EXPECT_EQ(outcome.status, RecipientStatus::kDelivered) << rcpt;
     else EXPECT_EQ(outcome.status, RecipientStatus::kDeferred) << rcpt << " " << outcome.reply.to_string();
   }
   EXPECT_EQ(s->message_count(), 3u);  // lax.test's, one recipient per transaction here
+}
+
+TEST_F(TlsDelivery, ARouteWithImplicitTlsAndCredentialsOfItsOwn) {
+  // The default is plaintext without AUTH; one route goes to a port-465 style server
+  // with its own credentials.
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kImplicit;
+  o.auth_user = "route-user";
+  o.auth_password = "route-pw";
+  o.auth_required = true;
+  auto submission = server(o);
+  auto plain = server({});
+  ASSERT_TRUE(submission && plain);
+  auto opts = options(engine::TlsPolicy::kDisabled);
+  engine::TransportSecurity route = opts.security;
+  route.tls.mode = engine::TlsPolicy::kVerify;
+  route.implicit_tls = true;
+  route.auth = smtp::AuthCredentials{"route-user", "route-pw", false};
+  opts.route_security.push_back(route);
+  engine::Destination to_submission{"127.0.0.1", submission->port(), "mx.ringmail.test"};
+  to_submission.security_profile = 1;
+  engine::Destination to_plain{"127.0.0.1", plain->port()};
+  engine::DomainRouteResolver resolver(
+      std::nullopt, {{"relayed.test", to_submission}, {"plain.test", to_plain}}, 25);
+  auto items = make_items(2, 200, "relayed.test");
+  for (auto& i : make_items(2, 200, "plain.test")) items.push_back(std::move(i));
+  auto r = run_with(opts, resolver, std::move(items));
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 4u);
+  ASSERT_EQ(submission->message_count(), 2u);
+  EXPECT_TRUE(submission->messages().front().tls);
+  EXPECT_EQ(submission->messages().front().auth_user, "route-user");
+  ASSERT_EQ(plain->message_count(), 2u);
+  EXPECT_FALSE(plain->messages().front().tls);
 }
 
 TEST_F(TlsDelivery, ImplicitTlsDelivers) {
