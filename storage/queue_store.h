@@ -8,6 +8,7 @@
 #include <expected>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -121,15 +122,34 @@ class QueueStore {
   // Queued or deferred recipients on the suppression list become suppressed.
   std::expected<uint64_t, StorageError> apply_suppressions(int64_t now_ms);
 
-  // --- the storage thread's work; each inside a transaction the caller opened ---
+  // --- the storage thread's work ---
+  // Settings for a long run of grouped commits, outside any transaction. Durability is
+  // unchanged (WAL, `synchronous` as configured).
+  void tune_for_delivery();
+  // Each of the following inside a transaction the caller opened.
+  // Up to `limit` due recipients, earliest due first, leased to `owner`. One SELECT on the
+  // due index, then one UPDATE per run of consecutive ids (the caller holds the write
+  // lock, so the rows read are the rows leased).
   std::expected<std::vector<ClaimedRecipient>, StorageError> claim(int64_t owner, size_t limit,
                                                                    int64_t now_ms,
                                                                    int64_t lease_expires_ms);
   std::expected<StoredMessage, StorageError> load_message(int64_t message_id);
+  // One recipient's outcome through the policy (a delivered one goes to apply_delivered).
   std::expected<RecipientState, StorageError> apply(int64_t owner, const RecipientUpdate& update,
                                                     const RetrySchedule& schedule, int64_t now_ms);
+  // Recipients that share one 2xx reply to the end of data (those of one transaction):
+  // `delivered`, one statement per run of consecutive ids. `sorted_ids` ascending, no
+  // duplicates. Rows no longer in flight under `owner` are left alone. The attempt log
+  // gets a row only for a recipient that had attempts before (a first-try delivery is
+  // fully described by the recipient row: attempts = 1, last_*, updated_at).
+  std::expected<void, StorageError> apply_delivered(int64_t owner,
+                                                    std::span<const int64_t> sorted_ids,
+                                                    const smtp::Reply& reply, int64_t now_ms);
   // Claimed but never handed to a server: back to queued, no attempt counted.
   std::expected<void, StorageError> release(int64_t owner, int64_t recipient_id, int64_t now_ms);
+  // The same for many; `sorted_ids` ascending, no duplicates.
+  std::expected<void, StorageError> release(int64_t owner, std::span<const int64_t> sorted_ids,
+                                            int64_t now_ms);
   // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
   std::expected<std::optional<int64_t>, StorageError> next_due_at();
 
@@ -140,7 +160,7 @@ class QueueStore {
 
   // --- suppression list (addresses compared lower-cased) ---
   std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,
-                                             int64_t now_ms);  // true: newly added
+                                             int64_t now_ms);              // true: newly added
   std::expected<bool, StorageError> unsuppress(std::string_view address);  // true: was there
   std::expected<std::vector<Suppression>, StorageError> suppressions();
 
@@ -150,8 +170,9 @@ class QueueStore {
   std::expected<Statement*, StorageError> cached(Statement& slot, std::string_view sql);
 
   Connection db_;  // declared first: destroyed after the statements below
-  Statement insert_recipient_, find_suppressed_, claim_, load_message_, deliver_, read_for_policy_,
-      update_after_attempt_, insert_attempt_, insert_suppression_, release_, next_due_;
+  Statement insert_recipient_, find_suppressed_, select_due_, lease_range_, load_message_,
+      deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
+      insert_suppression_, release_range_, next_due_;
   bool check_suppressions_ = false;  // enqueue: the list is non-empty
   std::mt19937_64 rng_{std::random_device{}()};
 };

@@ -69,15 +69,26 @@ CREATE TABLE runs (
 );
 )sql";
 
-constexpr std::array<std::string_view, 1> kMigrations = {kMigration1};
+// The hot path changes `state` twice per recipient (claim, outcome); every index whose
+// key or WHERE clause mentions `state` is rewritten each time. Version 2 keeps only the
+// claim's own index (recipients_due) on the state: lease recovery, once per run start,
+// scans the table instead of paying for an in-flight index on every recipient, and the
+// per-message index (used by `status --campaign`) no longer includes the state.
+constexpr std::string_view kMigration2 = R"sql(
+DROP INDEX recipients_leased;
+DROP INDEX recipients_by_message;
+CREATE INDEX recipients_by_message ON recipients(message_id);
+)sql";
+
+constexpr std::array<std::string_view, 2> kMigrations = {kMigration1, kMigration2};
 
 }  // namespace
 
 int current_schema_version() { return static_cast<int>(kMigrations.size()); }
 
 std::expected<int, StorageError> schema_version(Connection& db) {
-  auto exists =
-      db.query_int("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_version'");
+  auto exists = db.query_int(
+      "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_version'");
   if (!exists) return std::unexpected(exists.error());
   if (exists->value_or(0) == 0) return 0;
   auto v = db.query_int("SELECT version FROM schema_version");
@@ -108,8 +119,9 @@ std::expected<void, StorageError> migrate(Connection& db) {
     }
     std::expected<void, StorageError> ok = db.exec(kMigrations[*version]);
     if (ok) {
-      ok = db.exec(*version == 0 ? "INSERT INTO schema_version VALUES (1)"
-                                 : fmt::format("UPDATE schema_version SET version = {}", *version + 1));
+      ok = db.exec(*version == 0
+                       ? "INSERT INTO schema_version VALUES (1)"
+                       : fmt::format("UPDATE schema_version SET version = {}", *version + 1));
     }
     if (ok) ok = db.commit();
     if (!ok) {

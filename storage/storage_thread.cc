@@ -14,6 +14,7 @@ StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions opt
       schedule_(schedule),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
+        store_.tune_for_delivery();
         loop();
       }) {}
 
@@ -28,23 +29,45 @@ StorageThread::~StorageThread() {
 
 void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOutcome& outcome) {
   const auto& tags = outcome.transaction.recipient_tags;
-  std::vector<RecipientUpdate> batch;
-  batch.reserve(outcome.recipients.size());
-  for (size_t i = 0; i < outcome.recipients.size() && i < tags.size(); ++i) {
-    batch.push_back({static_cast<int64_t>(tags[i]), outcome.recipients[i].status,
-                     outcome.recipients[i].reply, outcome.not_attempted});
+  const size_t n = std::min(outcome.recipients.size(), tags.size());
+  // Built outside the lock: one id vector for the delivered recipients (they share the
+  // reply to the end of data) instead of a copy of the reply per recipient.
+  PendingOutcomes batch;
+  for (size_t i = 0; i < n; ++i) {
+    const smtp::RecipientOutcome& r = outcome.recipients[i];
+    const auto id = static_cast<int64_t>(tags[i]);
+    if (outcome.not_attempted || r.status != smtp::RecipientStatus::kDelivered) {
+      batch.others.push_back({id, r.status, r.reply, outcome.not_attempted});
+      continue;
+    }
+    if (batch.delivered.empty() || batch.delivered.back().reply.code != r.reply.code ||
+        batch.delivered.back().reply.enhanced != r.reply.enhanced ||
+        batch.delivered.back().reply.text != r.reply.text) {
+      batch.delivered.push_back({r.reply, {}});
+      batch.delivered.back().ids.reserve(n - i);
+    }
+    batch.delivered.back().ids.push_back(id);
+  }
+  batch.count = n;
+  for (DeliveredGroup& g : batch.delivered) {
+    if (!std::is_sorted(g.ids.begin(), g.ids.end())) std::sort(g.ids.begin(), g.ids.end());
+    g.ids.erase(std::unique(g.ids.begin(), g.ids.end()), g.ids.end());
   }
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (updates_.empty()) {
-      updates_.swap(batch);
+    if (outcomes_.empty()) {
+      std::swap(outcomes_, batch);
     } else {
-      updates_.insert(updates_.end(), std::make_move_iterator(batch.begin()),
-                      std::make_move_iterator(batch.end()));
+      outcomes_.delivered.insert(outcomes_.delivered.end(),
+                                 std::make_move_iterator(batch.delivered.begin()),
+                                 std::make_move_iterator(batch.delivered.end()));
+      outcomes_.others.insert(outcomes_.others.end(), std::make_move_iterator(batch.others.begin()),
+                              std::make_move_iterator(batch.others.end()));
+      outcomes_.count += batch.count;
     }
     ++submitted_;
-    wake = updates_.size() >= options_.commit_batch;
+    wake = outcomes_.count >= options_.commit_batch;
   }
   if (wake) wake_.notify_one();
 }
@@ -118,17 +141,22 @@ std::expected<const StorageThread::Message*, StorageError> StorageThread::messag
 }
 
 std::expected<void, StorageError> StorageThread::commit_batch(
-    std::vector<RecipientUpdate>& updates, std::vector<int64_t>& releases,
+    const PendingOutcomes& outcomes, std::vector<int64_t>& releases,
     std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted) {
   const int64_t now = unix_now_ms();
   if (auto ok = store_.connection().begin(); !ok) return ok;
   auto work = [&]() -> std::expected<void, StorageError> {
-    for (const RecipientUpdate& u : updates) {
+    for (const DeliveredGroup& g : outcomes.delivered) {
+      if (auto ok = store_.apply_delivered(owner_, g.ids, g.reply, now); !ok) return ok;
+    }
+    for (const RecipientUpdate& u : outcomes.others) {
       if (auto ok = store_.apply(owner_, u, schedule_, now); !ok)
         return std::unexpected(ok.error());
     }
-    for (int64_t id : releases) {
-      if (auto ok = store_.release(owner_, id, now); !ok) return ok;
+    if (!releases.empty()) {
+      std::sort(releases.begin(), releases.end());
+      releases.erase(std::unique(releases.begin(), releases.end()), releases.end());
+      if (auto ok = store_.release(owner_, releases, now); !ok) return ok;
     }
     const int64_t lease_expires =
         now + static_cast<int64_t>(options_.lease_duration.count() * 1000.0);
@@ -159,12 +187,12 @@ std::expected<void, StorageError> StorageThread::commit_batch(
 }
 
 void StorageThread::loop() {
-  std::vector<RecipientUpdate> updates;
+  PendingOutcomes outcomes;
   std::vector<int64_t> releases;
   std::vector<ClaimRequest> claims;
   std::vector<std::promise<std::expected<std::optional<int64_t>, StorageError>>> due_queries;
-  const auto interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      options_.commit_interval);
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.commit_interval);
   while (true) {
     uint64_t generation = 0;
     bool stop = false;
@@ -175,16 +203,16 @@ void StorageThread::loop() {
       // batch are served at once.
       auto urgent = [&] {
         return stopping_ || flush_wanted_ || !claims_.empty() || !due_queries_.empty() ||
-               updates_.size() >= options_.commit_batch;
+               outcomes_.count >= options_.commit_batch;
       };
       if (!urgent()) {
-        if (updates_.empty() && releases_.empty()) {
+        if (outcomes_.empty() && releases_.empty()) {
           wake_.wait(lock, urgent);
         } else {
           wake_.wait_for(lock, interval, urgent);
         }
       }
-      updates.swap(updates_);
+      std::swap(outcomes, outcomes_);
       releases.swap(releases_);
       claims.swap(claims_);
       due_queries.swap(due_queries_);
@@ -195,8 +223,8 @@ void StorageThread::loop() {
     }
 
     std::vector<std::vector<ClaimedItem>> granted;
-    if (!failed && (!updates.empty() || !releases.empty() || !claims.empty())) {
-      auto ok = commit_batch(updates, releases, claims, granted);
+    if (!failed && (!outcomes.empty() || !releases.empty() || !claims.empty())) {
+      auto ok = commit_batch(outcomes, releases, claims, granted);
       if (!ok) {
         fail(ok.error());
         failed = ok.error();
@@ -219,20 +247,20 @@ void StorageThread::loop() {
     {
       std::lock_guard lock(mutex_);
       if (!failed) {
-        stats_.outcomes_applied += updates.size();
+        stats_.outcomes_applied += outcomes.count;
         for (auto& g : granted) stats_.claimed += g.size();
-        if (!updates.empty() || !releases.empty() || !claims.empty()) ++stats_.commits;
+        if (!outcomes.empty() || !releases.empty() || !claims.empty()) ++stats_.commits;
       }
       applied_ = generation;
     }
     committed_.notify_all();
-    updates.clear();
+    outcomes.clear();
     releases.clear();
     claims.clear();
     due_queries.clear();
     if (stop) {
       std::lock_guard lock(mutex_);
-      if (updates_.empty() && releases_.empty() && claims_.empty() && due_queries_.empty()) break;
+      if (outcomes_.empty() && releases_.empty() && claims_.empty() && due_queries_.empty()) break;
     }
   }
 }

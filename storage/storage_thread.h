@@ -74,10 +74,28 @@ class StorageThread final : public engine::OutcomeSink {
     std::shared_ptr<const std::string> sender;
     smtp::EncodedBody body;
   };
+  // Delivered recipients that share one reply (those of one transaction): applied by one
+  // statement per run of consecutive ids. `ids` ascending, no duplicates.
+  struct DeliveredGroup {
+    smtp::Reply reply;
+    std::vector<int64_t> ids;
+  };
+  // Outcomes waiting for their commit: the common case grouped, the rest one by one.
+  struct PendingOutcomes {
+    std::vector<DeliveredGroup> delivered;
+    std::vector<RecipientUpdate> others;  // through the policy, one row each
+    size_t count = 0;                     // recipients in both
+    bool empty() const { return count == 0; }
+    void clear() {
+      delivered.clear();
+      others.clear();
+      count = 0;
+    }
+  };
 
   void loop();
   // One grouped commit of everything taken from the queues.
-  std::expected<void, StorageError> commit_batch(std::vector<RecipientUpdate>& updates,
+  std::expected<void, StorageError> commit_batch(const PendingOutcomes& outcomes,
                                                  std::vector<int64_t>& releases,
                                                  std::vector<ClaimRequest>& claims,
                                                  std::vector<std::vector<ClaimedItem>>& granted);
@@ -90,13 +108,13 @@ class StorageThread final : public engine::OutcomeSink {
   const RetrySchedule schedule_;
   std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
 
-  mutable std::mutex mutex_;  // guards everything below
+  mutable std::mutex mutex_;           // guards everything below
   std::condition_variable wake_;       // the storage thread waits on it
   std::condition_variable committed_;  // flush() waits on it
-  std::vector<RecipientUpdate> updates_;
+  PendingOutcomes outcomes_;
   std::vector<int64_t> releases_;
   std::vector<ClaimRequest> claims_;
-  uint64_t submitted_ = 0;   // generations: bumped per submission, applied per commit
+  uint64_t submitted_ = 0;  // generations: bumped per submission, applied per commit
   uint64_t applied_ = 0;
   bool flush_wanted_ = false;
   bool stopping_ = false;

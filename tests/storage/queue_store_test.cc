@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 
 #include "storage/schema.h"
@@ -37,7 +38,7 @@ class QueueStoreTest : public ::testing::Test {
         EXPECT_TRUE(ok) << ok.error().message;
       }
       auto done = store_->finish_enqueue();
-    EXPECT_TRUE(done) << done.error().message;
+      EXPECT_TRUE(done) << done.error().message;
     } else {
       store_->abort_enqueue();
     }
@@ -110,6 +111,24 @@ TEST_F(QueueStoreTest, SchemaIsCreatedInWalModeAndMigrationIsIdempotent) {
   EXPECT_EQ(query("SELECT count(*) FROM recipients"), 3);
 }
 
+// A version 1 database (with the indexes on `state` that version 2 drops) is migrated.
+TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
+  enqueue(3);
+  ASSERT_TRUE(store_->connection().exec(
+      "DROP INDEX recipients_by_message;"
+      "CREATE INDEX recipients_leased ON recipients(lease_owner) WHERE state = 'in_flight';"
+      "CREATE INDEX recipients_by_message ON recipients(message_id, state);"
+      "UPDATE schema_version SET version = 1"));
+  store_.reset();
+  auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(again) << again.error().message;
+  store_.emplace(std::move(*again));
+  EXPECT_EQ(query("SELECT version FROM schema_version"), 2);
+  EXPECT_EQ(query("SELECT count(*) FROM sqlite_master WHERE name = 'recipients_leased'"), 0);
+  EXPECT_EQ(query("SELECT count(*) FROM pragma_index_info('recipients_by_message')"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 3);
+}
+
 TEST_F(QueueStoreTest, ANewerSchemaIsRefused) {
   ASSERT_TRUE(store_->connection().exec("UPDATE schema_version SET version = 99"));
   store_.reset();
@@ -130,9 +149,9 @@ TEST_F(QueueStoreTest, TheBodyIsStoredOnceForAllRecipients) {
   EnqueueCounts c = enqueue(100);
   EXPECT_EQ(c.queued, 100u);
   EXPECT_EQ(query("SELECT count(*) FROM messages"), 1);
-  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE message_id = " +
-                  std::to_string(c.message_id)),
-            100);
+  EXPECT_EQ(
+      query("SELECT count(*) FROM recipients WHERE message_id = " + std::to_string(c.message_id)),
+      100);
   EXPECT_EQ(states()[RecipientState::kQueued], 100u);
 }
 
@@ -181,7 +200,7 @@ TEST_F(QueueStoreTest, ClaimLeasesOnlyDueRecipients) {
   EXPECT_EQ(claimed.size(), 3u);
   EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'in_flight' AND lease_owner = 7"),
             3);
-  EXPECT_TRUE(claim(7, 100).empty());            // nothing more due now
+  EXPECT_TRUE(claim(7, 100).empty());                  // nothing more due now
   EXPECT_EQ(claim(7, 100, kNow + 60'000).size(), 2u);  // the scheduled campaign, when due
   auto next = store_->next_due_at();
   ASSERT_TRUE(next);
@@ -203,7 +222,9 @@ TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
   // The deferral waits at least 60 s minus jitter.
   EXPECT_GE(query("SELECT next_attempt_at FROM recipients WHERE id = " + std::to_string(c[1].id)),
             kNow + 48'000);
-  EXPECT_EQ(query("SELECT count(*) FROM attempts"), 3);  // not-attempted is not logged
+  // Logged: the deferral and the bounce. Not logged: the not-attempted one, and the
+  // first-try delivery (its recipient row says it all).
+  EXPECT_EQ(query("SELECT count(*) FROM attempts"), 2);
   auto list = store_->suppressions();
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
@@ -211,6 +232,50 @@ TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
   // An outcome for a lease this owner does not hold changes nothing.
   EXPECT_EQ(apply(1234, c[1].id, S::kDelivered, 250, {2, 0, 0}), RecipientState::kDelivered);
   EXPECT_EQ(states()[RecipientState::kDelivered], 1u);
+}
+
+// Delivered recipients of one transaction are applied by id ranges: gaps in the ids, a
+// recipient whose lease this run lost, and a redelivery are each handled as one by one.
+TEST_F(QueueStoreTest, DeliveredGroupsAreAppliedByIdRanges) {
+  enqueue(10);
+  auto c = claim(4, 10);
+  ASSERT_EQ(c.size(), 10u);
+  std::vector<int64_t> ids;
+  for (auto& r : c) ids.push_back(r.id);
+  std::sort(ids.begin(), ids.end());
+  // ids[3] defers first (one attempt), then is claimed and delivered again below.
+  apply(4, ids[3], smtp::RecipientStatus::kDeferred, 451, {4, 3, 0});
+  ASSERT_TRUE(store_->connection().exec("UPDATE recipients SET next_attempt_at = 0 WHERE id = " +
+                                        std::to_string(ids[3])));
+  ASSERT_EQ(claim(4, 10).size(), 1u);
+  // ids[5]'s lease went to another run.
+  ASSERT_TRUE(store_->connection().exec("UPDATE recipients SET lease_owner = 99 WHERE id = " +
+                                        std::to_string(ids[5])));
+  // ids[7] is not in this transaction.
+  std::vector<int64_t> group = {ids[0], ids[1], ids[2], ids[3], ids[4],
+                                ids[5], ids[6], ids[8], ids[9]};
+  smtp::Reply ok{250, {2, 0, 0}, "queued as X"};
+  ASSERT_TRUE(store_->connection().begin());
+  auto applied = store_->apply_delivered(4, group, ok, kNow + 5);
+  ASSERT_TRUE(applied) << applied.error().message;
+  ASSERT_TRUE(store_->connection().commit());
+  auto s = states();
+  EXPECT_EQ(s[RecipientState::kDelivered], 8u);
+  EXPECT_EQ(s[RecipientState::kInFlight], 2u);  // ids[5] (not ours), ids[7] (no outcome yet)
+  EXPECT_EQ(query("SELECT lease_owner FROM recipients WHERE id = " + std::to_string(ids[5])), 99);
+  EXPECT_EQ(query("SELECT attempts FROM recipients WHERE id = " + std::to_string(ids[3])), 2);
+  EXPECT_EQ(query("SELECT attempts FROM recipients WHERE id = " + std::to_string(ids[0])), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'delivered' AND last_code = 250 "
+                  "AND last_enhanced = '2.0.0' AND last_text = 'queued as X' AND lease_owner IS "
+                  "NULL AND updated_at = " +
+                  std::to_string(kNow + 5)),
+            8);
+  // The attempt log: the deferral and the redelivery of ids[3]; no first-try delivery.
+  EXPECT_EQ(query("SELECT count(*) FROM attempts"), 2);
+  EXPECT_EQ(query("SELECT count(*) FROM attempts WHERE result = 'delivered' AND code = 250 AND "
+                  "recipient_id = " +
+                  std::to_string(ids[3])),
+            1);
 }
 
 TEST_F(QueueStoreTest, StatusCountsPerCampaignAndDomain) {
@@ -298,6 +363,18 @@ TEST_F(QueueStoreTest, TheClaimUsesTheDueIndex) {
   std::string text;
   while (*plan->step()) text += std::string(plan->column_text(3)) + "\n";
   EXPECT_NE(text.find("recipients_due"), std::string::npos) << text;
+  // The lease and the outcome are written by rowid ranges, not through an index.
+  for (const char* sql :
+       {"EXPLAIN QUERY PLAN UPDATE recipients SET state = 'in_flight' WHERE id BETWEEN 1 AND 9 "
+        "AND state IN ('queued', 'deferred')",
+        "EXPLAIN QUERY PLAN UPDATE recipients SET state = 'delivered' WHERE id BETWEEN 1 AND 9 "
+        "AND state = 'in_flight' AND lease_owner = 3"}) {
+    auto p = store_->connection().prepare(sql);
+    ASSERT_TRUE(p);
+    std::string t;
+    while (*p->step()) t += std::string(p->column_text(3)) + "\n";
+    EXPECT_NE(t.find("INTEGER PRIMARY KEY"), std::string::npos) << t;
+  }
 }
 
 }  // namespace

@@ -42,8 +42,8 @@ class StorageWithEngine : public ::testing::Test {
   void enqueue(size_t n, std::string domain = "example.test") {
     auto store = QueueStore::open(options_, OpenMode::kReadWriteCreate);
     ASSERT_TRUE(store) << store.error().message;
-    EnqueueRequest r{"c", "s@ringmail.test",
-                     smtp::encode_data_body("Subject: t\r\n\r\nhello\r\n"), 0, std::nullopt};
+    EnqueueRequest r{"c", "s@ringmail.test", smtp::encode_data_body("Subject: t\r\n\r\nhello\r\n"),
+                     0, std::nullopt};
     const int64_t now = unix_now_ms();
     auto counts = store->begin_enqueue(r, now);
     ASSERT_TRUE(counts);
@@ -124,8 +124,7 @@ TEST_F(StorageWithEngine, SoftRejectedTwiceThenAcceptedIsDeliveredAfterThreeAtte
     if (c.verb != "RCPT") return std::nullopt;
     std::lock_guard lock(mutex);
     if (c.argument.find("r1@") == std::string::npos) return std::nullopt;
-    if (++rcpt_seen[c.argument] <= 2)
-      return test::ScriptedReply::line("450 4.2.0 try again later");
+    if (++rcpt_seen[c.argument] <= 2) return test::ScriptedReply::line("450 4.2.0 try again later");
     return std::nullopt;
   };
   auto server = test::ScriptedSmtpServer::start(o);
@@ -142,6 +141,15 @@ TEST_F(StorageWithEngine, SoftRejectedTwiceThenAcceptedIsDeliveredAfterThreeAtte
       "SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id WHERE "
       "r.address = 'r1@example.test' AND a.result = 'deferred' AND a.code = 450");
   EXPECT_EQ(log->value_or(0), 2);
+  // The final delivery after deferrals is logged; a first-try delivery is not.
+  auto all = store->connection().query_int(
+      "SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id WHERE "
+      "r.address = 'r1@example.test'");
+  EXPECT_EQ(all->value_or(0), 3);
+  auto first_try = store->connection().query_int(
+      "SELECT count(*) FROM attempts a JOIN recipients r ON r.id = a.recipient_id WHERE "
+      "r.address = 'r0@example.test'");
+  EXPECT_EQ(first_try->value_or(0), 0);
 }
 
 TEST_F(StorageWithEngine, BadMailboxBouncesAndIsSuppressed) {
