@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "engine/completion_token.h"
+#include "engine/shard_replies.h"
 
 namespace ringmail::engine {
 namespace {
@@ -29,30 +30,7 @@ Clock::duration to_duration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
-smtp::Reply local_reply(smtp::EnhancedCode code, std::string text) {
-  smtp::Reply reply;
-  reply.enhanced = code;
-  reply.text = std::move(text);
-  return reply;
-}
 
-constexpr smtp::EnhancedCode kNoAnswer{4, 4, 1};
-constexpr smtp::EnhancedCode kConnectionLost{4, 4, 2};
-constexpr smtp::EnhancedCode kBadDestination{4, 4, 3};
-constexpr smtp::EnhancedCode kTimedOut{4, 4, 7};
-constexpr smtp::EnhancedCode kShutdown{4, 3, 2};
-constexpr smtp::EnhancedCode kSecurityFailure{4, 7, 0};
-
-const char* awaiting_name(smtp::Awaiting awaiting) {
-  switch (awaiting) {
-    case smtp::Awaiting::kNothing: return "idle";
-    case smtp::Awaiting::kGreeting: return "greeting";
-    case smtp::Awaiting::kCommand: return "command reply";
-    case smtp::Awaiting::kDataStart: return "DATA reply";
-    case smtp::Awaiting::kDataEnd: return "end-of-data reply";
-  }
-  return "reply";
-}
 
 }  // namespace
 
@@ -81,23 +59,6 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
     if (!context) throw std::runtime_error("TLS set-up failed: " + context.error());
     tls_contexts_[profile].emplace(std::move(*context));
   }
-}
-
-const TransportSecurity& Shard::security_for(const DestinationPool& pool) const {
-  const uint16_t profile = pool.destination().security_profile;
-  if (profile == 0 || profile > options_.route_security.size()) return options_.security;
-  return options_.route_security[profile - 1];
-}
-
-TlsClientContext* Shard::tls_context_for(const DestinationPool& pool) {
-  const uint16_t profile = pool.destination().security_profile;
-  if (profile >= tls_contexts_.size() || !tls_contexts_[profile]) return nullptr;
-  return &*tls_contexts_[profile];
-}
-
-Shard::~Shard() {
-  // The resolver closes its sockets through watch(), which uses the ring: it goes first.
-  resolver_.reset();
 }
 
 // ---------------------------------------------------------------------------- loop
@@ -279,62 +240,6 @@ void Shard::handle_completion(const io_uring_cqe& cqe) {
   }
 }
 
-void Shard::check_deadlines() {
-  if (draining_ && now_ >= drain_deadline_) {
-    for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
-      Connection& c = connections_[slot];
-      if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen)
-        fail_connection(slot, kShutdown, "drain timeout: shutting down");
-    }
-    return;
-  }
-  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
-    Connection& c = connections_[slot];
-    if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) continue;
-    if (now_ < c.deadline) continue;
-    if (c.state == Connection::State::kConnecting) {
-      fail_connection(slot, kNoAnswer, "timeout connecting to " + c.pool->destination().key());
-      continue;
-    }
-    smtp::ClientSession& session = *c.session;
-    if (session.idle() && !c.quit_requested && !c.send_in_flight) {
-      // Idle too long: say goodbye politely; the QUIT reply gets a command timeout.
-      c.quit_requested = true;
-      session.quit();
-      after_session_event(slot);
-      continue;
-    }
-    std::string what = c.send_in_flight ? "timeout sending to " : "timeout waiting for ";
-    what += c.send_in_flight ? c.pool->destination().key() : awaiting_name(session.awaiting());
-    fail_connection(slot, kTimedOut, what);
-  }
-}
-
-void Shard::begin_drain() {
-  draining_ = true;
-  drain_deadline_ = now_ + to_duration(options_.drain_timeout);
-  // Recipients waiting for a route were never attempted; their lookups end now.
-  if (resolver_) resolver_->cancel_all("shutting down");
-  for (auto& [key, pool] : pools_) {
-    while (!pool->queue.empty()) {
-      smtp::Transaction txn = std::move(pool->queue.front());
-      pool->queue.pop_front();
-      give_up_not_attempted(std::move(txn),
-                            local_reply(kShutdown, "shutting down before this was attempted"),
-                            true);
-    }
-    activate(*pool);
-  }
-  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
-    Connection& c = connections_[slot];
-    if (c.state == Connection::State::kOpen && !c.quit_requested) {
-      c.quit_requested = true;
-      c.session->quit();
-      after_session_event(slot);
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------- pools
 
 DestinationPool& Shard::pool_for(const Destination& destination, const std::string& key) {
@@ -498,283 +403,6 @@ void Shard::on_connect(uint32_t slot, int result) {
     return;
   }
   set_deadline(c);
-}
-
-smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) const {
-  smtp::SessionOptions o;
-  o.helo_name = options_.helo_name;
-  o.allow_pipelining = options_.pipelining;
-  const TransportSecurity& security = security_for(pool);
-  o.implicit_tls = security.implicit_tls;
-  if (!security.implicit_tls) {
-    switch (security.tls.mode) {
-      case TlsPolicy::kDisabled: o.starttls = smtp::StartTlsPolicy::kNever; break;
-      case TlsPolicy::kOpportunistic:
-        o.starttls = pool.starttls_broken ? smtp::StartTlsPolicy::kNever : smtp::StartTlsPolicy::kIfOffered;
-        break;
-      case TlsPolicy::kRequired:
-      case TlsPolicy::kVerify: o.starttls = smtp::StartTlsPolicy::kRequired; break;
-    }
-  }
-  o.auth = security.auth;
-  return o;
-}
-
-// ---------------------------------------------------------------------------- MX routing
-
-void Shard::route_by_mx(ShardJob&& job) {
-  if (!resolver_ && resolver_error_.empty()) {
-    auto created = dns::MxResolver::create(options_.mx.resolver, *this);
-    if (created) resolver_ = std::move(*created);
-    else resolver_error_ = created.error();
-  }
-  if (!resolver_) {
-    finish_locally(std::move(job.transaction), smtp::RecipientStatus::kDeferred,
-                   local_reply(kBadDestination, "DNS resolver unavailable: " + resolver_error_));
-    return;
-  }
-  auto& waiting = mx_waiting_[job.destination_key];
-  const bool first = waiting.empty();
-  waiting.push_back(std::move(job.transaction));
-  if (!first) {
-    ++dns_joined_;  // the lookup for this domain is already on its way: no query
-    publish_dns_totals();
-    return;
-  }
-  // The callback may run before resolve() returns (a cached route): nothing here may be
-  // used after the call.
-  resolver_->resolve(job.destination.mx_domain,
-                     [this, destination = job.destination](const dns::Route& route) {
-                       on_route(destination, route);
-                     });
-  publish_dns_totals();
-}
-
-void Shard::publish_dns_totals() {
-  const dns::ResolverStats s = resolver_->stats();
-  counters_.set_dns_totals(s.cache_misses, s.cache_hits + s.coalesced + dns_joined_, s.failures);
-}
-
-void Shard::on_route(const Destination& destination, const dns::Route& route) {
-  if (resolver_) publish_dns_totals();
-  auto node = mx_waiting_.extract(destination.key());
-  if (node.empty()) return;
-  std::vector<smtp::Transaction>& transactions = node.mapped();
-  if (draining_) {
-    for (auto& txn : transactions)
-      give_up_not_attempted(std::move(txn), local_reply(kShutdown, "shutting down before this was attempted"), true);
-    return;
-  }
-  switch (route.status) {
-    case dns::Route::Status::kOk: {
-      DestinationPool& pool = pool_for_exchangers(route, destination);
-      for (auto& txn : transactions) {
-        if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false);
-        else pool.queue.push_back(std::move(txn));
-      }
-      activate(pool);
-      return;
-    }
-    case dns::Route::Status::kNullMx:
-      for (auto& txn : transactions)
-        finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
-                       local_reply({5, 1, 10}, route.domain + " accepts no mail (null MX, RFC 7505)"));
-      return;
-    case dns::Route::Status::kNoSuchDomain:
-      for (auto& txn : transactions)
-        finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
-                       local_reply({5, 1, 2}, "no such domain: " + route.detail));
-      return;
-    case dns::Route::Status::kTemporaryFailure:
-      for (auto& txn : transactions)
-        finish_locally(std::move(txn), smtp::RecipientStatus::kDeferred,
-                       local_reply({4, 4, 3}, "DNS lookup failed: " + route.detail));
-      return;
-  }
-}
-
-DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Destination& destination) {
-  const uint16_t port = destination.port;
-  // Domains whose exchanger sets are identical share one pool (and so its limits): the
-  // key lists the exchangers sorted, since equal preferences come shuffled per domain.
-  std::vector<std::pair<uint16_t, std::string>> names;
-  for (const dns::Exchanger& x : route.exchangers) names.emplace_back(x.preference, x.name);
-  std::sort(names.begin(), names.end());
-  std::string key = "mx[";
-  for (auto& [preference, name] : names) key += std::to_string(preference) + " " + name + ",";
-  key += "]:" + std::to_string(port);
-  if (destination.security_profile != 0) key += "/s" + std::to_string(destination.security_profile);
-  auto it = pools_.find(key);
-  if (it != pools_.end()) return *it->second;
-  std::vector<PoolHost> hosts;
-  for (const dns::Exchanger& x : route.exchangers)
-    for (const std::string& address : x.addresses) {
-      PoolHost h;
-      h.address = address;
-      h.tls_name = x.name;
-      h.preference = x.preference;
-      hosts.push_back(std::move(h));
-    }
-  Destination identity;
-  identity.host = key;
-  identity.port = port;
-  identity.security_profile = destination.security_profile;
-  auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
-  return *pools_.emplace(std::move(key), std::move(pool)).first->second;
-}
-
-void Shard::watch(int fd, bool readable, bool writable) {
-  const unsigned events = (readable ? POLLIN : 0u) | (writable ? POLLOUT : 0u);
-  auto it = dns_sockets_.find(fd);
-  if (it != dns_sockets_.end() && it->second.armed && it->second.events != events) {
-    // The interest changed (or the socket is about to be closed): take the old poll
-    // back; its completion, if any, no longer matches a generation and is dropped.
-    io_uring_sqe* sqe = ring_.sqe();
-    io_uring_prep_poll_remove(
-        sqe, CompletionToken{OpKind::kDnsPoll, uint32_t(fd), it->second.generation}.encode());
-    io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kCancel, UINT32_MAX, 0}.encode());
-    it->second.armed = false;
-  }
-  if (events == 0) {
-    if (it != dns_sockets_.end()) dns_sockets_.erase(it);
-    return;
-  }
-  DnsSocket& socket = dns_sockets_[fd];
-  socket.events = events;
-  if (!socket.armed) arm_dns_poll(fd);
-}
-
-void Shard::arm_dns_poll(int fd) {
-  DnsSocket& socket = dns_sockets_[fd];
-  socket.generation = ++dns_generation_ & CompletionToken::kGenerationMask;
-  socket.armed = true;
-  io_uring_sqe* sqe = ring_.sqe();
-  io_uring_prep_poll_add(sqe, fd, socket.events);
-  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kDnsPoll, uint32_t(fd), socket.generation}.encode());
-}
-
-void Shard::on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token) {
-  const int fd = int(token.slot);
-  auto it = dns_sockets_.find(fd);
-  if (it == dns_sockets_.end() || !it->second.armed || it->second.generation != token.generation)
-    return;  // a poll taken back, for a socket closed or re-watched since
-  it->second.armed = false;
-  if (!resolver_) return;
-  const int revents = cqe.res < 0 ? POLLERR : cqe.res;
-  // Errors and hang-ups are reported as readable, so c-ares reads and sees them.
-  resolver_->on_socket_ready(fd, revents & (POLLIN | POLLERR | POLLHUP), revents & POLLOUT);
-  // The resolver may have changed or dropped its interest meanwhile (through watch()).
-  it = dns_sockets_.find(fd);
-  if (it != dns_sockets_.end() && !it->second.armed && it->second.events != 0) arm_dns_poll(fd);
-}
-
-void Shard::finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
-                           const smtp::Reply& why) {
-  smtp::TransactionOutcome outcome;
-  outcome.recipients.assign(transaction.recipients.size(), smtp::RecipientOutcome{status, why});
-  outcome.transaction = std::move(transaction);
-  for (const smtp::RecipientOutcome& r : outcome.recipients) counters_.count_recipient(r.reply, int(r.status));
-  counters_.count_transaction(false);
-  if (sink_) sink_->on_transaction_finished(index_, outcome);
-  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
-}
-
-// ---------------------------------------------------------------------------- TLS
-
-void Shard::start_tls(uint32_t slot) {
-  Connection& c = connections_[slot];
-  const PoolHost& host = c.pool->host(c.host_index);
-  // The session cache is keyed by host and port: resumption only makes sense with the
-  // same server.
-  TlsClientContext* context = tls_context_for(*c.pool);
-  std::expected<TlsEngine, std::string> engine =
-      context ? TlsEngine::create(*context, host.tls_name.empty() ? host.address : host.tls_name,
-                                  host.address + ":" + std::to_string(c.pool->destination().port))
-              : std::unexpected(std::string("TLS is disabled for this route"));
-  if (engine) {
-    c.tls.emplace(std::move(*engine));
-    if (c.tls->handshake() != HandshakeStatus::kFailed) {
-      mark_dirty(slot);  // the ClientHello
-      return;
-    }
-    engine = std::unexpected(c.tls->error());
-  }
-  counters_.count_tls_failure();
-  c.session->tls_failed(engine.error());
-}
-
-void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
-  Connection& c = connections_[slot];
-  TlsEngine& tls = *c.tls;
-  smtp::ClientSession& session = *c.session;
-  tls.feed_ciphertext(ciphertext);
-  if (!tls.handshake_done()) {
-    switch (tls.handshake()) {
-      case HandshakeStatus::kWantIo: return;  // its next flight is sent by the caller
-      case HandshakeStatus::kFailed:
-        counters_.count_tls_failure();
-        if (security_for(*c.pool).tls.mode == TlsPolicy::kOpportunistic &&
-            !security_for(*c.pool).implicit_tls)
-          c.pool->starttls_broken = true;
-        session.tls_failed(tls.error());
-        return;
-      case HandshakeStatus::kDone:
-        counters_.count_tls_handshake(tls.info().resumed);
-        if (!security_for(*c.pool).implicit_tls) session.tls_established();
-        break;
-    }
-  }
-  // The bytes that finished the handshake may already carry the server's next reply.
-  c.tls_plaintext.clear();
-  auto decrypted = tls.read_plaintext(c.tls_plaintext);
-  if (!decrypted) {
-    fail_connection(slot, kSecurityFailure, "TLS: " + decrypted.error());
-    return;
-  }
-  if (!c.tls_plaintext.empty()) session.receive(c.tls_plaintext);
-  if (tls.peer_closed()) {
-    if (session.phase() == smtp::SessionPhase::kClosed) begin_close(slot);
-    else fail_connection(slot, kConnectionLost, "TLS session closed by " + c.pool->destination().key());
-  }
-}
-
-void Shard::submit_tls_send(uint32_t slot) {
-  Connection& c = connections_[slot];
-  TlsEngine& tls = *c.tls;
-  if (c.tls_out_sent >= c.tls_out.size()) {
-    // The last ciphertext is all out, so its buffer may be refilled: encrypt what the
-    // session has to say, then take every pending record (handshake flights included).
-    c.tls_out.clear();
-    c.tls_out_sent = 0;
-    if (tls.handshake_done()) {
-      std::array<std::string_view, Connection::kMaxSendSegments> segments;
-      size_t n = c.session->pending_output(segments);
-      if (n > 0) {
-        auto consumed = tls.write_plaintext({segments.data(), n});
-        if (!consumed) {
-          fail_connection(slot, kSecurityFailure, "TLS: " + consumed.error());
-          return;
-        }
-        c.session->mark_sent(*consumed);
-      }
-    }
-    tls.take_ciphertext(c.tls_out);
-    if (c.tls_out.empty()) return;
-  }
-  c.send_iov[0] = {c.tls_out.data() + c.tls_out_sent, c.tls_out.size() - c.tls_out_sent};
-  c.send_msg = {};
-  c.send_msg.msg_iov = c.send_iov.data();
-  c.send_msg.msg_iovlen = 1;
-  io_uring_sqe* sqe = ring_.sqe();
-  io_uring_prep_sendmsg(sqe, c.fd, &c.send_msg, MSG_NOSIGNAL);
-  io_uring_sqe_set_data64(sqe, CompletionToken{OpKind::kSend, slot, c.generation}.encode());
-  ++c.ops_in_flight;
-  c.send_in_flight = true;
-}
-
-bool Shard::has_output(const Connection& c) const {
-  if (c.session->pending_output_bytes() > 0) return true;
-  return c.tls && (c.tls->pending_ciphertext() > 0 || c.tls_out_sent < c.tls_out.size());
 }
 
 void Shard::arm_receive(uint32_t slot) {
@@ -976,23 +604,6 @@ void Shard::set_deadline(Connection& c) {
   c.deadline = now_ + to_duration(timeout);
 }
 
-void Shard::collect_outcomes(Connection& c) {
-  if (!c.session || c.session->finished().empty()) return;
-  outcome_scratch_.clear();
-  std::swap(outcome_scratch_, c.session->finished());
-  std::string security;
-  if (c.tls && c.tls->handshake_done()) {
-    TlsInfo info = c.tls->info();
-    security = info.version + " " + info.cipher + (info.verified ? " verified" : " unverified") +
-               (info.resumed ? " resumed" : "");
-  }
-  for (smtp::TransactionOutcome& outcome : outcome_scratch_) {
-    outcome.transport_security = security;
-    finish_transaction(std::move(outcome), c.pool);
-  }
-  outcome_scratch_.clear();
-}
-
 void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason) {
   Connection& c = connections_[slot];
   if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen) {
@@ -1051,55 +662,6 @@ void Shard::release(uint32_t slot) {
   if (c.ops_in_flight != 0) return;  // the close completed first; the rest follow
   connections_.release(slot);
   counters_.count_connection_closed();
-}
-
-// ---------------------------------------------------------------------------- outcomes
-
-void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool) {
-  if (outcome.not_attempted) {
-    // Nothing reached the server: another connection may try it without risk of a
-    // duplicate, unless the destination is down or we are stopping.
-    unsigned& retries = not_attempted_retries_[outcome.transaction.id];
-    if (!draining_ && pool && !pool->dead(now_) && retries < options_.max_not_attempted_retries) {
-      ++retries;
-      pool->queue.push_front(std::move(outcome.transaction));
-      activate(*pool);
-      return;
-    }
-    not_attempted_retries_.erase(outcome.transaction.id);
-    // Given up: the session's own outcomes say why (the server's refusal, or "connect
-    // to ...: Connection refused"), which is more precise than anything said here.
-  } else if (!not_attempted_retries_.empty()) {
-    not_attempted_retries_.erase(outcome.transaction.id);
-  }
-  bool any_delivered = false;
-  for (const smtp::RecipientOutcome& r : outcome.recipients) {
-    counters_.count_recipient(r.reply, int(r.status));
-    any_delivered |= r.status == smtp::RecipientStatus::kDelivered;
-  }
-  counters_.count_transaction(any_delivered);
-  counters_.note_transaction_finished(outcome.transaction.id, now_);
-  if (sink_) sink_->on_transaction_finished(index_, outcome);
-  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
-}
-
-void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
-                                  bool count_as_not_attempted) {
-  smtp::TransactionOutcome outcome;
-  outcome.not_attempted = true;
-  outcome.recipients.assign(transaction.recipients.size(),
-                            smtp::RecipientOutcome{smtp::RecipientStatus::kDeferred, why});
-  outcome.transaction = std::move(transaction);
-  if (count_as_not_attempted) {
-    counters_.count_not_attempted(outcome.recipients.size());
-  } else {
-    for (const smtp::RecipientOutcome& r : outcome.recipients)
-      counters_.count_recipient(r.reply, int(r.status));
-  }
-  counters_.count_transaction(false);
-  counters_.note_transaction_finished(outcome.transaction.id, now_);
-  if (sink_) sink_->on_transaction_finished(index_, outcome);
-  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
 
 }  // namespace ringmail::engine

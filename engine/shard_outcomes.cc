@@ -1,0 +1,84 @@
+// What happens to a finished transaction on a shard: retried on another connection when
+// nothing of it reached a server, otherwise counted and handed to the outcome sink.
+#include "engine/shard.h"
+
+#include "engine/shard_replies.h"
+
+namespace ringmail::engine {
+
+void Shard::collect_outcomes(Connection& c) {
+  if (!c.session || c.session->finished().empty()) return;
+  outcome_scratch_.clear();
+  std::swap(outcome_scratch_, c.session->finished());
+  std::string security;
+  if (c.tls && c.tls->handshake_done()) {
+    TlsInfo info = c.tls->info();
+    security = info.version + " " + info.cipher + (info.verified ? " verified" : " unverified") +
+               (info.resumed ? " resumed" : "");
+  }
+  for (smtp::TransactionOutcome& outcome : outcome_scratch_) {
+    outcome.transport_security = security;
+    finish_transaction(std::move(outcome), c.pool);
+  }
+  outcome_scratch_.clear();
+}
+
+void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool) {
+  if (outcome.not_attempted) {
+    // Nothing reached the server: another connection may try it without risk of a
+    // duplicate, unless the destination is down or we are stopping.
+    unsigned& retries = not_attempted_retries_[outcome.transaction.id];
+    if (!draining_ && pool && !pool->dead(now_) && retries < options_.max_not_attempted_retries) {
+      ++retries;
+      pool->queue.push_front(std::move(outcome.transaction));
+      activate(*pool);
+      return;
+    }
+    not_attempted_retries_.erase(outcome.transaction.id);
+    // Given up: the session's own outcomes say why (the server's refusal, or "connect
+    // to ...: Connection refused"), which is more precise than anything said here.
+  } else if (!not_attempted_retries_.empty()) {
+    not_attempted_retries_.erase(outcome.transaction.id);
+  }
+  bool any_delivered = false;
+  for (const smtp::RecipientOutcome& r : outcome.recipients) {
+    counters_.count_recipient(r.reply, int(r.status));
+    any_delivered |= r.status == smtp::RecipientStatus::kDelivered;
+  }
+  counters_.count_transaction(any_delivered);
+  counters_.note_transaction_finished(outcome.transaction.id, now_);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
+                                  bool count_as_not_attempted) {
+  smtp::TransactionOutcome outcome;
+  outcome.not_attempted = true;
+  outcome.recipients.assign(transaction.recipients.size(),
+                            smtp::RecipientOutcome{smtp::RecipientStatus::kDeferred, why});
+  outcome.transaction = std::move(transaction);
+  if (count_as_not_attempted) {
+    counters_.count_not_attempted(outcome.recipients.size());
+  } else {
+    for (const smtp::RecipientOutcome& r : outcome.recipients)
+      counters_.count_recipient(r.reply, int(r.status));
+  }
+  counters_.count_transaction(false);
+  counters_.note_transaction_finished(outcome.transaction.id, now_);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Shard::finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
+                           const smtp::Reply& why) {
+  smtp::TransactionOutcome outcome;
+  outcome.recipients.assign(transaction.recipients.size(), smtp::RecipientOutcome{status, why});
+  outcome.transaction = std::move(transaction);
+  for (const smtp::RecipientOutcome& r : outcome.recipients) counters_.count_recipient(r.reply, int(r.status));
+  counters_.count_transaction(false);
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace ringmail::engine
