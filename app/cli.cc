@@ -97,7 +97,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
 
   SendFlags flags;
   CLI::App* send = app.add_subcommand(
-      "send", "Send one message to every recipient of a file through one SMTP relay");
+      "send", "Send one message to every recipient of a file, through a relay or to each domain's MX");
   send->add_option("--message", flags.message_path,
                    "RFC 5322 message file (.eml); Date: and Message-ID: are added if missing")
       ->required()
