@@ -42,6 +42,11 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
     if (route.has_own_security()) {
       // A profile of its own: the defaults, with what this route says instead.
       engine::TransportSecurity security = config.engine.security;
+      if (route.relay.empty()) {
+        // By MX: the relay's credentials and implicit TLS are not this route's.
+        security.auth.reset();
+        security.implicit_tls = false;
+      }
       if (route.tls) security.tls.mode = *route.tls;
       if (route.implicit) security.implicit_tls = *route.implicit;
       if (!route.auth.user.empty()) {
@@ -49,6 +54,8 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
         if (!credentials) return std::unexpected(credentials.error());
         security.auth = std::move(*credentials);
       }
+      if (config.engine.route_security.size() >= 65535)
+        return std::unexpected("more than 65,535 routes with security of their own");
       config.engine.route_security.push_back(std::move(security));
       destination.security_profile = uint16_t(config.engine.route_security.size());
     }

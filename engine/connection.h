@@ -32,7 +32,7 @@ struct Connection {
   uint32_t generation = 0;
   int fd = -1;
   DestinationPool* pool = nullptr;
-  uint8_t host_index = 0;  // which of the pool's hosts this connection went to
+  uint32_t host_index = 0;  // which of the pool's hosts this connection went to
   std::optional<smtp::ClientSession> session;
 
   // Operations submitted and not yet completed; the slot is released only at zero. A

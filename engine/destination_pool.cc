@@ -78,8 +78,14 @@ std::optional<size_t> DestinationPool::pick_host(Clock::time_point now) {
   return best;
 }
 
+std::optional<size_t> DestinationPool::best_usable_host(Clock::time_point now) {
+  for (size_t i = 0; i < hosts_.size(); ++i)
+    if (usable(i, now)) return i;
+  return std::nullopt;
+}
+
 bool DestinationPool::failing(Clock::time_point now) {
-  auto next = pick_host(now);
+  auto next = best_usable_host(now);
   return next && hosts_[*next].consecutive_failures > 0;
 }
 

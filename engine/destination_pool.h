@@ -72,7 +72,7 @@ class DestinationPool {
   void record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now);
   // True while every host is set aside. Past a host's probe time it may be tried again
   // (one probe), so this is not const.
-  bool dead(Clock::time_point now) { return !pick_host(now).has_value(); }
+  bool dead(Clock::time_point now) { return !best_usable_host(now).has_value(); }
   const smtp::Reply& last_failure() const { return last_failure_; }
   // The next host had a failure since it last worked: open one connection at a time
   // until one succeeds (slow start after trouble, as Postfix does).
@@ -99,6 +99,8 @@ class DestinationPool {
 
   unsigned failures_to_set_aside() const { return hosts_.size() == 1 ? kDeadAfterFailures : 1; }
   bool usable(size_t index, Clock::time_point now);
+  // The first usable host in order, without taking a turn (for dead() and failing()).
+  std::optional<size_t> best_usable_host(Clock::time_point now);
   size_t next_turn_ = 0;  // rotates among equal-preference hosts
 
   Destination destination_;

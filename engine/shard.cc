@@ -47,6 +47,9 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
   // One SSL_CTX per security profile (verification is a property of the context), made
   // now so that a bad CA file is a start-up error.
+  mx_security_ = options_.security;
+  mx_security_.auth.reset();
+  mx_security_.implicit_tls = false;
   tls_contexts_.resize(options_.route_security.size() + 1);
   for (size_t profile = 0; profile < tls_contexts_.size(); ++profile) {
     const TransportSecurity& security =
@@ -118,6 +121,7 @@ void Shard::run() {
 void Shard::quiesce() {
   // The resolver's sockets are unwatched (polls removed) while the ring is still here.
   resolver_.reset();
+  io_uring_submit(ring_.raw());
   // Connections are all closed when the loop ends normally; the inbox read may still be
   // armed, and the kernel would write its counter after we are gone. Cancel it and reap
   // until its completion has arrived (bounded: a broken ring must not hang the exit).
@@ -366,7 +370,7 @@ void Shard::open_connection(DestinationPool& pool) {
   c.state = Connection::State::kConnecting;
   c.fd = fd;
   c.pool = &pool;
-  c.host_index = uint8_t(*host_index);
+  c.host_index = uint32_t(*host_index);
   c.session.emplace(session_options_for(pool));
   c.deadline = now_ + to_duration(options_.timeouts.connect);
   pool.connections.push_back(slot);
@@ -611,6 +615,14 @@ void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::s
     // now found dead stops taking its not-attempted transactions back.
     // A close of our own making (drain timeout) says nothing about the host.
     if (code != kShutdown) note_failure_if_never_ready(c, local_reply(code, reason));
+    if (c.tls && !c.tls->handshake_done() && code != kShutdown) {
+      // The server dropped or stalled the handshake: a TLS failure like any other, and an
+      // opportunistic destination goes on in plaintext rather than failing this way again.
+      counters_.count_tls_failure();
+      const TransportSecurity& security = security_for(*c.pool);
+      if (security.tls.mode == TlsPolicy::kOpportunistic && !security.implicit_tls)
+        c.pool->starttls_broken = true;
+    }
     c.session->abort(code, reason);
   }
   begin_close(slot);

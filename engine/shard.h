@@ -117,6 +117,9 @@ class Shard final : public dns::SocketWatcher {
   // into it, so it is declared before the connections (destroyed after them).
   // By security profile (index 0: the default); empty where a profile has TLS disabled.
   std::vector<std::optional<TlsClientContext>> tls_contexts_;
+  // The default security towards MX exchangers: the configured one without the relay's
+  // credentials and implicit TLS.
+  TransportSecurity mx_security_;
 
   ConnectionTable connections_;
   std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;

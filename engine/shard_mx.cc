@@ -63,7 +63,10 @@ void Shard::on_route(const Destination& destination, const dns::Route& route) {
       DestinationPool& pool = pool_for_exchangers(route, destination);
       for (auto& txn : transactions) {
         if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false);
-        else pool.queue.push_back(std::move(txn));
+        else {
+          counters_.note_transaction_queued(txn.id, now_);
+          pool.queue.push_back(std::move(txn));
+        }
       }
       activate(pool);
       return;
@@ -112,6 +115,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   identity.host = key;
   identity.port = port;
   identity.security_profile = destination.security_profile;
+  identity.mx_domain = destination.mx_domain;  // marks an MX pool (see security_for)
   auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
   return *pools_.emplace(std::move(key), std::move(pool)).first->second;
 }

@@ -5,6 +5,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -15,8 +16,11 @@ namespace ringmail::engine {
 
 const TransportSecurity& Shard::security_for(const DestinationPool& pool) const {
   const uint16_t profile = pool.destination().security_profile;
-  if (profile == 0 || profile > options_.route_security.size()) return options_.security;
-  return options_.route_security[profile - 1];
+  assert(profile <= options_.route_security.size());
+  if (profile != 0) return options_.route_security[profile - 1];
+  // [auth] and implicit TLS are the relay's: a domain's own exchangers never get them
+  // (a relay password must not be offered to another domain's MX).
+  return pool.destination().mx_domain.empty() ? options_.security : mx_security_;
 }
 
 TlsClientContext* Shard::tls_context_for(const DestinationPool& pool) {

@@ -148,7 +148,12 @@ TEST(DestinationPool, EqualPreferencesTakeTurns) {
   DestinationPool pool(Destination{"", 25}, std::move(hosts), PoolLimits{});
   auto t0 = Clock::now();
   std::map<size_t, int> picked;
-  for (int i = 0; i < 10; ++i) ++picked[*pool.pick_host(t0)];
+  for (int i = 0; i < 10; ++i) {
+    // Asking whether the pool is dead or failing must not take a turn.
+    EXPECT_FALSE(pool.dead(t0));
+    EXPECT_FALSE(pool.failing(t0));
+    ++picked[*pool.pick_host(t0)];
+  }
   EXPECT_EQ(picked[0], 5);
   EXPECT_EQ(picked[1], 5);
   EXPECT_EQ(picked[2], 0);  // a worse preference only when the best ones are down

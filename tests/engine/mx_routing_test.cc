@@ -110,6 +110,21 @@ TEST_F(MxRouting, EqualPreferencesShareTheLoad) {
   EXPECT_GT(b->messages_received(), 40u);
 }
 
+TEST_F(MxRouting, TheRelaysCredentialsAreNeverOfferedToAnExchanger) {
+  // [auth] belongs to the relay. Were it applied to MX pools, a password would be offered
+  // to another domain's server, and one offering no AUTH (smtp-sink) would defer all.
+  start_dns({"--mx-host=auth.test,mx.auth.test,10", "--host-record=mx.auth.test,127.0.0.2"});
+  auto s = sink("127.0.0.2");
+  ASSERT_TRUE(s);
+  auto o = options();
+  o.security.auth = smtp::AuthCredentials{"relay-user", "relay-secret", true};
+  o.security.tls.mode = engine::TlsPolicy::kDisabled;
+  auto r = run(o, items(5, "auth.test"));
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_delivered, 5u);
+  EXPECT_EQ(s->messages_received(), 5u);
+}
+
 TEST_F(MxRouting, ImplicitMxUsesTheDomainsOwnAddress) {
   start_dns({"--host-record=implicit.test,127.0.0.2"});
   auto s = sink("127.0.0.2");
