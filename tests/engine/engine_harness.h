@@ -92,10 +92,11 @@ inline engine::EngineOptions test_options() {
   return options;
 }
 
-inline EngineRun run_engine(engine::EngineOptions options, const std::string& host, uint16_t port,
-                            std::vector<engine::DeliveryItem> items,
-                            std::chrono::seconds limit = std::chrono::seconds(60)) {
-  engine::StaticRelayResolver resolver(engine::Destination{host, port});
+// Runs `items` through an engine routed by `resolver` until done, or drains it after
+// `limit`; returns the counters and every outcome.
+inline EngineRun run_engine_with(engine::EngineOptions options, engine::RouteResolver& resolver,
+                                 std::vector<engine::DeliveryItem> items,
+                                 std::chrono::seconds limit = std::chrono::seconds(60)) {
   RecordingSink sink;
   VectorJobSource source(std::move(items));
   EngineRun run;
@@ -112,6 +113,14 @@ inline EngineRun run_engine(engine::EngineOptions options, const std::string& ho
   run.outcomes = sink.outcomes();
   run.by_recipient = sink.by_recipient();
   return run;
+}
+
+// The same through one relay at host:port.
+inline EngineRun run_engine(engine::EngineOptions options, const std::string& host, uint16_t port,
+                            std::vector<engine::DeliveryItem> items,
+                            std::chrono::seconds limit = std::chrono::seconds(60)) {
+  engine::StaticRelayResolver resolver(engine::Destination{host, port});
+  return run_engine_with(std::move(options), resolver, std::move(items), limit);
 }
 
 }  // namespace ringmail::test

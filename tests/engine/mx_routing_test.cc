@@ -44,22 +44,7 @@ class MxRouting : public ::testing::Test {
   EngineRun run(engine::EngineOptions o, std::vector<engine::DeliveryItem> items,
                 std::unordered_map<std::string, engine::Destination> routes = {}) {
     engine::DomainRouteResolver resolver(std::nullopt, std::move(routes), port_);
-    RecordingSink recording;
-    VectorJobSource source(std::move(items));
-    EngineRun r;
-    {
-      engine::Engine e(o, resolver, &recording);
-      e.start(source);
-      r.finished = e.wait_for(std::chrono::seconds(60));
-      if (!r.finished) {
-        e.request_drain();
-        e.wait_for(std::chrono::seconds(30));
-      }
-      r.counts = e.snapshot();
-    }
-    r.outcomes = recording.outcomes();
-    r.by_recipient = recording.by_recipient();
-    return r;
+    return run_engine_with(std::move(o), resolver, std::move(items));
   }
   std::vector<engine::DeliveryItem> items(size_t n, const std::string& domain) {
     return make_items(n, 200, domain);

@@ -53,22 +53,7 @@ class TlsDelivery : public ::testing::Test {
 
   EngineRun run_with(engine::EngineOptions o, engine::RouteResolver& resolver,
                      std::vector<engine::DeliveryItem> items) {
-    RecordingSink sink;
-    VectorJobSource source(std::move(items));
-    EngineRun r;
-    {
-      engine::Engine e(o, resolver, &sink);
-      e.start(source);
-      r.finished = e.wait_for(std::chrono::seconds(60));
-      if (!r.finished) {
-        e.request_drain();
-        e.wait_for(std::chrono::seconds(30));
-      }
-      r.counts = e.snapshot();
-    }
-    r.outcomes = sink.outcomes();
-    r.by_recipient = sink.by_recipient();
-    return r;
+    return run_engine_with(std::move(o), resolver, std::move(items));
   }
 
   std::optional<ScopedTempDir> dir_;
