@@ -56,6 +56,7 @@ void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOut
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
+    wake = outcomes_.empty();  // the storage thread may be idle: start its interval
     if (outcomes_.empty()) {
       std::swap(outcomes_, batch);
     } else {
@@ -67,7 +68,7 @@ void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOut
       outcomes_.count += batch.count;
     }
     ++submitted_;
-    wake = outcomes_.count >= options_.commit_batch;
+    wake = wake || outcomes_.count >= options_.commit_batch;
   }
   if (wake) wake_.notify_one();
 }
@@ -205,12 +206,12 @@ void StorageThread::loop() {
         return stopping_ || flush_wanted_ || !claims_.empty() || !due_queries_.empty() ||
                outcomes_.count >= options_.commit_batch;
       };
+      // The first outcome after an idle spell starts the interval: without that wake-up,
+      // outcomes arriving slower than commit_batch per interval would wait for the next
+      // claim, and a kill -9 meanwhile would send them all again.
       if (!urgent()) {
-        if (outcomes_.empty() && releases_.empty()) {
-          wake_.wait(lock, urgent);
-        } else {
-          wake_.wait_for(lock, interval, urgent);
-        }
+        wake_.wait(lock, [&] { return urgent() || !outcomes_.empty() || !releases_.empty(); });
+        if (!urgent()) wake_.wait_for(lock, interval, urgent);
       }
       std::swap(outcomes, outcomes_);
       releases.swap(releases_);
