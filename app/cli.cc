@@ -93,7 +93,8 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   app.require_subcommand(1);
   app.footer(
       "Exit status: 0 every recipient delivered; 1 some were not (deferred, bounced, refused "
-      "lines, interrupted); 2 usage, config or start-up error.\n");
+      "lines, interrupted, suppressed); 2 usage, config or start-up error; 3 the database "
+      "failed during the run (nothing accepted is lost).\n");
 
   SendFlags flags;
   CLI::App* send = app.add_subcommand(
@@ -161,6 +162,19 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   send->add_flag("--quiet", flags.quiet,
                  "No progress line and no text summary (errors, refused lines and --summary "
                  "json still print)");
+  CLI::Option* send_db =
+      send->add_option("--db", flags.db,
+                       "SQLite database the recipients are enqueued into before they are sent "
+                       "(created if missing); what is left (deferred, interrupted) is sent by "
+                       "`ringmail run`; config: storage.path, default ringmail.db")
+          ->type_name("PATH");
+  send->add_flag("--no-db", flags.no_db,
+                 "Send from memory: nothing is written to disk, and a crash loses what was "
+                 "not yet sent (for benchmarks and throwaway runs)")
+      ->excludes(send_db);
+  send->add_option("--campaign", flags.campaign,
+                   "Campaign name in the database (default: send)")
+      ->type_name("NAME");
   add_observability_options(*send, flags.observability);
   add_security_options(*send, flags.security);
   add_routing_options(*send, flags.routing);
@@ -299,6 +313,7 @@ void apply_flags(const SendFlags& flags, Config& config) {
     config.engine.pool.messages_per_second = *flags.messages_per_second;
   if (flags.no_pipelining) config.engine.pipelining = false;
   if (flags.quiet) config.progress.mode = ProgressMode::kOff;
+  if (flags.db) config.storage.path = *flags.db;
   apply_observability_flags(flags.observability, config);
   apply_security_flags(flags.security, config);
   apply_routing_flags(flags.routing, config);

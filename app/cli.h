@@ -58,6 +58,11 @@ struct SendFlags {
   bool no_pipelining = false;
   bool quiet = false;
   SummaryFormat summary = SummaryFormat::kText;
+  // Durable by default: the recipients are enqueued into this database (config:
+  // storage.path) and sent from it. --no-db sends from memory and writes nothing.
+  std::optional<std::string> db;
+  bool no_db = false;
+  std::string campaign = "send";
   ObservabilityFlags observability;
   SecurityFlags security;
   RoutingFlags routing;

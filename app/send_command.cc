@@ -14,7 +14,10 @@
 #include <memory>
 #include <thread>
 
+#include "app/campaign_enqueue.h"
 #include "app/console.h"
+#include "app/human_format.h"
+#include "app/queue_runner.h"
 #include "app/progress.h"
 #include "app/recipients_job_source.h"
 #include "app/send_plan.h"
@@ -38,45 +41,86 @@ size_t terminal_width() {
   return 0;
 }
 
-}  // namespace
-
-int run_send(const SendFlags& flags) {
-  auto plan = prepare_send(flags);
-  if (!plan) {
-    std::cerr << "ringmail: " << plan.error() << '\n';
+// Enqueue into the database, then deliver from it until nothing is due now: a crash or
+// kill -9 loses nothing, and `ringmail run` picks up what is left.
+int send_through_database(const SendFlags& flags, SendPlan& plan) {
+  StopSignals signals;  // before any thread exists, so every thread inherits the mask
+  Console console(std::cerr, false);
+  const std::string& db = plan.config.storage.path;
+  const Clock::time_point enqueue_start = Clock::now();
+  storage::EnqueueRequest request{flags.campaign, plan.config.from, *plan.body,
+                                  storage::unix_now_ms(), std::nullopt};
+  auto enqueued = enqueue_campaign(plan.config.storage, request, plan.recipients, console);
+  if (!enqueued) {
+    std::cerr << "ringmail: " << enqueued.error() << '\n';
     return 2;
   }
-  if (plan->estimated_total == 0) {
-    std::cerr << "ringmail: " << flags.recipients_path << ": warning: no recipient lines\n";
-  }
+  const storage::EnqueueCounts& counts = enqueued->counts;
+  if (!flags.quiet)
+    console.print_line(fmt::format("ringmail: {} recipients enqueued into {} in {:.2f}s",
+                                   group_thousands(counts.queued), db,
+                                   std::chrono::duration<double>(Clock::now() - enqueue_start).count()));
+  if (!flags.quiet && counts.suppressed > 0)
+    console.print_line(fmt::format("ringmail: {} recipients are on the suppression list of {}: "
+                                   "not sent",
+                                   group_thousands(counts.suppressed), db));
 
+  QueueRunOptions options;
+  options.until_done = true;
+  options.quiet = flags.quiet;
+  options.expected_recipients = counts.queued;
+  options.rejected_lines = enqueued->rejected_lines;
+  options.summary = flags.summary;
+  options.linger = true;
+  auto report = deliver_queue(plan.config, *plan.resolver, signals, options);
+  if (!report) {
+    std::cerr << fmt::format("ringmail: {}; the recipients are enqueued in {}: `ringmail run "
+                             "--db {}` sends them\n",
+                             report.error(), db, db);
+    return 2;
+  }
+  if (report->storage_error) return 3;
+  uint64_t waiting = 0;  // not final: sent by a later `ringmail run`
+  for (auto& [state, n] : report->states)
+    if (!storage::is_final(state)) waiting += n;
+  if (waiting > 0 && !flags.quiet)
+    std::cerr << fmt::format("ringmail: {} recipients wait in {} (deferred or not yet sent): "
+                             "`ringmail run --db {}` continues\n",
+                             group_thousands(waiting), db, db);
+  const int status = exit_status(report->result);
+  return status == 0 && counts.suppressed > 0 ? 1 : status;
+}
+
+// The whole file goes through memory only: the fastest path, for benchmarks and runs
+// that may be lost.
+int send_from_memory(const SendFlags& flags, SendPlan& plan) {
   // SIGINT/SIGTERM become a drain instead of killing the process mid-transaction.
   StopSignals signals;  // before any thread exists, so every thread inherits the mask
 
   const ProgressStyle style =
-      resolve_progress_style(plan->config.progress.mode, isatty(STDERR_FILENO) == 1);
+      resolve_progress_style(plan.config.progress.mode, isatty(STDERR_FILENO) == 1);
   Console console(std::cerr, style == ProgressStyle::kBar,
                   style == ProgressStyle::kBar ? terminal_width() : 0);
-  RecipientsJobSource source(std::move(plan->recipients), plan->config.from, plan->body, console);
-  engine::RouteResolver& resolver = *plan->resolver;
+  RecipientsJobSource source(std::move(plan.recipients), plan.config.from, plan.body, console);
+  engine::RouteResolver& resolver = *plan.resolver;
 
   // Declared before the engine, so destroyed after it: the engine joins its shards before
   // the logger they write to goes.
-  auto observability = start_observability(plan->config);
+  auto observability = start_observability(plan.config);
   if (!observability) {
     std::cerr << "ringmail: " << observability.error() << '\n';
     return 2;
   }
   std::unique_ptr<metrics::OutcomeLogger>& outcome_log = observability->outcome_log;
   std::unique_ptr<metrics::Exporter>& exporter = observability->exporter;
-  const MetricsSettings& metrics_settings = plan->config.metrics;
+  const MetricsSettings& metrics_settings = plan.config.metrics;
   std::unique_ptr<engine::Engine> engine;
   // Declared after the engine, so destroyed before it: no scrape reads a gone engine.
   StopExporterFirst stop_exporter_first{exporter};
 
   const Clock::time_point start = Clock::now();
   try {
-    engine = std::make_unique<engine::Engine>(plan->config.engine, resolver, outcome_log.get());
+    engine = std::make_unique<engine::Engine>(plan.config.engine, resolver, outcome_log.get());
     engine->start(source);
   } catch (const std::exception& e) {
     std::cerr << "ringmail: cannot start the engine: " << e.what() << '\n';
@@ -88,13 +132,13 @@ int run_send(const SendFlags& flags) {
     return metrics::EngineSample{engine->snapshot(), engine->recipients_taken(), engine->shard_count()};
   });
 
-  ProgressMeter meter(console, style, plan->config.progress.plain_interval, start);
+  ProgressMeter meter(console, style, plan.config.progress.plain_interval, start);
   auto counts_now = [&] {
     return make_progress_counts(engine->snapshot(), source.rejected(), source.accepted(),
-                                source.exhausted(), plan->estimated_total.value_or(0));
+                                source.exhausted(), plan.estimated_total.value_or(0));
   };
   DriveHooks hooks;
-  hooks.drain_timeout_s = plan->config.engine.drain_timeout.count();
+  hooks.drain_timeout_s = plan.config.engine.drain_timeout.count();
   hooks.on_tick = [&] { meter.update(Clock::now(), counts_now()); };
   // engine->wait_for wakes the moment the run ends, so elapsed time is not padded by a tick.
   const bool interrupted = drive_engine(*engine, signals, console, hooks);
@@ -129,6 +173,20 @@ int run_send(const SendFlags& flags) {
     sigtimedwait(&signals.set(), nullptr, &linger);
   }
   return exit_status(result);
+}
+
+}  // namespace
+
+int run_send(const SendFlags& flags) {
+  auto plan = prepare_send(flags);
+  if (!plan) {
+    std::cerr << "ringmail: " << plan.error() << '\n';
+    return 2;
+  }
+  if (plan->estimated_total == 0) {
+    std::cerr << "ringmail: " << flags.recipients_path << ": warning: no recipient lines\n";
+  }
+  return flags.no_db ? send_from_memory(flags, *plan) : send_through_database(flags, *plan);
 }
 
 }  // namespace ringmail::app

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "tests/support/aiosmtpd_server.h"
@@ -45,12 +46,16 @@ class SendCommand : public ::testing::Test {
     return p;
   }
 
-  // Starts the binary; when `signal_after` is set, sends SIGTERM after that long.
+  // Starts the binary (in `cwd` when given); when `signal_after` is set, sends `signal`
+  // after that long.
   Result run(std::vector<std::string> args,
-             std::optional<std::chrono::milliseconds> signal_after = std::nullopt) {
+             std::optional<std::chrono::milliseconds> signal_after = std::nullopt,
+             int signal = SIGTERM, std::optional<fs::path> cwd = std::nullopt) {
     fs::path out = dir_ / "stdout", err = dir_ / "stderr";
+    if (cwd) fs::create_directories(*cwd);
     pid_t pid = fork();
     if (pid == 0) {
+      if (cwd && chdir(cwd->c_str()) != 0) _exit(126);
       freopen(out.c_str(), "w", stdout);
       freopen(err.c_str(), "w", stderr);
       std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
@@ -61,7 +66,7 @@ class SendCommand : public ::testing::Test {
     }
     if (signal_after) {
       std::this_thread::sleep_for(*signal_after);
-      kill(pid, SIGTERM);
+      kill(pid, signal);
     }
     // Bounded wait: a hung binary fails the test instead of hanging CI.
     int status = 0;
@@ -83,10 +88,25 @@ class SendCommand : public ::testing::Test {
     return r;
   }
 
+  // The durable send (the default): through a database of this test's own.
   std::vector<std::string> send_args(const std::string& relay, const fs::path& rcpts) {
+    auto args = memory_send_args(relay, rcpts);
+    args.back() = "--db";
+    args.push_back(db().string());
+    return args;
+  }
+  // The send from memory (--no-db): nothing on disk.
+  std::vector<std::string> memory_send_args(const std::string& relay, const fs::path& rcpts) {
     return {"send", "--relay", relay, "--from", "a@ringmail.test", "--message",
             (dir_ / "m.eml").string(), "--recipients", rcpts.string(), "--summary", "json",
-            "--quiet", "--shards", "1"};
+            "--quiet", "--shards", "1", "--no-db"};
+  }
+  fs::path db() const { return dir_ / "send.db"; }
+  // `ringmail status --json` of the test's database.
+  nlohmann::json status() {
+    Result r = run({"status", "--db", db().string(), "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
   }
 
   fs::path dir_;
@@ -136,7 +156,7 @@ TEST_F(SendCommand, BadInputExitsTwoAndSendsNothing) {
   EXPECT_EQ((*sink)->messages_received(), 0u);
 }
 
-TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipient) {
+TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipientFromMemory) {
   ScriptedSmtpServerOptions o;
   o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
     if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(10)};
@@ -144,7 +164,7 @@ TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipient) {
   };
   auto server = ScriptedSmtpServer::start(o);
   ASSERT_TRUE(server) << server.error();
-  auto args = send_args((*server)->address(), recipients(5000));
+  auto args = memory_send_args((*server)->address(), recipients(5000));
   args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
   auto started = std::chrono::steady_clock::now();
   Result r = run(args, std::chrono::milliseconds(700));
@@ -158,6 +178,92 @@ TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipient) {
   EXPECT_EQ(summary["deferred"], 0);  // in-flight work finished rather than being cut off
   EXPECT_EQ(delivered + not_attempted, 5000u);
   EXPECT_EQ((*server)->messages().size(), delivered);
+}
+
+// A server slow enough that a signal or a kill lands mid-campaign.
+std::unique_ptr<ScriptedSmtpServer> slow_server() {
+  ScriptedSmtpServerOptions o;
+  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(10)};
+    return std::nullopt;
+  };
+  auto server = ScriptedSmtpServer::start(o);
+  EXPECT_TRUE(server) << server.error();
+  return server ? std::move(*server) : nullptr;
+}
+
+TEST_F(SendCommand, SigtermLeavesTheRestQueuedForRun) {
+  auto server = slow_server();
+  ASSERT_TRUE(server);
+  auto args = send_args(server->address(), recipients(5000));
+  args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
+  Result r = run(args, std::chrono::milliseconds(700));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary["interrupted"], true);
+  const uint64_t delivered = summary["delivered"];
+  EXPECT_GT(delivered, 0u);
+  EXPECT_EQ(summary["deferred"], 0);  // in-flight work finished rather than being cut off
+  EXPECT_EQ(server->messages().size(), delivered);
+  // Every recipient is in the database: the delivered ones as such, the rest queued.
+  auto before = status()["campaigns"]["send"];
+  EXPECT_EQ(before["total"], 5000);
+  EXPECT_EQ(before["delivered"], delivered);
+  EXPECT_EQ(before["queued"], 5000 - delivered);
+
+  Result rest = run({"run", "--db", db().string(), "--until-done", "--relay", server->address(),
+                     "--quiet", "--no-metrics", "--shards", "1", "--rcpt-per-txn", "100"});
+  EXPECT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(status()["campaigns"]["send"]["delivered"], 5000);
+  EXPECT_EQ(server->messages().size(), delivered + (5000 - delivered + 99) / 100);
+}
+
+TEST_F(SendCommand, KillNineLosesNoRecipient) {
+  auto server = slow_server();
+  ASSERT_TRUE(server);
+  auto args = send_args(server->address(), recipients(3000));
+  args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1"});
+  Result r = run(args, std::chrono::milliseconds(700), SIGKILL);
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL);
+  Result rest = run({"run", "--db", db().string(), "--until-done", "--relay", server->address(),
+                     "--quiet", "--no-metrics", "--shards", "1"});
+  EXPECT_EQ(rest.exit_code, 0) << rest.err;
+  auto after = status()["campaigns"]["send"];
+  EXPECT_EQ(after["total"], 3000);
+  EXPECT_EQ(after["delivered"], 3000);
+  // Every address reached the server with a whole message; the only ones that did twice
+  // were in flight at the kill (two connections, one recipient per transaction).
+  std::set<std::string> seen;
+  size_t total = 0;
+  for (const auto& t : server->transcripts()) {
+    std::vector<std::string> rcpts;
+    for (const std::string& line : t.commands) {
+      if (line.starts_with("MAIL")) rcpts.clear();
+      if (line.starts_with("RCPT")) rcpts.push_back(line);
+      if (line == ".") {
+        for (auto& r : rcpts) seen.insert(r);
+        total += rcpts.size();
+        rcpts.clear();
+      }
+    }
+  }
+  EXPECT_EQ(seen.size(), 3000u);
+  EXPECT_LE(total - seen.size(), 10u) << "duplicates";
+}
+
+TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  auto args = send_args((*sink)->address(), recipients(10));
+  args.resize(args.size() - 2);  // no --db
+  Result r = run(args, std::nullopt, SIGTERM, dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "ringmail.db"));
+  Result memory = run(memory_send_args((*sink)->address(), dir_ / "r.txt"), std::nullopt, SIGTERM,
+                      dir_ / "sub");
+  EXPECT_EQ(memory.exit_code, 0) << memory.err;
+  EXPECT_FALSE(fs::exists(dir_ / "sub" / "ringmail.db"));
+  EXPECT_EQ((*sink)->recipients_received(), 20u);
 }
 
 TEST_F(SendCommand, SubmissionWithStarttlsAndAuthFromAnEnvironmentVariable) {

@@ -60,7 +60,7 @@ class MetricsE2e : public ::testing::Test {
     std::vector<std::string> argv{RINGMAIL_BINARY, "send", "--relay", relay, "--from",
                                   "a@ringmail.test", "--message", (dir_ / "m.eml").string(),
                                   "--recipients", rcpts.string(), "--summary", "json", "--quiet",
-                                  "--shards", "2"};
+                                  "--shards", "2", "--db", (dir_ / "metrics.db").string()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<PeerProcess>(argv, dir_ / "stdout", dir_ / "stderr");
   }

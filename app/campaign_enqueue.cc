@@ -1,0 +1,47 @@
+#include "app/campaign_enqueue.h"
+
+#include <fmt/format.h>
+
+#include "app/human_format.h"
+#include "app/queue_runner.h"
+
+namespace ringmail::app {
+
+std::expected<EnqueuedCampaign, std::string> enqueue_campaign(const storage::StorageOptions& options,
+                                                              const storage::EnqueueRequest& request,
+                                                              RecipientsFile& recipients,
+                                                              Console& console) {
+  auto failed = [](const storage::StorageError& e, std::string_view tail = {}) {
+    return std::unexpected(e.message + storage_error_hint(e) + std::string(tail));
+  };
+  auto store = storage::QueueStore::open(options, storage::OpenMode::kReadWriteCreate);
+  if (!store) return std::unexpected(store.error().message + storage_error_hint(store.error()));
+  const int64_t now = storage::unix_now_ms();
+  auto counts = store->begin_enqueue(request, now);
+  if (!counts) return failed(counts.error());
+  EnqueuedCampaign out{*counts, 0};
+  if (out.counts.duplicate) {
+    store->abort_enqueue();
+    return out;
+  }
+  const int64_t due = request.send_at_ms ? request.send_at_ms : now;
+  constexpr uint64_t kMaxReported = 20;
+  while (auto record = recipients.next()) {
+    if (!record->has_value()) {
+      if (++out.rejected_lines <= kMaxReported) console.print_line(record->error().to_string());
+      continue;
+    }
+    const Recipient& r = **record;
+    if (auto ok = store->add_recipient(out.counts, r.address, r.domain, due, now); !ok) {
+      store->abort_enqueue();
+      return failed(ok.error(), "; nothing was enqueued");
+    }
+  }
+  if (out.rejected_lines > kMaxReported)
+    console.print_line(fmt::format("{}: ... {} more refused lines", recipients.path(),
+                                   group_thousands(out.rejected_lines - kMaxReported)));
+  if (auto ok = store->finish_enqueue(); !ok) return failed(ok.error(), "; nothing was enqueued");
+  return out;
+}
+
+}  // namespace ringmail::app

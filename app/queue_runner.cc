@@ -1,0 +1,217 @@
+#include "app/queue_runner.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <mutex>
+
+#include "app/console.h"
+#include "app/human_format.h"
+#include "app/observability.h"
+#include "app/progress.h"
+#include "engine/engine.h"
+#include "storage/database_job_source.h"
+#include "storage/queue_store.h"
+
+namespace ringmail::app {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+size_t terminal_width() {
+  winsize ws{};
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 0;
+}
+
+void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool quiet);
+
+}  // namespace
+
+std::string storage_error_hint(const storage::StorageError& e) {
+  return e.disk_full() ? " (the disk or the file size limit is full; free space and run again)"
+                       : "";
+}
+
+std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
+                                                         engine::RouteResolver& resolver,
+                                                         StopSignals& signals,
+                                                         const QueueRunOptions& options) {
+  auto with_hint = [](const storage::StorageError& e) { return e.message + storage_error_hint(e); };
+  auto store = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting);
+  if (!store) return std::unexpected(store.error().message);
+  QueueRunReport report;
+  const int64_t started_ms = storage::unix_now_ms();
+  auto recovered = store->recover_leases(started_ms);
+  if (!recovered) return std::unexpected(with_hint(recovered.error()));
+  report.recovered = *recovered;
+  auto suppressed = store->apply_suppressions(started_ms);
+  if (!suppressed) return std::unexpected(with_hint(suppressed.error()));
+  auto owner = store->register_run(started_ms);
+  if (!owner) return std::unexpected(with_hint(owner.error()));
+
+  const ProgressMode mode = options.quiet ? ProgressMode::kOff : c.progress.mode;
+  const ProgressStyle style = resolve_progress_style(mode, isatty(STDERR_FILENO) == 1);
+  Console console(std::cerr, style == ProgressStyle::kBar,
+                  style == ProgressStyle::kBar ? terminal_width() : 0);
+  if (report.recovered > 0 && style != ProgressStyle::kOff)
+    console.print_line(fmt::format("ringmail: {} recipients in flight in a run that is gone are "
+                                   "queued again",
+                                   group_thousands(report.recovered)));
+
+  auto storage_thread =
+      std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
+  auto observability = start_observability(c);
+  if (!observability) return std::unexpected(observability.error());
+  FanOutSink sink(storage_thread.get(), observability->outcome_log.get());
+  // Each pass has its own engine; a scrape sees the passes before it plus the current one.
+  std::mutex sample_mutex;
+  engine::DeliverySnapshot finished_passes;
+  uint64_t finished_taken = 0;
+  engine::Engine* current_engine = nullptr;
+  observability->expose([&]() {
+    std::lock_guard lock(sample_mutex);
+    metrics::EngineSample sample{finished_passes, finished_taken, 0};
+    if (current_engine) {
+      sample.delivery.add(current_engine->snapshot());
+      sample.recipients_taken += current_engine->recipients_taken();
+      sample.shards = current_engine->shard_count();
+    }
+    return sample;
+  });
+  StopExporterFirst stop_exporter_first{observability->exporter};
+  const Clock::time_point start = Clock::now();
+  ProgressMeter meter(console, style, c.progress.plain_interval, start);
+  engine::DeliverySnapshot total;
+  uint64_t taken = 0;
+  bool interrupted = false;
+  auto counts_of = [&](const engine::DeliverySnapshot& s, uint64_t taken_now) {
+    return make_progress_counts(s, options.rejected_lines, taken_now, false,
+                                options.expected_recipients + options.rejected_lines);
+  };
+
+  while (true) {
+    storage::DatabaseJobSource source(*storage_thread, c.storage.claim_batch);
+    engine::DeliverySnapshot pass_counts;
+    {
+      std::unique_ptr<engine::Engine> engine;
+      try {
+        engine = std::make_unique<engine::Engine>(c.engine, resolver, &sink);
+        engine->start(source);
+        std::lock_guard lock(sample_mutex);
+        current_engine = engine.get();
+      } catch (const std::exception& e) {
+        return std::unexpected(fmt::format("cannot start the engine: {}", e.what()));
+      }
+      ++report.passes;
+      DriveHooks hooks;
+      hooks.drain_timeout_s = c.engine.drain_timeout.count();
+      hooks.must_stop = [&] { return storage_thread->failure().has_value(); };
+      hooks.on_tick = [&] {
+        engine::DeliverySnapshot now = total;
+        now.add(engine->snapshot());
+        meter.update(Clock::now(), counts_of(now, taken + engine->recipients_taken()));
+      };
+      interrupted = drive_engine(*engine, signals, console, hooks, interrupted) || interrupted;
+      pass_counts = engine->snapshot();
+      taken += engine->recipients_taken();
+      std::lock_guard lock(sample_mutex);
+      finished_passes.add(pass_counts);
+      finished_taken += engine->recipients_taken();
+      current_engine = nullptr;
+    }
+    total.add(pass_counts);
+    source.release_unsent();
+    if (auto ok = storage_thread->flush(); !ok) {
+      report.storage_error = ok.error();
+      break;
+    }
+    if (interrupted) break;
+    auto next_due = storage_thread->next_due_at();
+    if (!next_due) {
+      report.storage_error = next_due.error();
+      break;
+    }
+    const int64_t now = storage::unix_now_ms();
+    if (*next_due && **next_due <= now) continue;  // retries already due: another pass
+    if (options.until_done) break;
+    // The long-running service: sleep until the next attempt is due (bounded, so work
+    // enqueued meanwhile by another process is picked up), waking for a signal.
+    int64_t wait_ms = static_cast<int64_t>(c.storage.idle_poll.count() * 1000);
+    if (*next_due) wait_ms = std::min(wait_ms, **next_due - now);
+    if (signals.wait(std::chrono::milliseconds(std::max<int64_t>(wait_ms, 1))) != 0) {
+      interrupted = true;
+      break;
+    }
+  }
+  const Clock::time_point end = Clock::now();
+  meter.finish(end, counts_of(total, taken));
+  report.stats = storage_thread->stats();
+  storage_thread.reset();  // commits what is left and closes the write connection
+
+  // A fresh connection for the end: forget this run and read where everything stands.
+  if (auto after = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting)) {
+    if (!report.storage_error) (void)after->unregister_run(*owner);
+    if (auto s = after->state_counts()) report.states = std::move(*s);
+  }
+
+  RunResult& result = report.result;
+  result.delivery = total;
+  result.taken = taken;
+  result.rejected = options.rejected_lines;
+  result.source_exhausted = true;
+  result.interrupted = interrupted;
+  result.elapsed_s = std::chrono::duration<double>(end - start).count();
+
+  // Every outcome line is written before the summary says the run is over.
+  if (observability->outcome_log) observability->outcome_log->flush();
+  print_queue_run(report, options.summary, options.quiet);
+  if (options.linger && observability->exporter && c.metrics.linger.count() > 0 && !interrupted) {
+    // The final counts stay scrapeable for a while; a signal ends the wait.
+    signals.wait(std::chrono::duration_cast<std::chrono::milliseconds>(c.metrics.linger));
+  }
+  return report;
+}
+
+namespace {
+
+void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool quiet) {
+  const auto& states = report.states;
+  if (format == SummaryFormat::kJson) {
+    auto j = nlohmann::json::parse(format_summary_json(report.result));
+    j["passes"] = report.passes;
+    j["recovered"] = report.recovered;
+    j["committed_outcomes"] = report.stats.outcomes_applied;
+    j["commits"] = report.stats.commits;
+    nlohmann::json by_state = nlohmann::json::object();
+    for (storage::RecipientState s : storage::kAllStates) by_state[std::string(to_string(s))] = 0;
+    for (auto& [s, n] : states) by_state[std::string(to_string(s))] = n;
+    j["states"] = by_state;
+    if (report.storage_error) j["storage_error"] = report.storage_error->message;
+    std::cout << j.dump() << std::endl;
+  }
+  if (!quiet) {
+    std::ostream& out = format == SummaryFormat::kJson ? std::cerr : std::cout;
+    out << format_summary_text(report.result);
+    std::string line = "database:";
+    for (auto& [s, n] : states) line += fmt::format(" {} {}", to_string(s), group_thousands(n));
+    out << line << fmt::format(" ({} passes, {} commits)\n", report.passes, report.stats.commits)
+        << std::flush;
+  }
+  if (report.storage_error) {
+    std::cerr << fmt::format(
+        "ringmail: database error, stopped taking work: {}{}; recipients in flight stay leased "
+        "and are queued again by the next run\n",
+        report.storage_error->message, storage_error_hint(*report.storage_error));
+  }
+}
+
+}  // namespace
+
+}  // namespace ringmail::app
