@@ -1,6 +1,15 @@
 #include "app/console.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 namespace ringmail::app {
+
+size_t terminal_width() {
+  winsize ws{};
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 0;
+}
 namespace {
 
 constexpr std::string_view kClearLine = "\r\x1b[K";  // to column 0, erase to end of line

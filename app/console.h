@@ -33,4 +33,7 @@ class Console {
   std::string status_;  // the status on screen (live mode), "" when none
 };
 
+// Columns of the terminal on stderr; 0 when it is not a terminal or does not say.
+size_t terminal_width();
+
 }  // namespace ringmail::app

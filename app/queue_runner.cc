@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,12 +22,6 @@ namespace ringmail::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-size_t terminal_width() {
-  winsize ws{};
-  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-  return 0;
-}
 
 void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool quiet);
 

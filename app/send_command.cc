@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -35,11 +34,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 
-size_t terminal_width() {
-  winsize ws{};
-  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-  return 0;
-}
 
 // Enqueue into the database, then deliver from it until nothing is due now: a crash or
 // kill -9 loses nothing, and `ringmail run` picks up what is left.

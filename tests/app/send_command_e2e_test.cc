@@ -156,15 +156,22 @@ TEST_F(SendCommand, BadInputExitsTwoAndSendsNothing) {
   EXPECT_EQ((*sink)->messages_received(), 0u);
 }
 
-TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipientFromMemory) {
+// A server slow enough that a signal or a kill lands mid-campaign.
+std::unique_ptr<ScriptedSmtpServer> slow_server() {
   ScriptedSmtpServerOptions o;
   o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
     if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(10)};
     return std::nullopt;
   };
   auto server = ScriptedSmtpServer::start(o);
-  ASSERT_TRUE(server) << server.error();
-  auto args = memory_send_args((*server)->address(), recipients(5000));
+  EXPECT_TRUE(server) << server.error();
+  return server ? std::move(*server) : nullptr;
+}
+
+TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipientFromMemory) {
+  auto server = slow_server();
+  ASSERT_TRUE(server);
+  auto args = memory_send_args(server->address(), recipients(5000));
   args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
   auto started = std::chrono::steady_clock::now();
   Result r = run(args, std::chrono::milliseconds(700));
@@ -177,19 +184,7 @@ TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipientFromMemory) {
   EXPECT_GT(not_attempted, 0u);
   EXPECT_EQ(summary["deferred"], 0);  // in-flight work finished rather than being cut off
   EXPECT_EQ(delivered + not_attempted, 5000u);
-  EXPECT_EQ((*server)->messages().size(), delivered);
-}
-
-// A server slow enough that a signal or a kill lands mid-campaign.
-std::unique_ptr<ScriptedSmtpServer> slow_server() {
-  ScriptedSmtpServerOptions o;
-  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
-    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(10)};
-    return std::nullopt;
-  };
-  auto server = ScriptedSmtpServer::start(o);
-  EXPECT_TRUE(server) << server.error();
-  return server ? std::move(*server) : nullptr;
+  EXPECT_EQ(server->messages().size(), delivered);
 }
 
 TEST_F(SendCommand, SigtermLeavesTheRestQueuedForRun) {
