@@ -280,6 +280,20 @@ constexpr KeyRule kRules[] = {
      }},
     {"metrics", "linger",
      [](const toml::node& n, Config& c) { return read_seconds(n, c.metrics.linger, true); }},
+    {"metrics", "sites",
+     [](const toml::node& n, Config& c) -> Status {
+       const toml::array* a = n.as_array();
+       if (a == nullptr) return std::unexpected(std::string("must be an array of domain or relay names"));
+       c.engine.site_metrics.sites.clear();
+       for (const toml::node& e : *a) {
+         std::string s;
+         if (auto ok = read_string(e, s); !ok) return ok;
+         c.engine.site_metrics.sites.push_back(std::move(s));
+       }
+       return {};
+     }},
+    {"metrics", "top_sites",
+     [](const toml::node& n, Config& c) { return read_integer(n, c.metrics.top_sites, 0, 100); }},
     {"log", "file", [](const toml::node& n, Config& c) { return read_string(n, c.log.file); }},
     {"log", "format",
      [](const toml::node& n, Config& c) { return read_log_format(n, c.log.format); }},

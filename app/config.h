@@ -36,6 +36,9 @@ struct MetricsSettings {
   // After the run, keep serving /metrics this long (or until SIGINT/SIGTERM), so a
   // short campaign is still scraped at its end.
   engine::Seconds linger{0};
+  // Destination sites exported by name in ringmail_site_*, besides the configured ones
+  // (engine.site_metrics.sites, from `sites`): the busiest this many.
+  size_t top_sites = 10;
 };
 
 enum class OutcomeLogFormat { kLogfmt, kJson };

@@ -9,6 +9,8 @@ namespace ringmail::app {
 std::expected<Observability, std::string> start_observability(const Config& config) {
   Observability o;
   const MetricsSettings& metrics_settings = config.metrics;
+  o.sites.sites = config.engine.site_metrics.sites;
+  o.sites.top = metrics_settings.top_sites;
   if (metrics_settings.enabled) {
     const std::string listen =
         metrics_settings.listen.value_or(std::string(metrics::kDefaultListen));
@@ -38,11 +40,14 @@ std::expected<Observability, std::string> start_observability(const Config& conf
   return o;
 }
 
-void Observability::expose(metrics::EngineSampler sampler) {
+void Observability::expose(metrics::EngineSampler sampler,
+                           std::vector<metrics::FamilyProvider> extra) {
   if (!exporter) return;
   std::vector<metrics::FamilyProvider> providers;
   if (outcome_log) providers.push_back(outcome_log->metrics_provider());
-  exporter->expose(std::make_shared<metrics::RingmailCollector>(std::move(sampler), std::move(providers)));
+  for (metrics::FamilyProvider& p : extra) providers.push_back(std::move(p));
+  exporter->expose(
+      std::make_shared<metrics::RingmailCollector>(std::move(sampler), std::move(providers), sites));
 }
 
 }  // namespace ringmail::app

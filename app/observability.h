@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "app/config.h"
 #include "metrics/delivery_collector.h"
@@ -17,10 +18,13 @@ namespace ringmail::app {
 struct Observability {
   std::unique_ptr<metrics::OutcomeLogger> outcome_log;  // null: no outcome log
   std::unique_ptr<metrics::Exporter> exporter;           // null: metrics off
+  metrics::SiteLabelOptions sites;                       // which sites get their own label
 
-  // Serves `sampler` (and the outcome log's own counters) at /metrics. Call once the
-  // engine can be sampled (after Engine::start); a no-op when metrics are off.
-  void expose(metrics::EngineSampler sampler);
+  // Serves `sampler` (and the outcome log's own counters, then `extra`'s families, e.g.
+  // metrics::storage_provider) at /metrics. Call once the engine can be sampled (after
+  // Engine::start); a no-op when metrics are off. What `extra` samples must outlive the
+  // exporter (StopExporterFirst).
+  void expose(metrics::EngineSampler sampler, std::vector<metrics::FamilyProvider> extra = {});
 };
 
 // Hands every finished transaction to two sinks (the database and the outcome log).

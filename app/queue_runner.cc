@@ -15,6 +15,7 @@
 #include "app/observability.h"
 #include "app/progress.h"
 #include "engine/engine.h"
+#include "metrics/storage_families.h"
 #include "storage/database_job_source.h"
 #include "storage/queue_store.h"
 
@@ -58,8 +59,11 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                    "queued again",
                                    group_thousands(report.recovered)));
 
+  // Declared before the observability below, so it is destroyed after the exporter stops:
+  // a scrape reads its metrics until then.
   auto storage_thread =
       std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
+  storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
   auto observability = start_observability(c);
   if (!observability) return std::unexpected(observability.error());
   FanOutSink sink(storage_thread.get(), observability->outcome_log.get());
@@ -77,7 +81,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
       sample.shards = current_engine->shard_count();
     }
     return sample;
-  });
+  }, {metrics::storage_provider(*storage_thread, c.storage)});
   StopExporterFirst stop_exporter_first{observability->exporter};
   const Clock::time_point start = Clock::now();
   ProgressMeter meter(console, style, c.progress.plain_interval, start);
@@ -145,8 +149,10 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   }
   const Clock::time_point end = Clock::now();
   meter.finish(end, counts_of(total, taken));
+  // Everything is committed; the thread stays (idle) until the exporter has stopped.
+  if (auto ok = storage_thread->flush(); !ok && !report.storage_error)
+    report.storage_error = ok.error();
   report.stats = storage_thread->stats();
-  storage_thread.reset();  // commits what is left and closes the write connection
 
   // A fresh connection for the end: forget this run and read where everything stands.
   if (auto after = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting)) {

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <unordered_map>
+#include <vector>
 
+#include "engine/site_counters.h"
 #include "smtp/reply.h"
 
 namespace ringmail::engine {
@@ -22,7 +24,32 @@ struct DurationHistogram {
   std::array<uint64_t, kTransactionDurationBounds.size() + 1> buckets{};  // not cumulative
   uint64_t count = 0;
   double sum_seconds = 0;
+  void add(const DurationHistogram& other);
 };
+
+// Why a connection failed before greeting and EHLO completed: a small fixed set, so it
+// can be a metric label. Each failed connection is counted once, under one reason.
+enum class ConnectionFailure : uint8_t {
+  kRefused,      // ECONNREFUSED: nothing listens there
+  kUnreachable,  // no route to the network or host
+  kTimeout,      // connect, greeting or EHLO reply timed out
+  kClosed,       // the peer closed or reset the connection before EHLO's reply
+  kGreeting,     // the server refused the session before it was ready (4xx/5xx, 421 to
+                 // the greeting, EHLO/HELO, STARTTLS, or a temporary AUTH failure)
+  kTls,          // the TLS handshake failed or stalled; TLS required but not offered
+  kProtocol,     // a malformed, oversized or unexpected reply
+  kAuth,         // the server refused our credentials (or offered no usable mechanism)
+  kResources,    // a local shortage: EMFILE, ENFILE, ENOBUFS, ENOMEM
+  kOther,
+};
+inline constexpr size_t kConnectionFailureReasons = size_t(ConnectionFailure::kOther) + 1;
+// The metric label: "refused", "unreachable", "timeout", ...
+const char* to_string(ConnectionFailure reason);
+// The reason of a failed socket(), connect, send or receive (`error` a positive errno).
+ConnectionFailure connection_failure_from_errno(int error);
+// The reason of a session that closed before reaching ready, from the reply deciding it:
+// a server reply is kGreeting, a local one is classified by its enhanced code.
+ConnectionFailure connection_failure_from_reply(const smtp::Reply& why);
 
 struct DeliverySnapshot {
   uint64_t recipients_delivered = 0;
@@ -32,7 +59,8 @@ struct DeliverySnapshot {
   uint64_t transactions_finished = 0;     // messages: one per SMTP transaction
   uint64_t transactions_delivered = 0;    // ... of which at least one recipient delivered
   uint64_t connections_opened = 0;
-  uint64_t connection_failures = 0;
+  uint64_t connection_failures = 0;  // the sum of connection_failures_by_reason
+  std::array<uint64_t, kConnectionFailureReasons> connection_failures_by_reason{};
   std::array<uint64_t, 600> recipients_by_reply_code{};  // index: reply code deciding it (0: local)
   // Recipients by the class of the RFC 3463 enhanced code deciding them: index 2, 4, 5;
   // index 0 when the reply had none.
@@ -49,6 +77,13 @@ struct DeliverySnapshot {
   // From the shard taking a transaction off its inbox to its outcome, one sample per
   // transaction that was queued on a pool (resolution: one loop turn).
   DurationHistogram transaction_duration;
+  // MX route lookups that went to DNS, from the first query to the route (MX and the
+  // exchangers' addresses); not cache hits, not lookups cut short by a drain.
+  DurationHistogram dns_lookup_duration;
+  // Per destination site (see SiteCounters): named sites sorted by name, and the rest.
+  // Bounded: each shard names at most its configured sites plus SiteCounters' capacity.
+  std::vector<SiteSample> sites;
+  SiteCounts site_other;
 
   uint64_t recipients_finished() const {
     return recipients_delivered + recipients_deferred + recipients_bounced + recipients_not_attempted;
@@ -65,7 +100,11 @@ class DeliveryCounters {
   void count_not_attempted(uint64_t recipients);
   void count_transaction(bool any_delivered);
   void count_connection_opened();
-  void count_connection_failure();
+  // Also counted for `site` when given (the pool's site slot).
+  void count_connection_failure(ConnectionFailure reason, SiteSlot* site = nullptr) {
+    bump(failures_by_reason_[size_t(reason)]);
+    if (site) site->count_connection_failure();
+  }
   void count_connection_closed();
   void count_ring_submissions(int submitted) { if (submitted > 0) bump(ring_submissions_, unsigned(submitted)); }
   void count_ring_completions(unsigned reaped) { bump(ring_completions_, reaped); }
@@ -80,6 +119,12 @@ class DeliveryCounters {
     dns_cache_hits_.store(cache_hits, std::memory_order_relaxed);
     dns_failures_.store(failures, std::memory_order_relaxed);
   }
+  // An MX route lookup that went to DNS took `elapsed`.
+  void count_dns_lookup_duration(std::chrono::steady_clock::duration elapsed) {
+    dns_duration_.observe(elapsed);
+  }
+  // Per-site counters; writer side as above. Snapshots read them.
+  SiteCounters& sites() { return sites_; }
   // Transaction timing, keyed by smtp::Transaction::id. `now` is the shard's loop-turn
   // clock, so timing costs no clock read. A transaction taken but never finished keeps
   // its entry until the counters are destroyed (only after a ring failure).
@@ -97,14 +142,22 @@ class DeliveryCounters {
   }
   std::atomic<uint64_t> delivered_{0}, deferred_{0}, bounced_{0}, not_attempted_{0};
   std::atomic<uint64_t> transactions_{0}, transactions_delivered_{0};
-  std::atomic<uint64_t> opened_{0}, failures_{0};
+  // One writer; observe() costs a bucket search and two relaxed stores.
+  struct AtomicHistogram {
+    std::array<std::atomic<uint64_t>, kTransactionDurationBounds.size() + 1> buckets{};
+    std::atomic<uint64_t> sum_ns{0};
+    void observe(std::chrono::steady_clock::duration elapsed);
+    DurationHistogram read() const;
+  };
+  std::atomic<uint64_t> opened_{0};
+  std::array<std::atomic<uint64_t>, kConnectionFailureReasons> failures_by_reason_{};
   std::array<std::atomic<uint64_t>, 600> by_code_{};
   std::array<std::atomic<uint64_t>, 6> by_enhanced_class_{};
   std::atomic<uint64_t> closed_{0}, ring_submissions_{0}, ring_completions_{0};
   std::atomic<uint64_t> tls_handshakes_{0}, tls_resumed_{0}, tls_failures_{0};
   std::atomic<uint64_t> dns_lookups_{0}, dns_cache_hits_{0}, dns_failures_{0};
-  std::array<std::atomic<uint64_t>, kTransactionDurationBounds.size() + 1> duration_buckets_{};
-  std::atomic<uint64_t> duration_sum_ns_{0};
+  AtomicHistogram transaction_duration_, dns_duration_;
+  SiteCounters sites_;
   // Writer-only (the shard thread): when each queued transaction was taken.
   std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> queued_at_;
 };

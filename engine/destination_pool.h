@@ -18,6 +18,7 @@
 #include "engine/connection.h"
 #include "engine/destination.h"
 #include "engine/engine_options.h"
+#include "engine/site_counters.h"
 #include "smtp/transaction.h"
 
 namespace ringmail::engine {
@@ -93,6 +94,9 @@ class DestinationPool {
   }
 
   bool in_active_list = false;  // scheduling flag owned by the shard
+  // Where this pool's recipients and failed connections are counted by site; set by the
+  // shard when it makes the pool (a slot of its DeliveryCounters, which outlive it).
+  SiteSlot* site = nullptr;
 
  private:
   void refill(Clock::time_point now);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dns/mx_resolver.h"
+#include "engine/site_counters.h"
 #include "engine/tls_context.h"
 #include "smtp/client_session.h"
 
@@ -48,6 +49,16 @@ struct MxRouting {
   dns::ResolverOptions resolver;  // DNS servers, families, timeouts, caching
 };
 
+// Per-site counters (DeliverySnapshot::sites): which sites are counted by name.
+struct SiteMetrics {
+  // Counted by name on every shard whatever else is seen ([metrics] sites): MX domains
+  // (any case) or relay names (a route's TLS name, else its address).
+  std::vector<std::string> sites;
+  // Other sites each shard counts by name, first come, first served; later ones are
+  // counted as "other". Bounds memory and label values with 100,000 domains.
+  size_t max_tracked_per_shard = SiteCounters::kDefaultCapacity;
+};
+
 struct EngineOptions {
   unsigned shards = 0;  // 0: one per core
   std::string helo_name = "localhost";
@@ -68,6 +79,7 @@ struct EngineOptions {
   size_t shard_inbox_capacity = 4096;
   // Times a transaction nothing of which reached a server is retried on another connection.
   unsigned max_not_attempted_retries = 3;
+  SiteMetrics site_metrics;
 };
 
 }  // namespace ringmail::engine

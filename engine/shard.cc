@@ -30,6 +30,13 @@ Clock::duration to_duration(Seconds s) {
   return std::chrono::duration_cast<Clock::duration>(s);
 }
 
+// The site a pool serves, for per-site counters: the domain of an MX pool, else the
+// relay's configured name (its address when it has none).
+std::string_view site_of(const Destination& d) {
+  if (!d.mx_domain.empty()) return d.mx_domain;
+  return d.tls_name.empty() ? std::string_view(d.host) : std::string_view(d.tls_name);
+}
+
 
 
 }  // namespace
@@ -42,6 +49,7 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
       sink_(sink),
       counters_(counters),
       ring_(kRingEntries) {
+  counters_.sites().configure(options_.site_metrics.sites, options_.site_metrics.max_tracked_per_shard);
   if (options_.multishot_receive)
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();
@@ -189,9 +197,9 @@ void Shard::take_inbox() {
                             local_reply(kBadDestination,
                                         "destination " + pool.destination().key() +
                                             " is not a numeric address"),
-                            false);
+                            false, pool.site);
     } else if (pool.dead(now_) && pool.connections.empty()) {
-      give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false);
+      give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false, pool.site);
     } else {
       counters_.note_transaction_queued(job.transaction.id, now_);
       pool.queue.push_back(std::move(job.transaction));
@@ -248,8 +256,10 @@ void Shard::handle_completion(const io_uring_cqe& cqe) {
 
 DestinationPool& Shard::pool_for(const Destination& destination, const std::string& key) {
   auto it = pools_.find(key);
-  if (it == pools_.end())
+  if (it == pools_.end()) {
     it = pools_.emplace(key, std::make_unique<DestinationPool>(destination, options_.pool)).first;
+    it->second->site = &counters_.sites().slot_for(site_of(destination));
+  }
   return *it->second;
 }
 
@@ -335,7 +345,7 @@ void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
   while (!pool.queue.empty()) {
     smtp::Transaction txn = std::move(pool.queue.front());
     pool.queue.pop_front();
-    give_up_not_attempted(std::move(txn), pool.last_failure(), false);
+    give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
   }
 }
 
@@ -350,13 +360,14 @@ void Shard::open_connection(DestinationPool& pool) {
   if (fd < 0) {
     // A local failure (EMFILE, ENFILE...). Without a connection of the pool to carry its
     // queue later, nothing would wake it again: defer its work now with the reason.
-    const smtp::Reply why = local_reply(kNoAnswer, std::string("cannot create socket: ") + strerror(errno));
-    counters_.count_connection_failure();
+    const int error = errno;
+    const smtp::Reply why = local_reply(kNoAnswer, std::string("cannot create socket: ") + strerror(error));
+    counters_.count_connection_failure(connection_failure_from_errno(error), pool.site);
     if (pool.connections.empty()) {
       while (!pool.queue.empty()) {
         smtp::Transaction txn = std::move(pool.queue.front());
         pool.queue.pop_front();
-        give_up_not_attempted(std::move(txn), why, false);
+        give_up_not_attempted(std::move(txn), why, false, pool.site);
       }
     }
     return;
@@ -396,7 +407,8 @@ void Shard::on_connect(uint32_t slot, int result) {
   }
   if (result < 0) {
     fail_connection(slot, kNoAnswer,
-                    "connect to " + c.pool->destination().key() + ": " + strerror(-result));
+                    "connect to " + c.pool->destination().key() + ": " + strerror(-result),
+                    connection_failure_from_errno(-result));
     return;
   }
   c.state = Connection::State::kOpen;
@@ -462,7 +474,8 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
       begin_close(slot);  // the server closed after our QUIT or after an error reply
       return;
     }
-    fail_connection(slot, kConnectionLost, "connection closed by " + c.pool->destination().key());
+    fail_connection(slot, kConnectionLost, "connection closed by " + c.pool->destination().key(),
+                    ConnectionFailure::kClosed);
     return;
   }
   if (result < 0) {
@@ -471,7 +484,8 @@ void Shard::on_receive(uint32_t slot, const io_uring_cqe& cqe) {
       multishot_receive_ = false;
     } else if (result != -ENOBUFS) {
       // ENOBUFS only means every provided buffer was busy; they are back now, so re-arm.
-      fail_connection(slot, kConnectionLost, std::string("receive failed: ") + strerror(-result));
+      fail_connection(slot, kConnectionLost, std::string("receive failed: ") + strerror(-result),
+                      connection_failure_from_errno(-result));
       return;
     }
   }
@@ -509,7 +523,8 @@ void Shard::on_send(uint32_t slot, int result) {
     return;
   }
   if (result < 0) {
-    fail_connection(slot, kConnectionLost, std::string("send failed: ") + strerror(-result));
+    fail_connection(slot, kConnectionLost, std::string("send failed: ") + strerror(-result),
+                    connection_failure_from_errno(-result));
     return;
   }
   if (c.tls) c.tls_out_sent += size_t(result);  // the session was told when TLS took its bytes
@@ -559,17 +574,21 @@ void Shard::after_session_event(uint32_t slot) {
                           ? done.front().recipients.front().reply
                           : local_reply(kSecurityFailure, "authentication failed");
     c.failure_noted = true;
-    counters_.count_connection_failure();
+    counters_.count_connection_failure(ConnectionFailure::kAuth, c.pool->site);
     c.pool->mark_down(why, now_);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && !c.reached_ready) {
     // Refused greeting or EHLO: the pool remembers the server's own reply, so work it
     // defers later as a dead destination carries it.
     const auto& done = session.finished();
-    note_failure_if_never_ready(
-        c, !done.empty() && !done.front().recipients.empty()
-               ? done.front().recipients.front().reply
-               : local_reply(kNoAnswer, "greeting or EHLO refused by " + c.pool->destination().key()));
+    const bool replied = !done.empty() && !done.front().recipients.empty();
+    const smtp::Reply why =
+        replied ? done.front().recipients.front().reply
+                : local_reply(kNoAnswer, "greeting or EHLO refused by " + c.pool->destination().key());
+    note_failure_if_never_ready(c, why,
+                                c.tls && !c.tls->handshake_done() ? ConnectionFailure::kTls
+                                : replied ? connection_failure_from_reply(why)
+                                          : ConnectionFailure::kGreeting);
   }
   collect_outcomes(c);
   if (session.phase() == smtp::SessionPhase::kClosed) {
@@ -608,13 +627,16 @@ void Shard::set_deadline(Connection& c) {
   c.deadline = now_ + to_duration(timeout);
 }
 
-void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason) {
+void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason,
+                            ConnectionFailure failure) {
   Connection& c = connections_[slot];
   if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen) {
     // Record the failure before the session's outcomes are collected, so a destination
     // now found dead stops taking its not-attempted transactions back.
     // A close of our own making (drain timeout) says nothing about the host.
-    if (code != kShutdown) note_failure_if_never_ready(c, local_reply(code, reason));
+    if (code != kShutdown)
+      note_failure_if_never_ready(c, local_reply(code, reason),
+                                  c.tls && !c.tls->handshake_done() ? ConnectionFailure::kTls : failure);
     if (c.tls && !c.tls->handshake_done() && code != kShutdown) {
       // The server dropped or stalled the handshake: a TLS failure like any other, and an
       // opportunistic destination goes on in plaintext rather than failing this way again.
@@ -628,12 +650,13 @@ void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::s
   begin_close(slot);
 }
 
-void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why) {
+void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why,
+                                        ConnectionFailure failure) {
   // A connection that never got through greeting and EHLO is a failure of the host;
   // counted once per connection, whatever path closes it.
   if (c.reached_ready || c.failure_noted) return;
   c.failure_noted = true;
-  counters_.count_connection_failure();
+  counters_.count_connection_failure(failure, c.pool->site);
   c.pool->record_connection_failure(c.host_index, why, now_);
 }
 

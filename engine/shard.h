@@ -64,8 +64,12 @@ class Shard final : public dns::SocketWatcher {
   void mark_dirty(uint32_t slot);
   void after_session_event(uint32_t slot);
   void collect_outcomes(Connection& connection);
-  void fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason);
-  void note_failure_if_never_ready(Connection& connection, const smtp::Reply& why);
+  // `failure`: the reason counted if the connection never reached ready (a TLS
+  // handshake under way makes it ConnectionFailure::kTls).
+  void fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::string& reason,
+                       ConnectionFailure failure);
+  void note_failure_if_never_ready(Connection& connection, const smtp::Reply& why,
+                                   ConnectionFailure failure);
   void begin_close(uint32_t slot);
   void maybe_submit_close(uint32_t slot);
   void release(uint32_t slot);
@@ -81,7 +85,9 @@ class Shard final : public dns::SocketWatcher {
   void on_dns_poll(const io_uring_cqe& cqe, const CompletionToken& token);
   // Ends a transaction without a connection: a null MX or NXDOMAIN bounce, a DNS failure.
   void finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
-                      const smtp::Reply& why);
+                      const smtp::Reply& why, SiteSlot& site);
+  // Where recipients of a domain that never reached a pool are counted by site.
+  SiteSlot& site_without_pool(const Destination& destination);
 
   // ---- TLS
   void start_tls(uint32_t slot);
@@ -100,8 +106,10 @@ class Shard final : public dns::SocketWatcher {
 
   // ---- Outcomes
   void finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool);
+  // `site`: where deferred recipients are counted by site (unless counted as not
+  // attempted); null: under "other".
   void give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
-                             bool count_as_not_attempted);
+                             bool count_as_not_attempted, SiteSlot* site = nullptr);
 
   unsigned index_;
   const EngineOptions& options_;
@@ -137,6 +145,7 @@ class Shard final : public dns::SocketWatcher {
     bool armed = false;
   };
   std::unique_ptr<dns::MxResolver> resolver_;
+  bool resolving_ = false;  // inside resolver_->resolve(): a callback now is a cache answer
   std::string resolver_error_;  // why it could not be created
   std::unordered_map<int, DnsSocket> dns_sockets_;
   uint32_t dns_generation_ = 0;

@@ -29,7 +29,7 @@ void Shard::check_deadlines() {
     for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
       Connection& c = connections_[slot];
       if (c.state == Connection::State::kConnecting || c.state == Connection::State::kOpen)
-        fail_connection(slot, kShutdown, "drain timeout: shutting down");
+        fail_connection(slot, kShutdown, "drain timeout: shutting down", ConnectionFailure::kOther);
     }
     return;
   }
@@ -38,7 +38,8 @@ void Shard::check_deadlines() {
     if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) continue;
     if (now_ < c.deadline) continue;
     if (c.state == Connection::State::kConnecting) {
-      fail_connection(slot, kNoAnswer, "timeout connecting to " + c.pool->destination().key());
+      fail_connection(slot, kNoAnswer, "timeout connecting to " + c.pool->destination().key(),
+                      ConnectionFailure::kTimeout);
       continue;
     }
     smtp::ClientSession& session = *c.session;
@@ -51,7 +52,7 @@ void Shard::check_deadlines() {
     }
     std::string what = c.send_in_flight ? "timeout sending to " : "timeout waiting for ";
     what += c.send_in_flight ? c.pool->destination().key() : awaiting_name(session.awaiting());
-    fail_connection(slot, kTimedOut, what);
+    fail_connection(slot, kTimedOut, what, ConnectionFailure::kTimeout);
   }
 }
 

@@ -23,7 +23,8 @@ void Shard::route_by_mx(ShardJob&& job) {
   }
   if (!resolver_) {
     finish_locally(std::move(job.transaction), smtp::RecipientStatus::kDeferred,
-                   local_reply(kBadDestination, "DNS resolver unavailable: " + resolver_error_));
+                   local_reply(kBadDestination, "DNS resolver unavailable: " + resolver_error_),
+                   site_without_pool(job.destination));
     return;
   }
   auto& waiting = mx_waiting_[job.destination_key];
@@ -35,12 +36,22 @@ void Shard::route_by_mx(ShardJob&& job) {
     return;
   }
   // The callback may run before resolve() returns (a cached route): nothing here may be
-  // used after the call.
+  // used after the call. Only an answer that came later went to DNS and is timed (from
+  // this loop turn to the answer's).
+  resolving_ = true;
   resolver_->resolve(job.destination.mx_domain,
-                     [this, destination = job.destination](const dns::Route& route) {
+                     [this, destination = job.destination, asked = now_](const dns::Route& route) {
+                       if (!resolving_ && !draining_) counters_.count_dns_lookup_duration(now_ - asked);
                        on_route(destination, route);
                      });
+  resolving_ = false;
   publish_dns_totals();
+}
+
+SiteSlot& Shard::site_without_pool(const Destination& destination) {
+  // Only a site that has a slot already (configured, or a pool of it): a list of dead
+  // domains must not use up the names a shard tracks.
+  return counters_.sites().existing_slot_or_other(destination.mx_domain);
 }
 
 void Shard::publish_dns_totals() {
@@ -62,7 +73,7 @@ void Shard::on_route(const Destination& destination, const dns::Route& route) {
     case dns::Route::Status::kOk: {
       DestinationPool& pool = pool_for_exchangers(route, destination);
       for (auto& txn : transactions) {
-        if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false);
+        if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
         else {
           counters_.note_transaction_queued(txn.id, now_);
           pool.queue.push_back(std::move(txn));
@@ -74,17 +85,20 @@ void Shard::on_route(const Destination& destination, const dns::Route& route) {
     case dns::Route::Status::kNullMx:
       for (auto& txn : transactions)
         finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
-                       local_reply({5, 1, 10}, route.domain + " accepts no mail (null MX, RFC 7505)"));
+                       local_reply({5, 1, 10}, route.domain + " accepts no mail (null MX, RFC 7505)"),
+                       site_without_pool(destination));
       return;
     case dns::Route::Status::kNoSuchDomain:
       for (auto& txn : transactions)
         finish_locally(std::move(txn), smtp::RecipientStatus::kBounced,
-                       local_reply({5, 1, 2}, "no such domain: " + route.detail));
+                       local_reply({5, 1, 2}, "no such domain: " + route.detail),
+                       site_without_pool(destination));
       return;
     case dns::Route::Status::kTemporaryFailure:
       for (auto& txn : transactions)
         finish_locally(std::move(txn), smtp::RecipientStatus::kDeferred,
-                       local_reply({4, 4, 3}, "DNS lookup failed: " + route.detail));
+                       local_reply({4, 4, 3}, "DNS lookup failed: " + route.detail),
+                       site_without_pool(destination));
       return;
   }
 }
@@ -101,7 +115,15 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   key += "]:" + std::to_string(port);
   if (destination.security_profile != 0) key += "/s" + std::to_string(destination.security_profile);
   auto it = pools_.find(key);
-  if (it != pools_.end()) return *it->second;
+  if (it != pools_.end()) {
+    // Domains sharing exchangers share a pool and so its site; a configured domain names
+    // it rather than whichever domain happened to make it (counts so far stay there).
+    DestinationPool& pool = *it->second;
+    SiteCounters& sites = counters_.sites();
+    if (!sites.is_configured(pool.site->name()) && sites.is_configured(destination.mx_domain))
+      pool.site = &sites.slot_for(destination.mx_domain);
+    return pool;
+  }
   std::vector<PoolHost> hosts;
   for (const dns::Exchanger& x : route.exchangers)
     for (const std::string& address : x.addresses) {
@@ -117,6 +139,7 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   identity.security_profile = destination.security_profile;
   identity.mx_domain = destination.mx_domain;  // marks an MX pool (see security_for)
   auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
+  pool->site = &counters_.sites().slot_for(destination.mx_domain);
   return *pools_.emplace(std::move(key), std::move(pool)).first->second;
 }
 

@@ -40,11 +40,16 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   } else if (!not_attempted_retries_.empty()) {
     not_attempted_retries_.erase(outcome.transaction.id);
   }
-  bool any_delivered = false;
+  // By site: tallied here and added once per status, not once per recipient.
+  std::array<uint64_t, 3> by_status{};
   for (const smtp::RecipientOutcome& r : outcome.recipients) {
     counters_.count_recipient(r.reply, int(r.status));
-    any_delivered |= r.status == smtp::RecipientStatus::kDelivered;
+    ++by_status[size_t(r.status) < by_status.size() ? size_t(r.status) : 1];
   }
+  SiteSlot& site = pool && pool->site ? *pool->site : counters_.sites().other();
+  for (size_t status = 0; status < by_status.size(); ++status)
+    if (by_status[status] != 0) site.count_recipients(smtp::RecipientStatus(status), by_status[status]);
+  const bool any_delivered = by_status[size_t(smtp::RecipientStatus::kDelivered)] != 0;
   counters_.count_transaction(any_delivered);
   counters_.note_transaction_finished(outcome.transaction.id, now_);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
@@ -52,7 +57,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
 }
 
 void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
-                                  bool count_as_not_attempted) {
+                                  bool count_as_not_attempted, SiteSlot* site) {
   smtp::TransactionOutcome outcome;
   outcome.not_attempted = true;
   outcome.recipients.assign(transaction.recipients.size(),
@@ -63,6 +68,8 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
   } else {
     for (const smtp::RecipientOutcome& r : outcome.recipients)
       counters_.count_recipient(r.reply, int(r.status));
+    (site ? *site : counters_.sites().other())
+        .count_recipients(smtp::RecipientStatus::kDeferred, outcome.recipients.size());
   }
   counters_.count_transaction(false);
   counters_.note_transaction_finished(outcome.transaction.id, now_);
@@ -71,11 +78,12 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
 }
 
 void Shard::finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
-                           const smtp::Reply& why) {
+                           const smtp::Reply& why, SiteSlot& site) {
   smtp::TransactionOutcome outcome;
   outcome.recipients.assign(transaction.recipients.size(), smtp::RecipientOutcome{status, why});
   outcome.transaction = std::move(transaction);
   for (const smtp::RecipientOutcome& r : outcome.recipients) counters_.count_recipient(r.reply, int(r.status));
+  site.count_recipients(status, outcome.recipients.size());
   counters_.count_transaction(false);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);

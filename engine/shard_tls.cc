@@ -103,13 +103,14 @@ void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
   c.tls_plaintext.clear();
   auto decrypted = tls.read_plaintext(c.tls_plaintext);
   if (!decrypted) {
-    fail_connection(slot, kSecurityFailure, "TLS: " + decrypted.error());
+    fail_connection(slot, kSecurityFailure, "TLS: " + decrypted.error(), ConnectionFailure::kTls);
     return;
   }
   if (!c.tls_plaintext.empty()) session.receive(c.tls_plaintext);
   if (tls.peer_closed()) {
     if (session.phase() == smtp::SessionPhase::kClosed) begin_close(slot);
-    else fail_connection(slot, kConnectionLost, "TLS session closed by " + c.pool->destination().key());
+    else fail_connection(slot, kConnectionLost, "TLS session closed by " + c.pool->destination().key(),
+                         ConnectionFailure::kClosed);
   }
 }
 
@@ -127,7 +128,7 @@ void Shard::submit_tls_send(uint32_t slot) {
       if (n > 0) {
         auto consumed = tls.write_plaintext({segments.data(), n});
         if (!consumed) {
-          fail_connection(slot, kSecurityFailure, "TLS: " + consumed.error());
+          fail_connection(slot, kSecurityFailure, "TLS: " + consumed.error(), ConnectionFailure::kTls);
           return;
         }
         c.session->mark_sent(*consumed);

@@ -1,5 +1,7 @@
 #include "metrics/delivery_collector.h"
 
+#include <algorithm>
+#include <cctype>
 #include <limits>
 #include <utility>
 
@@ -67,12 +69,19 @@ MetricFamily enhanced_classes(const engine::DeliverySnapshot& d) {
   return f;
 }
 
-MetricFamily duration_histogram(const engine::DurationHistogram& h) {
-  MetricFamily f = family("ringmail_transaction_duration_seconds",
-                          "Time from a shard taking an SMTP transaction off its inbox to the "
-                          "transaction's outcome (queueing on the pool, connecting, sending, "
-                          "the server's reply)",
-                          MetricType::Histogram);
+MetricFamily connection_failure_reasons(const engine::DeliverySnapshot& d) {
+  MetricFamily f = family("ringmail_connection_failures_by_reason_total",
+                          "SMTP connections that failed before greeting and EHLO completed, by "
+                          "reason (they sum to ringmail_connection_failures_total)",
+                          MetricType::Counter);
+  for (size_t i = 0; i < engine::kConnectionFailureReasons; ++i)
+    add_sample(f, double(d.connection_failures_by_reason[i]),
+               {{"reason", engine::to_string(engine::ConnectionFailure(i))}});
+  return f;
+}
+
+MetricFamily duration_histogram(std::string name, std::string help, const engine::DurationHistogram& h) {
+  MetricFamily f = family(std::move(name), std::move(help), MetricType::Histogram);
   ClientMetric m;
   uint64_t cumulative = 0;
   for (size_t i = 0; i < engine::kTransactionDurationBounds.size(); ++i) {
@@ -155,7 +164,12 @@ std::vector<MetricFamily> engine_families(const EngineSample& sample) {
       "ringmail_connections_open", "SMTP connections connecting, open or closing right now",
       double(d.connections_opened > d.connections_closed ? d.connections_opened - d.connections_closed
                                                           : 0)));
-  out.push_back(duration_histogram(d.transaction_duration));
+  out.push_back(duration_histogram("ringmail_transaction_duration_seconds",
+                                   "Time from a shard taking an SMTP transaction off its inbox to "
+                                   "the transaction's outcome (queueing on the pool, connecting, "
+                                   "sending, the server's reply)",
+                                   d.transaction_duration));
+  out.push_back(connection_failure_reasons(d));
 
   out.push_back(counter_family("ringmail_ring_submissions_total",
                                "io_uring submission queue entries taken by the kernel, all shards",
@@ -179,21 +193,128 @@ std::vector<MetricFamily> engine_families(const EngineSample& sample) {
   out.push_back(counter_family("ringmail_dns_failures_total",
                                "MX lookups that ended in a temporary failure (SERVFAIL, timeout)",
                                double(d.dns_failures)));
+  out.push_back(duration_histogram("ringmail_dns_lookup_duration_seconds",
+                                   "MX route lookups that went to DNS, from the first query to the "
+                                   "route (MX and exchanger addresses); cache hits not included",
+                                   d.dns_lookup_duration));
   out.push_back(gauge_family("ringmail_shards", "Engine shards (threads with one io_uring each)",
                              double(sample.shards)));
   return out;
 }
 
-RingmailCollector::RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers)
-    : sampler_(std::move(sampler)), providers_(std::move(providers)) {}
+namespace {
+
+std::string lower(std::string_view name) {
+  std::string out(name);
+  for (char& c : out) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+engine::SiteCounts minus(engine::SiteCounts a, const engine::SiteCounts& b) {
+  for (size_t i = 0; i < a.recipients.size(); ++i)
+    a.recipients[i] = a.recipients[i] > b.recipients[i] ? a.recipients[i] - b.recipients[i] : 0;
+  a.connection_failures =
+      a.connection_failures > b.connection_failures ? a.connection_failures - b.connection_failures : 0;
+  return a;
+}
+
+constexpr const char* kOtherSite = "other";
+
+}  // namespace
+
+SiteSeries::SiteSeries(SiteLabelOptions options) : options_(std::move(options)) {
+  if (options_.max_named == 0) options_.max_named = 2 * options_.top;
+  for (const std::string& site : options_.sites) {
+    std::string name = lower(site);
+    if (!name.empty() && name != kOtherSite) configured_.push_back(std::move(name));
+  }
+  std::sort(configured_.begin(), configured_.end());
+  configured_.erase(std::unique(configured_.begin(), configured_.end()), configured_.end());
+}
+
+std::vector<MetricFamily> SiteSeries::families(const engine::DeliverySnapshot& d) {
+  std::lock_guard lock(mutex_);
+  auto is_configured = [&](const std::string& name) {
+    return std::binary_search(configured_.begin(), configured_.end(), name);
+  };
+  // Promote the busiest sites not named yet, while there is room.
+  if (promoted_.size() < options_.max_named && options_.top > 0) {
+    std::vector<const engine::SiteSample*> candidates;
+    for (const engine::SiteSample& s : d.sites)
+      if ((s.counts.recipients_total() != 0 || s.counts.connection_failures != 0) &&
+          s.name != kOtherSite && !is_configured(s.name))
+        candidates.push_back(&s);
+    const size_t top = std::min(options_.top, candidates.size());
+    std::partial_sort(candidates.begin(), candidates.begin() + top, candidates.end(),
+                      [](const engine::SiteSample* a, const engine::SiteSample* b) {
+                        const uint64_t ra = a->counts.recipients_total(), rb = b->counts.recipients_total();
+                        if (ra != rb) return ra > rb;
+                        if (a->counts.connection_failures != b->counts.connection_failures)
+                          return a->counts.connection_failures > b->counts.connection_failures;
+                        return a->name < b->name;
+                      });
+    for (size_t i = 0; i < top && promoted_.size() < options_.max_named; ++i)
+      if (!promoted_.contains(candidates[i]->name))
+        // Before the first scrape nothing was exposed under "other": the site starts whole.
+        promoted_.emplace(candidates[i]->name,
+                          Named{scraped_ ? candidates[i]->counts : engine::SiteCounts{}});
+  }
+  scraped_ = true;
+
+  // The snapshot's sites are sorted by name.
+  auto counts_of = [&](const std::string& name) {
+    auto it = std::lower_bound(d.sites.begin(), d.sites.end(), name,
+                               [](const engine::SiteSample& s, const std::string& n) { return s.name < n; });
+    return it != d.sites.end() && it->name == name ? it->counts : engine::SiteCounts{};
+  };
+  std::vector<std::pair<std::string_view, engine::SiteCounts>> named;
+  for (const std::string& name : configured_) named.emplace_back(name, counts_of(name));
+  engine::SiteCounts other = d.site_other;
+  for (const auto& [name, promoted] : promoted_) {
+    named.emplace_back(name, minus(counts_of(name), promoted.offset));
+    other.add(promoted.offset);
+  }
+  for (const engine::SiteSample& s : d.sites)
+    if (!is_configured(s.name) && !promoted_.contains(s.name)) other.add(s.counts);
+  named.emplace_back(kOtherSite, other);
+
+  MetricFamily recipients = family(
+      "ringmail_site_recipients_total",
+      "Recipients by destination site (an MX domain or a relay) and outcome: configured sites "
+      "and the busiest others; site=\"other\" holds the rest",
+      MetricType::Counter);
+  MetricFamily failures = family("ringmail_site_connection_failures_total",
+                                 "SMTP connections that failed before EHLO completed, by "
+                                 "destination site (as ringmail_site_recipients_total)",
+                                 MetricType::Counter);
+  static constexpr const char* kOutcomes[] = {"delivered", "deferred", "bounced"};
+  for (const auto& [name, counts] : named) {
+    for (size_t i = 0; i < counts.recipients.size(); ++i)
+      add_sample(recipients, double(counts.recipients[i]),
+                 {{"site", std::string(name)}, {"outcome", kOutcomes[i]}});
+    add_sample(failures, double(counts.connection_failures), {{"site", std::string(name)}});
+  }
+  std::vector<MetricFamily> out;
+  out.push_back(std::move(recipients));
+  out.push_back(std::move(failures));
+  return out;
+}
+
+RingmailCollector::RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers,
+                                     SiteLabelOptions sites)
+    : sampler_(std::move(sampler)), providers_(std::move(providers)), site_series_(std::move(sites)) {}
 
 std::vector<MetricFamily> RingmailCollector::Collect() const {
   std::vector<MetricFamily> out;
   out.push_back(build_info_family(build_version()));
   if (sampler_) {
-    std::vector<MetricFamily> engine = engine_families(sampler_());
+    const EngineSample sample = sampler_();
+    std::vector<MetricFamily> engine = engine_families(sample);
     out.insert(out.end(), std::make_move_iterator(engine.begin()),
                std::make_move_iterator(engine.end()));
+    std::vector<MetricFamily> sites = site_series_.families(sample.delivery);
+    out.insert(out.end(), std::make_move_iterator(sites.begin()),
+               std::make_move_iterator(sites.end()));
   }
   for (const FamilyProvider& provider : providers_) provider(out);
   return out;

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,35 @@ using FamilyProvider = std::function<void(std::vector<prometheus::MetricFamily>&
 // test feeds it a snapshot and reads the text exposition.
 std::vector<prometheus::MetricFamily> engine_families(const EngineSample& sample);
 
+// Which destination sites get a label value of their own in ringmail_site_*.
+struct SiteLabelOptions {
+  std::vector<std::string> sites{};  // configured ([metrics] sites): always exported, any case
+  size_t top = 10;                 // plus the sites with the most recipients
+  // A site once exported keeps its series (a vanished series looks like a reset), so the
+  // names beyond the configured ones grow; at most this many (0: 2 * top).
+  size_t max_named = 0;
+};
+
+// ringmail_site_recipients_total{site,outcome} and ringmail_site_connection_failures_total
+// {site}: configured sites and the top `top` others by name, the rest as site="other".
+// Stateful, so that every series stays monotonic: a site promoted out of "other" after the
+// first scrape starts from 0 and what it had stays in "other". Thread-safe.
+class SiteSeries {
+ public:
+  explicit SiteSeries(SiteLabelOptions options);
+  std::vector<prometheus::MetricFamily> families(const engine::DeliverySnapshot& delivery);
+
+ private:
+  struct Named {
+    engine::SiteCounts offset;  // what it had when promoted; stays in "other"
+  };
+  std::mutex mutex_;
+  SiteLabelOptions options_;
+  std::vector<std::string> configured_;  // lower case, sorted, unique
+  std::map<std::string, Named> promoted_;  // names exported besides the configured ones
+  bool scraped_ = false;
+};
+
 // ringmail_build_info{version="..."} 1.
 prometheus::MetricFamily build_info_family(const std::string& version);
 
@@ -44,12 +75,14 @@ const char* build_version();
 class RingmailCollector final : public prometheus::Collectable {
  public:
   // `sampler` is called at every scrape. Providers are called after it, in order.
-  explicit RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers = {});
+  explicit RingmailCollector(EngineSampler sampler, std::vector<FamilyProvider> providers = {},
+                             SiteLabelOptions sites = {});
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   EngineSampler sampler_;
   std::vector<FamilyProvider> providers_;
+  mutable SiteSeries site_series_;  // remembers what earlier scrapes exported
 };
 
 // Small builders for providers: one unlabelled sample, or one sample per label value.

@@ -293,7 +293,7 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
   // RETURNING, which builds two ephemeral tables per claim. Both run in the caller's
   // write transaction, so nothing changes the rows in between.
   auto sel = cached(select_due_,
-                    "SELECT id, message_id, address FROM recipients "
+                    "SELECT id, message_id, address, attempts, first_due_at FROM recipients "
                     "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
                     "ORDER BY next_attempt_at LIMIT ?2");
   if (!sel) return fail(sel);
@@ -305,7 +305,8 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
     auto row = s.step();
     if (!row) return fail(row);
     if (!*row) break;
-    out.push_back({s.column_int(0), s.column_int(1), s.column_string(2)});
+    out.push_back(
+        {s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3), s.column_int(4)});
   }
   s.reset();
   if (out.empty()) return out;
@@ -420,10 +421,8 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
   return d.state;
 }
 
-std::expected<void, StorageError> QueueStore::apply_delivered(int64_t owner,
-                                                              std::span<const int64_t> sorted_ids,
-                                                              const smtp::Reply& reply,
-                                                              int64_t now_ms) {
+std::expected<uint64_t, StorageError> QueueStore::apply_delivered(
+    int64_t owner, std::span<const int64_t> sorted_ids, const smtp::Reply& reply, int64_t now_ms) {
   const std::string enhanced = reply.enhanced.to_string();
   // Before the update, while the rows still say in_flight under this owner: a redelivery
   // (attempts > 0: deferred before, or recovered after a crash) is logged; a first-try
@@ -442,14 +441,19 @@ std::expected<void, StorageError> QueueStore::apply_delivered(int64_t owner,
   if (!upd) return fail(upd);
   Statement& l = **log;
   Statement& d = **upd;
-  return for_each_id_run(sorted_ids, [&](int64_t lo, int64_t hi) -> Status {
+  uint64_t delivered = 0;
+  auto ok = for_each_id_run(sorted_ids, [&](int64_t lo, int64_t hi) -> Status {
     l.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, now_ms).bind(5, reply.code);
     l.bind_static(6, enhanced).bind_static(7, reply.text);
     if (auto ok = l.run(); !ok) return ok;
     d.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, reply.code).bind_static(5, enhanced);
     d.bind_static(6, reply.text).bind(7, now_ms);
-    return d.run();
+    if (auto ok = d.run(); !ok) return ok;
+    delivered += static_cast<uint64_t>(db_.changes());
+    return {};
   });
+  if (!ok) return fail(ok);
+  return delivered;
 }
 
 std::expected<void, StorageError> QueueStore::release(int64_t owner, int64_t recipient_id,

@@ -42,6 +42,10 @@ struct ClaimedRecipient {
   int64_t id = 0;
   int64_t message_id = 0;
   std::string address;
+  // Read with the row for the storage thread's metrics (attempts and latency of a
+  // delivered recipient): the claim reads the row anyway.
+  int64_t attempts = 0;  // counted before this claim
+  int64_t first_due_at_ms = 0;
 };
 
 struct StoredMessage {
@@ -142,9 +146,10 @@ class QueueStore {
   // duplicates. Rows no longer in flight under `owner` are left alone. The attempt log
   // gets a row only for a recipient that had attempts before (a first-try delivery is
   // fully described by the recipient row: attempts = 1, last_*, updated_at).
-  std::expected<void, StorageError> apply_delivered(int64_t owner,
-                                                    std::span<const int64_t> sorted_ids,
-                                                    const smtp::Reply& reply, int64_t now_ms);
+  // Returns how many rows became delivered.
+  std::expected<uint64_t, StorageError> apply_delivered(int64_t owner,
+                                                        std::span<const int64_t> sorted_ids,
+                                                        const smtp::Reply& reply, int64_t now_ms);
   // Claimed but never handed to a server: back to queued, no attempt counted.
   std::expected<void, StorageError> release(int64_t owner, int64_t recipient_id, int64_t now_ms);
   // The same for many; `sorted_ids` ascending, no duplicates.

@@ -3,8 +3,26 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace ringmail::storage {
+namespace {
+
+// Calls fn(lo, hi) for each run of consecutive ids in `sorted` (ascending, no duplicates).
+template <typename Fn>
+void for_each_id_run(const std::vector<int64_t>& sorted, Fn&& fn) {
+  size_t i = 0;
+  while (i < sorted.size()) {
+    size_t j = i;
+    while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
+    fn(sorted[i], sorted[j]);
+    i = j + 1;
+  }
+}
+
+size_t index_of(RecipientState state) { return static_cast<size_t>(state); }
+
+}  // namespace
 
 StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions options,
                              RetrySchedule schedule)
@@ -126,6 +144,65 @@ StorageStats StorageThread::stats() const {
   return stats_;
 }
 
+StorageMetrics StorageThread::metrics() const {
+  std::lock_guard lock(mutex_);
+  return metrics_;
+}
+
+void StorageThread::count_startup_changes(RecipientState state, uint64_t count) {
+  std::lock_guard lock(mutex_);
+  metrics_.outcomes[index_of(state)] += count;
+}
+
+void StorageThread::remember_claimed(const std::vector<ClaimedRecipient>& rows) {
+  auto same_run = [](const ClaimedRecipient& a, const ClaimedRecipient& b) {
+    return b.id == a.id + 1 && b.attempts == a.attempts && b.first_due_at_ms == a.first_due_at_ms;
+  };
+  size_t i = 0;
+  while (i < rows.size()) {
+    size_t j = i;
+    while (j + 1 < rows.size() && same_run(rows[j], rows[j + 1])) ++j;
+    const int64_t first = rows[i].id, last = rows[j].id;
+    // A run still remembered over these ids lost its outcome (never happens in a run:
+    // every claimed id comes back once); drop it so runs never overlap.
+    auto it = claimed_.upper_bound(last);
+    while (it != claimed_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->second.last_id < first) break;
+      it = claimed_.erase(prev);
+    }
+    claimed_.emplace(first, ClaimedRun{last, rows[i].attempts, rows[i].first_due_at_ms,
+                                       static_cast<uint64_t>(last - first + 1)});
+    i = j + 1;
+  }
+}
+
+void StorageThread::return_claimed(int64_t lo, int64_t hi, std::optional<int64_t> delivered_at_ms,
+                                   StorageMetrics& metrics) {
+  while (lo <= hi) {
+    auto it = claimed_.upper_bound(lo);  // the first run starting after lo
+    if (it != claimed_.begin() && std::prev(it)->second.last_id >= lo) {
+      --it;  // the run holding lo
+    } else if (it == claimed_.end() || it->first > hi) {
+      return;  // nothing of lo..hi was claimed here
+    } else {
+      lo = it->first;  // skip ids not claimed here
+    }
+    ClaimedRun& run = it->second;
+    const int64_t end = std::min(hi, run.last_id);
+    const auto n = static_cast<uint64_t>(end - lo + 1);
+    if (delivered_at_ms) {
+      metrics.delivery_attempts.observe(static_cast<double>(run.attempts + 1), n);
+      // Clamped: first_due_at is the enqueuing host's clock, the commit is this one's.
+      const int64_t waited_ms = std::max<int64_t>(0, *delivered_at_ms - run.first_due_at_ms);
+      metrics.delivery_latency.observe(static_cast<double>(waited_ms) / 1000.0, n);
+    }
+    run.outstanding -= std::min(run.outstanding, n);
+    if (run.outstanding == 0) claimed_.erase(it);
+    lo = end + 1;
+  }
+}
+
 void StorageThread::fail(StorageError error) {
   std::lock_guard lock(mutex_);
   if (!failure_) failure_ = std::move(error);
@@ -143,21 +220,33 @@ std::expected<const StorageThread::Message*, StorageError> StorageThread::messag
 
 std::expected<void, StorageError> StorageThread::commit_batch(
     const PendingOutcomes& outcomes, std::vector<int64_t>& releases,
-    std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted) {
+    std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted,
+    StorageMetrics& metrics) {
   const int64_t now = unix_now_ms();
   if (auto ok = store_.connection().begin(); !ok) return ok;
   auto work = [&]() -> std::expected<void, StorageError> {
     for (const DeliveredGroup& g : outcomes.delivered) {
-      if (auto ok = store_.apply_delivered(owner_, g.ids, g.reply, now); !ok) return ok;
+      auto delivered = store_.apply_delivered(owner_, g.ids, g.reply, now);
+      if (!delivered) return std::unexpected(delivered.error());
+      metrics.outcomes[index_of(RecipientState::kDelivered)] += *delivered;
+      for_each_id_run(g.ids, [&](int64_t lo, int64_t hi) { return_claimed(lo, hi, now, metrics); });
     }
     for (const RecipientUpdate& u : outcomes.others) {
-      if (auto ok = store_.apply(owner_, u, schedule_, now); !ok)
-        return std::unexpected(ok.error());
+      auto state = store_.apply(owner_, u, schedule_, now);
+      if (!state) return std::unexpected(state.error());
+      // kInFlight: the row is no longer this run's, nothing was committed for it.
+      if (*state != RecipientState::kInFlight) ++metrics.outcomes[index_of(*state)];
+      const bool delivered = *state == RecipientState::kDelivered;
+      return_claimed(u.recipient_id, u.recipient_id, delivered ? std::optional(now) : std::nullopt,
+                     metrics);
     }
     if (!releases.empty()) {
       std::sort(releases.begin(), releases.end());
       releases.erase(std::unique(releases.begin(), releases.end()), releases.end());
       if (auto ok = store_.release(owner_, releases, now); !ok) return ok;
+      for_each_id_run(releases, [&](int64_t lo, int64_t hi) {
+        return_claimed(lo, hi, std::nullopt, metrics);
+      });
     }
     const int64_t lease_expires =
         now + static_cast<int64_t>(options_.lease_duration.count() * 1000.0);
@@ -168,6 +257,7 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       std::sort(rows->begin(), rows->end(), [](const auto& a, const auto& b) {
         return a.message_id != b.message_id ? a.message_id < b.message_id : a.id < b.id;
       });
+      remember_claimed(*rows);
       std::vector<ClaimedItem> items;
       items.reserve(rows->size());
       for (ClaimedRecipient& r : *rows) {
@@ -224,11 +314,20 @@ void StorageThread::loop() {
     }
 
     std::vector<std::vector<ClaimedItem>> granted;
-    if (!failed && (!outcomes.empty() || !releases.empty() || !claims.empty())) {
-      auto ok = commit_batch(outcomes, releases, claims, granted);
+    StorageMetrics committed;  // this commit's share, kept only if it succeeds
+    const bool commits = !outcomes.empty() || !releases.empty() || !claims.empty();
+    if (!failed && commits) {
+      const auto began = std::chrono::steady_clock::now();
+      auto ok = commit_batch(outcomes, releases, claims, granted, committed);
       if (!ok) {
         fail(ok.error());
         failed = ok.error();
+      } else {
+        committed.commit_duration.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+        size_t changes = outcomes.count + releases.size();
+        for (const auto& g : granted) changes += g.size();
+        committed.commit_batch_size.observe(static_cast<double>(changes));
       }
     }
     for (size_t i = 0; i < claims.size(); ++i) {
@@ -250,7 +349,10 @@ void StorageThread::loop() {
       if (!failed) {
         stats_.outcomes_applied += outcomes.count;
         for (auto& g : granted) stats_.claimed += g.size();
-        if (!outcomes.empty() || !releases.empty() || !claims.empty()) ++stats_.commits;
+        if (commits) {
+          ++stats_.commits;
+          metrics_.add(committed);
+        }
       }
       applied_ = generation;
     }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <expected>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,7 @@
 
 #include "engine/seams.h"
 #include "storage/queue_store.h"
+#include "storage/storage_metrics.h"
 
 namespace ringmail::storage {
 
@@ -64,6 +66,12 @@ class StorageThread final : public engine::OutcomeSink {
   // recovers them: nothing accepted is lost). Any thread.
   std::optional<StorageError> failure() const;
   StorageStats stats() const;
+  // A copy of the Prometheus counters and histograms (storage_metrics.h). Any thread;
+  // cheap (a few hundred bytes copied under the mutex), meant for each scrape.
+  StorageMetrics metrics() const;
+  // Counts `count` recipients that the run's start-up committed into `state` before this
+  // thread existed (apply_suppressions: kSuppressed) in metrics().outcomes. Any thread.
+  void count_startup_changes(RecipientState state, uint64_t count);
 
  private:
   struct ClaimRequest {
@@ -93,12 +101,32 @@ class StorageThread final : public engine::OutcomeSink {
     }
   };
 
+  // Consecutive recipient ids claimed together with the same attempts and first due time,
+  // as the delivery histograms need them. A campaign's first try is one run per message
+  // of a claim, so the bookkeeping costs a few map operations per claim and per
+  // transaction's outcome, not one per recipient.
+  struct ClaimedRun {
+    int64_t last_id = 0;  // the first id is the map's key
+    int64_t attempts = 0;  // counted before this claim
+    int64_t first_due_at_ms = 0;
+    uint64_t outstanding = 0;  // ids of the run with no outcome or release yet
+  };
+
   void loop();
-  // One grouped commit of everything taken from the queues.
+  // One grouped commit of everything taken from the queues. Adds what it committed to
+  // `metrics` (outcomes, delivery histograms); the caller keeps it only if it succeeds.
   std::expected<void, StorageError> commit_batch(const PendingOutcomes& outcomes,
                                                  std::vector<int64_t>& releases,
                                                  std::vector<ClaimRequest>& claims,
-                                                 std::vector<std::vector<ClaimedItem>>& granted);
+                                                 std::vector<std::vector<ClaimedItem>>& granted,
+                                                 StorageMetrics& metrics);
+  // Remembers the runs of a claim (`rows` in any order).
+  void remember_claimed(const std::vector<ClaimedRecipient>& rows);
+  // Ids lo..hi are back (an outcome or a release): forgets them; when `delivered_at_ms` is
+  // set, first observes their attempts and latency. Ids this thread did not claim are
+  // skipped.
+  void return_claimed(int64_t lo, int64_t hi, std::optional<int64_t> delivered_at_ms,
+                      StorageMetrics& metrics);
   std::expected<const Message*, StorageError> message(int64_t id);
   void fail(StorageError error);
 
@@ -107,6 +135,9 @@ class StorageThread final : public engine::OutcomeSink {
   const StorageOptions options_;
   const RetrySchedule schedule_;
   std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
+  // Storage thread only: runs of recipients claimed and not all back yet, keyed by their
+  // first id (runs never overlap). A run is erased when its last id is back.
+  std::map<int64_t, ClaimedRun> claimed_;
 
   mutable std::mutex mutex_;           // guards everything below
   std::condition_variable wake_;       // the storage thread waits on it
@@ -120,6 +151,7 @@ class StorageThread final : public engine::OutcomeSink {
   bool stopping_ = false;
   std::optional<StorageError> failure_;
   StorageStats stats_;
+  StorageMetrics metrics_;
   std::vector<std::promise<std::expected<std::optional<int64_t>, StorageError>>> due_queries_;
 
   std::thread thread_;  // last: started when everything above exists

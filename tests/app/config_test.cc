@@ -269,6 +269,18 @@ TEST(app_config, DnsKeysAndRoutes) {
   EXPECT_NE(bad.error().find("cfg.toml:2: 'routes.a.test'"), std::string::npos) << bad.error();
 }
 
+TEST(app_config, MetricsSitesFeedTheEngineAndTheLabels) {
+  auto config = parse_config("[metrics]\nsites = [\"gmail.com\", \"relay.example\"]\ntop_sites = 3\n",
+                             "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.site_metrics.sites,
+            (std::vector<std::string>{"gmail.com", "relay.example"}));
+  EXPECT_EQ(config->metrics.top_sites, 3u);
+  EXPECT_EQ(parse_config("[metrics]\nsites = \"gmail.com\"\n", "cfg.toml").error(),
+            "cfg.toml:2: 'metrics.sites' must be an array of domain or relay names");
+  EXPECT_FALSE(parse_config("[metrics]\ntop_sites = 1000\n", "cfg.toml"));
+}
+
 TEST(app_config, TlsAndAuthKeys) {
   auto config = parse_config(
       "[tls]\nmode = \"verify\"\nca_file = \"/etc/ca.pem\"\nimplicit = true\n"
