@@ -28,10 +28,7 @@ void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool qu
 
 }  // namespace
 
-std::string storage_error_hint(const storage::StorageError& e) {
-  return e.disk_full() ? " (the disk or the file size limit is full; free space and run again)"
-                       : "";
-}
+std::string storage_error_hint(const storage::StorageError& e) { return std::string(e.hint()); }
 
 std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                                          engine::RouteResolver& resolver,
@@ -39,7 +36,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                                          const QueueRunOptions& options) {
   auto with_hint = [](const storage::StorageError& e) { return e.message + storage_error_hint(e); };
   auto store = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting);
-  if (!store) return std::unexpected(store.error().message);
+  if (!store) return std::unexpected(with_hint(store.error()));
   QueueRunReport report;
   const int64_t started_ms = storage::unix_now_ms();
   auto recovered = store->recover_leases(started_ms);

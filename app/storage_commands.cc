@@ -42,7 +42,10 @@ int fail(std::string_view message, int status = 2) {
   return status;
 }
 
-std::string disk_hint(const storage::StorageError& e) { return storage_error_hint(e); }
+std::string hint(const storage::StorageError& e) { return storage_error_hint(e); }
+
+// The error, then what the operator can do about it.
+int fail(const storage::StorageError& e) { return fail(e.message + hint(e)); }
 
 }  // namespace
 
@@ -136,9 +139,9 @@ int run_status(const StatusFlags& flags) {
   auto config = load_config(flags.config_path, flags.db);
   if (!config) return fail(config.error());
   auto store = storage::QueueStore::open(config->storage, storage::OpenMode::kReadWriteExisting);
-  if (!store) return fail(store.error().message);
+  if (!store) return fail(store.error());
   auto report = store->status(flags.campaign);
-  if (!report) return fail(report.error().message);
+  if (!report) return fail(report.error());
 
   auto group = [](const std::vector<storage::StateCount>& rows) {
     std::map<std::string, std::map<std::string, uint64_t>> out;
@@ -229,12 +232,12 @@ int run_suppress(const SuppressFlags& flags) {
   auto config = load_config(flags.config_path, flags.db);
   if (!config) return fail(config.error());
   auto store = storage::QueueStore::open(config->storage, storage::OpenMode::kReadWriteCreate);
-  if (!store) return fail(store.error().message);
+  if (!store) return fail(store.error());
   const int64_t now = storage::unix_now_ms();
   switch (flags.action) {
     case SuppressAction::kList: {
       auto list = store->suppressions();
-      if (!list) return fail(list.error().message);
+      if (!list) return fail(list.error());
       for (auto& s : *list)
         std::cout << s.address << '\t' << s.reason << '\t' << format_rfc3339(s.created_at_ms)
                   << '\n';
@@ -245,18 +248,18 @@ int run_suppress(const SuppressFlags& flags) {
       for (const std::string& a : flags.addresses) {
         if (auto ok = validate_mailbox(a); !ok) return fail(fmt::format("'{}': {}", a, ok.error()));
       }
-      if (auto ok = store->connection().begin(); !ok) return fail(ok.error().message);
+      if (auto ok = store->connection().begin(); !ok) return fail(ok.error());
       uint64_t changed = 0;
       for (const std::string& a : flags.addresses) {
         auto ok = flags.action == SuppressAction::kAdd ? store->suppress(a, flags.reason, now)
                                                        : store->unsuppress(a);
         if (!ok) {
           store->connection().rollback();
-          return fail(ok.error().message + disk_hint(ok.error()));
+          return fail(ok.error());
         }
         changed += *ok ? 1 : 0;
       }
-      if (auto ok = store->connection().commit(); !ok) return fail(ok.error().message);
+      if (auto ok = store->connection().commit(); !ok) return fail(ok.error());
       std::cerr << fmt::format("ringmail: {} {} address(es)\n",
                                flags.action == SuppressAction::kAdd ? "suppressed" : "removed",
                                changed);
@@ -265,7 +268,7 @@ int run_suppress(const SuppressFlags& flags) {
     case SuppressAction::kImport: {
       auto file = RecipientsFile::open(flags.file);
       if (!file) return fail(file.error());
-      if (auto ok = store->connection().begin(); !ok) return fail(ok.error().message);
+      if (auto ok = store->connection().begin(); !ok) return fail(ok.error());
       uint64_t added = 0, rejected = 0;
       while (auto record = file->next()) {
         if (!record->has_value()) {
@@ -275,11 +278,11 @@ int run_suppress(const SuppressFlags& flags) {
         auto ok = store->suppress((*record)->address, flags.reason, now);
         if (!ok) {
           store->connection().rollback();
-          return fail(ok.error().message + disk_hint(ok.error()));
+          return fail(ok.error());
         }
         added += *ok ? 1 : 0;
       }
-      if (auto ok = store->connection().commit(); !ok) return fail(ok.error().message);
+      if (auto ok = store->connection().commit(); !ok) return fail(ok.error());
       std::cerr << fmt::format("ringmail: {} addresses added to the suppression list{}\n",
                                group_thousands(added),
                                rejected ? fmt::format(" ({} refused lines)", rejected) : "");

@@ -82,6 +82,12 @@ CREATE INDEX recipients_by_message ON recipients(message_id);
 
 constexpr std::array<std::string_view, 2> kMigrations = {kMigration1, kMigration2};
 
+std::unexpected<StorageError> newer_than_this_binary(const Connection& db, int version) {
+  return std::unexpected(StorageError{
+      0, fmt::format("{}: database schema version {} is newer than this ringmail ({})",
+                     db.path(), version, kMigrations.size())});
+}
+
 }  // namespace
 
 int current_schema_version() { return static_cast<int>(kMigrations.size()); }
@@ -97,6 +103,24 @@ std::expected<int, StorageError> schema_version(Connection& db) {
 }
 
 std::expected<void, StorageError> migrate(Connection& db) {
+  // Read first, without the write lock: a database already at this version (every open
+  // but the first) needs no write, so `status` and a starting `run` are not held up by a
+  // writer, and a database that cannot be written is still reported by what it is.
+  auto found = schema_version(db);
+  if (!found) return std::unexpected(found.error());
+  if (*found == current_schema_version()) return {};
+  if (*found > current_schema_version()) return newer_than_this_binary(db, *found);
+  if (*found == 0) {
+    // Tables but no schema_version: another program's database. Creating ours in it would
+    // mix two applications' data in one file; refuse before writing anything.
+    auto tables = db.query_int("SELECT count(*) FROM sqlite_master WHERE type = 'table'");
+    if (!tables) return std::unexpected(tables.error());
+    if (tables->value_or(0) > 0)
+      return std::unexpected(StorageError{
+          SQLITE_NOTADB, fmt::format("{}: not a ringmail database: it has {} tables but no "
+                                     "schema_version",
+                                     db.path(), tables->value_or(0))});
+  }
   if (auto ok = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
       !ok)
     return ok;
@@ -109,9 +133,7 @@ std::expected<void, StorageError> migrate(Connection& db) {
     }
     if (*version > current_schema_version()) {
       db.rollback();
-      return std::unexpected(StorageError{
-          0, fmt::format("{}: database schema version {} is newer than this ringmail ({})",
-                         db.path(), *version, current_schema_version())});
+      return newer_than_this_binary(db, *version);
     }
     if (*version == current_schema_version()) {
       db.rollback();

@@ -1,13 +1,50 @@
 #include "storage/sqlite_handle.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 namespace ringmail::storage {
 
-bool StorageError::disk_full() const {
+StorageFailure StorageError::failure() const {
   const int primary = sqlite_code & 0xff;
-  return primary == SQLITE_FULL || sqlite_code == SQLITE_IOERR_WRITE ||
-         sqlite_code == SQLITE_IOERR_TRUNCATE || sqlite_code == SQLITE_IOERR_FSYNC;
+  // A write refused by the file system's permissions surfaces as an open or I/O error;
+  // errno tells it from a full disk or a missing file.
+  const bool permission =
+      system_errno == EACCES || system_errno == EPERM || system_errno == EROFS;
+  if (primary == SQLITE_READONLY || primary == SQLITE_PERM) return StorageFailure::kReadOnly;
+  if ((primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR) && permission)
+    return StorageFailure::kReadOnly;
+  if (primary == SQLITE_FULL || sqlite_code == SQLITE_IOERR_WRITE ||
+      sqlite_code == SQLITE_IOERR_TRUNCATE || sqlite_code == SQLITE_IOERR_FSYNC)
+    return StorageFailure::kDiskFull;
+  if (primary == SQLITE_BUSY) return StorageFailure::kLocked;
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) return StorageFailure::kCorrupt;
+  return StorageFailure::kOther;
+}
+
+std::string_view StorageError::hint() const {
+  switch (failure()) {
+    case StorageFailure::kDiskFull:
+      return " (the disk or the file size limit is full; free space and run again)";
+    case StorageFailure::kLocked:
+      return " (another process holds the database's write lock: another ringmail run or "
+             "enqueue, or a sqlite3 shell, did not release it within the busy timeout; run "
+             "again when it is done)";
+    case StorageFailure::kCorrupt:
+      return " (the file is not a ringmail database, or it is damaged; check that the path "
+             "names the right file, or restore the database from a backup)";
+    case StorageFailure::kReadOnly:
+      return " (read-only or permission denied: ringmail cannot write the database file or "
+             "its directory, where SQLite keeps the -wal and -shm files beside it; make both "
+             "writable for this user and run again)";
+    case StorageFailure::kOther:
+      break;
+  }
+  return "";
 }
 
 namespace {
@@ -27,8 +64,10 @@ std::string first_words(std::string_view sql) {
 StorageError Statement::error(int rc) const {
   int code = db_ ? sqlite3_extended_errcode(db_) : rc;
   const char* path = db_ ? sqlite3_db_filename(db_, "main") : "";
-  return {code, fmt::format("{}: {}: {}", path ? path : "", what_,
-                            db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc))};
+  return {code,
+          fmt::format("{}: {}: {}", path ? path : "", what_,
+                      db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc)),
+          db_ ? sqlite3_system_errno(db_) : 0};
 }
 
 Statement& Statement::bind(int index, int64_t value) {
@@ -89,8 +128,10 @@ std::string_view Statement::column_text(int i) const {
 
 StorageError Connection::error(int rc, std::string_view what) const {
   int code = db_ ? sqlite3_extended_errcode(db_.get()) : rc;
-  return {code, fmt::format("{}: {}: {}", path_, what,
-                            db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc))};
+  return {code,
+          fmt::format("{}: {}: {}", path_, what,
+                      db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc)),
+          db_ ? sqlite3_system_errno(db_.get()) : 0};
 }
 
 std::expected<Connection, StorageError> Connection::open(const std::string& path, OpenMode mode,
@@ -113,11 +154,41 @@ std::expected<Connection, StorageError> Connection::open(const std::string& path
   std::unique_ptr<sqlite3, Close> db(raw);
   if (rc != SQLITE_OK) {
     std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
-    if (mode != OpenMode::kReadWriteCreate && (rc & 0xff) == SQLITE_CANTOPEN)
-      msg += " (no such database: create it with `ringmail enqueue`)";
+    int system_errno = raw ? sqlite3_system_errno(raw) : 0;
+    if ((rc & 0xff) == SQLITE_CANTOPEN) {
+      // SQLite retries a refused read-write open read-only, so its errno is the retry's
+      // (often ENOENT); ask the file system why directly.
+      const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+      const std::string dir_name = dir.empty() ? "." : dir.string();
+      const bool exists = ::access(path.c_str(), F_OK) == 0;
+      const int exists_errno = errno;
+      if (exists) {
+        const int need = mode == OpenMode::kReadOnly ? R_OK : R_OK | W_OK;
+        if (::access(path.c_str(), need) != 0) system_errno = errno;
+      } else if (exists_errno != ENOENT) {
+        system_errno = exists_errno;  // e.g. a directory on the way that is not searchable
+      } else if (mode != OpenMode::kReadWriteCreate) {
+        msg += " (no such database: create it with `ringmail enqueue`)";
+      } else if (::access(dir_name.c_str(), F_OK) != 0) {
+        msg += fmt::format(" (no such directory: {})", dir_name);
+      } else if (::access(dir_name.c_str(), W_OK | X_OK) != 0) {
+        system_errno = errno;
+        msg += fmt::format(" (cannot create it in {}: {})", dir_name, std::strerror(system_errno));
+      }
+    }
     return std::unexpected(
         StorageError{raw ? sqlite3_extended_errcode(raw) : rc,
-                     fmt::format("{}: cannot open database: {}", path, msg)});
+                     fmt::format("{}: cannot open database: {}", path, msg), system_errno});
+  }
+  if (mode != OpenMode::kReadOnly && sqlite3_db_readonly(raw, "main") == 1) {
+    // SQLite opened a write-protected file read-only. Refuse before the first statement:
+    // reading a WAL database would create a -shm file as read-only as the database, which
+    // would still refuse writes after the operator has fixed the file's permissions.
+    const int system_errno = ::access(path.c_str(), W_OK) != 0 ? errno : EACCES;
+    return std::unexpected(StorageError{
+        SQLITE_READONLY,
+        fmt::format("{}: cannot open database for writing: {}", path, std::strerror(system_errno)),
+        system_errno});
   }
   sqlite3_extended_result_codes(raw, 1);
   sqlite3_busy_timeout(raw, busy_timeout_ms);
@@ -148,7 +219,8 @@ std::expected<void, StorageError> Connection::exec(std::string_view sql) {
   int rc = sqlite3_exec(db_.get(), text.c_str(), nullptr, nullptr, &msg);
   if (rc != SQLITE_OK) {
     StorageError e{sqlite3_extended_errcode(db_.get()),
-                   fmt::format("{}: {}: {}", path_, first_words(sql), msg ? msg : sqlite3_errstr(rc))};
+                   fmt::format("{}: {}: {}", path_, first_words(sql), msg ? msg : sqlite3_errstr(rc)),
+                   sqlite3_system_errno(db_.get())};
     sqlite3_free(msg);
     return std::unexpected(std::move(e));
   }

@@ -61,6 +61,10 @@ class Connection {
  public:
   // Opens `path`; in a write mode sets WAL, the given `synchronous` ("NORMAL", "FULL"...),
   // a busy timeout and foreign keys. The connection is used by one thread at a time.
+  // A statement that needs a lock another process holds waits up to `busy_timeout_ms`
+  // (long enough for another process's commit, or a sqlite3 shell's statement), then fails
+  // with SQLITE_BUSY (StorageError::locked()). A file that cannot be opened says why: no
+  // such database or directory, or permission (read_only()).
   static std::expected<Connection, StorageError> open(const std::string& path, OpenMode mode,
                                                       std::string_view synchronous = "NORMAL",
                                                       int busy_timeout_ms = 10000);

@@ -1,0 +1,447 @@
+// A database that another process has locked, that is not a database or is damaged, or
+// that cannot be written: the real binary (enqueue, run, status) must say so clearly,
+// name the file, take no new work and lose nothing that was accepted. Judged by exit
+// status, stderr, the database's counts before and after, and what a real smtp-sink got
+// once the cause is gone. A lock is held by this process (another process to ringmail).
+#include <gtest/gtest.h>
+#include <grp.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "tests/support/smtp_sink_process.h"
+
+namespace ringmail::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr uid_t kNobody = 65534;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// The first value of `sql`, read through a connection of this process; -1 on any error.
+int64_t sql_int(const fs::path& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_busy_timeout(h, 5000);
+  sqlite3_stmt* st = nullptr;
+  int64_t v = -1;
+  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return v;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+// Another process's write transaction (BEGIN IMMEDIATE) on the database, held until
+// release() or destruction.
+class WriteLock {
+ public:
+  explicit WriteLock(const fs::path& db) {
+    sqlite3_open_v2(db.c_str(), &h_, SQLITE_OPEN_READWRITE, nullptr);
+    sqlite3_busy_timeout(h_, 5000);  // ringmail's own commits are short
+    held_ = sqlite3_exec(h_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~WriteLock() { release(); }
+  bool held() const { return held_; }
+  void release() {
+    if (h_ == nullptr) return;
+    if (held_) sqlite3_exec(h_, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(h_);
+    h_ = nullptr;
+    held_ = false;
+  }
+
+ private:
+  sqlite3* h_ = nullptr;
+  bool held_ = false;
+};
+
+// ringmail as a child process, stdout and stderr to files, optionally as another user.
+class Child {
+ public:
+  Child(std::vector<std::string> args, const fs::path& dir, std::optional<uid_t> as_user = {})
+      : out_(dir / "stdout"), err_(dir / "stderr") {
+    pid_ = fork();
+    if (pid_ == 0) {
+      if (!freopen(out_.c_str(), "w", stdout) || !freopen(err_.c_str(), "w", stderr)) _exit(125);
+      if (as_user && (setgroups(0, nullptr) != 0 || setresgid(*as_user, *as_user, *as_user) != 0 ||
+                      setresuid(*as_user, *as_user, *as_user) != 0))
+        _exit(126);
+      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(RINGMAIL_BINARY, argv.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !done_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool running() {
+    if (done_) return false;
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) done_ = true;
+    return !done_;
+  }
+  Result wait() {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (running()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status_, 0);
+        done_ = true;
+        ADD_FAILURE() << "ringmail did not finish in 60 s";
+        break;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    Result r;
+    r.exit_code = WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
+    r.out = file_bytes(out_);
+    r.err = file_bytes(err_);
+    return r;
+  }
+
+ private:
+  fs::path out_, err_;
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool done_ = false;
+};
+
+class StorageFailures : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("ringmail-storage-failures-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+    std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: failures\n\nhello\n";
+    db_ = dir_ / "q.db";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(dir_, ec);
+  }
+
+  fs::path recipients(size_t count, const std::string& name = "r.txt", size_t first = 0) {
+    fs::path p = dir_ / name;
+    std::ofstream f(p);
+    for (size_t i = first; i < first + count; ++i) f << "user" << i << "@example.test\n";
+    return p;
+  }
+  fs::path config(const std::string& text) {
+    fs::path p = dir_ / "c.toml";
+    std::ofstream(p) << text;
+    return p;
+  }
+
+  Result run(std::vector<std::string> args, std::optional<uid_t> as_user = {}) {
+    return Child(std::move(args), dir_, as_user).wait();
+  }
+  std::vector<std::string> enqueue_args(const fs::path& rcpts) {
+    return {"enqueue", "--db", db_.string(), "--from", "a@ringmail.test", "--message",
+            (dir_ / "m.eml").string(), "--recipients", rcpts.string(), "--quiet"};
+  }
+  std::vector<std::string> run_args(const std::string& relay) {
+    return {"run", "--db", db_.string(), "--relay", relay, "--until-done", "--shards", "1",
+            "--quiet", "--summary", "json"};
+  }
+  std::vector<std::string> status_args() { return {"status", "--db", db_.string(), "--json"}; }
+
+  int64_t count(const std::string& state = "") {
+    return sql_int(db_, "SELECT count(*) FROM recipients" +
+                            (state.empty() ? "" : " WHERE state = '" + state + "'"));
+  }
+
+  // The next run delivers every recipient and the sink gets each of them.
+  void expect_all_delivered_by_a_new_run(int64_t total) {
+    auto sink = SmtpSinkProcess::start();
+    ASSERT_TRUE(sink) << sink.error();
+    Result done = run(run_args((*sink)->address()));
+    ASSERT_EQ(done.exit_code, 0) << done.err;
+    EXPECT_EQ(count("delivered"), total);
+    EXPECT_GE((*sink)->recipients_received(), static_cast<uint64_t>(total));
+  }
+
+  fs::path dir_;
+  fs::path db_;
+};
+
+void expect_contains(const std::string& text, const std::string& part) {
+  EXPECT_NE(text.find(part), std::string::npos) << "missing \"" << part << "\" in: " << text;
+}
+
+// The words every message about a held lock must have: the file, SQLite's words, the cause.
+void expect_locked_message(const std::string& err, const fs::path& db) {
+  expect_contains(err, db.string());
+  expect_contains(err, "database is locked");
+  expect_contains(err, "another process holds the database's write lock");
+}
+
+// ------------------------------------------------------------------------------ locked
+
+TEST_F(StorageFailures, ALockHeldPastTheBusyTimeoutRefusesAnEnqueueButNotStatus) {
+  ASSERT_EQ(run(enqueue_args(recipients(50))).exit_code, 0);
+  WriteLock lock(db_);
+  ASSERT_TRUE(lock.held());
+  // status only reads: a writer does not hold it up.
+  Result status = run(status_args());
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(nlohmann::json::parse(status.out)["campaigns"]["default"]["queued"], 50);
+
+  Result refused = run(enqueue_args(recipients(30, "more.txt", 50)));  // waits ~10 s
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  expect_locked_message(refused.err, db_);
+  lock.release();
+  EXPECT_EQ(count(), 50);
+  expect_all_delivered_by_a_new_run(50);
+}
+
+TEST_F(StorageFailures, ALockHeldPastTheBusyTimeoutStopsARunBeforeItSends) {
+  ASSERT_EQ(run(enqueue_args(recipients(50))).exit_code, 0);
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  {
+    WriteLock lock(db_);
+    ASSERT_TRUE(lock.held());
+    Result refused = run(run_args((*sink)->address()));  // waits ~10 s
+    EXPECT_EQ(refused.exit_code, 2) << refused.err;
+    expect_locked_message(refused.err, db_);
+  }
+  EXPECT_EQ((*sink)->messages_received(), 0u);
+  EXPECT_EQ(count("queued"), 50);
+  expect_all_delivered_by_a_new_run(50);
+}
+
+TEST_F(StorageFailures, AShortLockIsWaitedOut) {
+  ASSERT_EQ(run(enqueue_args(recipients(50))).exit_code, 0);
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  for (bool enqueue : {true, false}) {
+    auto lock = std::make_unique<WriteLock>(db_);
+    ASSERT_TRUE(lock->held());
+    Child child(enqueue ? enqueue_args(recipients(30, "more.txt", 50))
+                        : run_args((*sink)->address()),
+                dir_);
+    std::this_thread::sleep_for(1500ms);
+    lock.reset();
+    Result r = child.wait();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_EQ(count("delivered"), 80);
+  EXPECT_EQ((*sink)->recipients_received(), 80u);
+}
+
+// The lock is taken while a run delivers, held past the busy timeout, then released: the
+// run stops taking work and exits 3, what it had in flight stays leased to it, and the
+// next run delivers everything.
+TEST_F(StorageFailures, ALockHeldMidRunStopsTheRunWithExit3AndLosesNothing) {
+  constexpr int64_t kTotal = 100;
+  ASSERT_EQ(run(enqueue_args(recipients(kTotal))).exit_code, 0);
+  SmtpSinkOptions slow;
+  slow.extra_args = {"-w", "1"};  // one second per message: the run outlasts the lock
+  auto sink = SmtpSinkProcess::start(slow);
+  ASSERT_TRUE(sink) << sink.error();
+  auto args = run_args((*sink)->address());
+  // Small claims and a short inbox: the engine holds a few transactions, not the whole
+  // queue, so it must come back to the database for more while the lock is held.
+  args.insert(args.end(),
+              {"--connections", "1", "--rcpt-per-txn", "5", "--config",
+               config("[storage]\nclaim_batch = 5\n[engine]\nshard_inbox_capacity = 1\n")
+                   .string()});
+  Child child(args, dir_);
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while ((*sink)->messages_received() == 0 && child.running() &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_GT((*sink)->messages_received(), 0u) << "the run delivered nothing";
+  WriteLock lock(db_);
+  ASSERT_TRUE(lock.held());
+  Result stopped = child.wait();  // the storage thread gives up after its busy timeout
+  EXPECT_EQ(stopped.exit_code, 3) << stopped.err;
+  expect_contains(stopped.err, "stopped taking work");
+  expect_locked_message(stopped.err, db_);
+  lock.release();
+  // It stopped taking work: most recipients were never sent. Those whose outcomes the
+  // refused commit held stay in flight under the dead run's lease.
+  EXPECT_LT((*sink)->messages_received(), static_cast<uint64_t>(kTotal / 5));
+  EXPECT_EQ(count(), kTotal);
+  EXPECT_GT(count("in_flight"), 0);
+  EXPECT_EQ(count("delivered") + count("queued") + count("in_flight"), kTotal);
+
+  auto fast = SmtpSinkProcess::start();
+  ASSERT_TRUE(fast) << fast.error();
+  Result done = run(run_args((*fast)->address()));
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  EXPECT_EQ(count("delivered"), kTotal);
+  std::set<std::string> seen;
+  for (auto* s : {sink->get(), fast->get()})
+    for (const SinkTransaction& t : s->transactions())
+      for (const std::string& r : t.rcpt_to) seen.insert(r.substr(0, r.find('>') + 1));
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kTotal));
+}
+
+// ------------------------------------------------------------------------------ corrupt
+
+void expect_corrupt_message(const std::string& err, const fs::path& db, const std::string& sqlite) {
+  expect_contains(err, db.string());
+  expect_contains(err, sqlite);
+  expect_contains(err, "not a ringmail database, or it is damaged");
+  expect_contains(err, "restore the database from a backup");
+}
+
+TEST_F(StorageFailures, AFileThatIsNotADatabaseIsRefusedAndLeftAsItIs) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  std::mt19937 rng(7);
+  std::string noise(100 * 1024, '\0');
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::ofstream(db_, std::ios::binary) << noise;
+  for (auto args : {enqueue_args(recipients(10)), run_args((*sink)->address()), status_args()}) {
+    Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    expect_corrupt_message(r.err, db_, "file is not a database");
+  }
+  EXPECT_EQ(file_bytes(db_), noise);
+  EXPECT_FALSE(fs::exists(db_.string() + "-wal"));
+  EXPECT_EQ((*sink)->messages_received(), 0u);
+}
+
+TEST_F(StorageFailures, ATruncatedDatabaseIsRefusedAndLeftAsItIs) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_EQ(run(enqueue_args(recipients(3000))).exit_code, 0);
+  ASSERT_EQ(run(status_args()).exit_code, 0);  // the last close checkpoints the WAL away
+  std::string bytes = file_bytes(db_);
+  bytes.resize(bytes.size() / 2);
+  std::ofstream(db_, std::ios::binary | std::ios::trunc) << bytes;
+  for (auto args : {enqueue_args(recipients(10, "more.txt", 3000)), run_args((*sink)->address()),
+                    status_args()}) {
+    Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    expect_corrupt_message(r.err, db_, "malformed");
+  }
+  EXPECT_EQ(file_bytes(db_), bytes);
+  EXPECT_EQ((*sink)->messages_received(), 0u);
+}
+
+// A damaged page in the middle of the recipients: run and status read every row and
+// refuse. (enqueue writes only the last pages and may not notice: SQLite finds damage
+// where it reads, and a full check on each enqueue would cost a scan of the database.)
+TEST_F(StorageFailures, ADamagedPageStopsRunAndStatusAndIsLeftAsItIs) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_EQ(run(enqueue_args(recipients(5000))).exit_code, 0);
+  ASSERT_EQ(run(status_args()).exit_code, 0);
+  std::string bytes = file_bytes(db_);
+  const size_t page = 4096, pages = bytes.size() / page;
+  ASSERT_GT(pages, 40u);
+  std::mt19937 rng(11);
+  for (size_t i = 0; i < page; ++i) bytes[page * (pages / 2) + i] = static_cast<char>(rng());
+  std::ofstream(db_, std::ios::binary | std::ios::trunc) << bytes;
+  for (auto args : {run_args((*sink)->address()), status_args()}) {
+    Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    expect_corrupt_message(r.err, db_, "malformed");
+  }
+  EXPECT_EQ(file_bytes(db_), bytes);
+  EXPECT_EQ((*sink)->messages_received(), 0u);
+}
+
+// ------------------------------------------------------------------------------ read-only
+
+// Root writes through permission bits, so as root the commands run as "nobody"; skipped
+// where that user cannot be switched to or cannot run the binary.
+class ReadOnlyStorage : public StorageFailures {
+ protected:
+  void SetUp() override {
+    StorageFailures::SetUp();
+    if (geteuid() == 0) {
+      user_ = kNobody;
+      Result probe = run({"--version"}, user_);
+      if (probe.exit_code != 0)
+        GTEST_SKIP() << "cannot run ringmail as uid " << kNobody << " (exit " << probe.exit_code
+                     << ")";
+    }
+    ASSERT_EQ(run(enqueue_args(recipients(50))).exit_code, 0);
+    more_ = recipients(10, "more.txt", 50);  // written now: the directory may become read-only
+    ASSERT_EQ(run(status_args()).exit_code, 0);  // checkpointed: no -wal, no -shm left
+    ASSERT_FALSE(fs::exists(db_.string() + "-wal"));
+    before_ = file_bytes(db_);
+  }
+
+  void expect_refused_and_nothing_lost() {
+    auto sink = SmtpSinkProcess::start();
+    ASSERT_TRUE(sink) << sink.error();
+    for (auto args : {enqueue_args(more_), run_args((*sink)->address())}) {
+      Result r = run(args, user_);
+      EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+      expect_contains(r.err, db_.string());
+      expect_contains(r.err, "read-only");
+      expect_contains(r.err, "cannot write");
+    }
+    EXPECT_EQ((*sink)->messages_received(), 0u);
+    EXPECT_EQ(file_bytes(db_), before_);
+    // No -shm left behind: one as read-only as the file would refuse writes after the fix.
+    EXPECT_FALSE(fs::exists(db_.string() + "-shm"));
+  }
+
+  std::optional<uid_t> user_;
+  fs::path more_;
+  std::string before_;
+};
+
+TEST_F(ReadOnlyStorage, AReadOnlyFileIsAClearErrorAndLosesNothing) {
+  fs::permissions(db_, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  expect_refused_and_nothing_lost();
+  fs::permissions(db_, fs::perms::owner_write, fs::perm_options::add);
+  EXPECT_EQ(count("queued"), 50);
+  expect_all_delivered_by_a_new_run(50);
+}
+
+TEST_F(ReadOnlyStorage, AReadOnlyDirectoryIsAClearErrorAndLosesNothing) {
+  // The file itself is writable by the user; SQLite cannot create its -wal and -shm.
+  if (user_) {
+    ASSERT_EQ(chown(db_.c_str(), *user_, *user_), 0);
+  }
+  fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                            fs::perms::group_exec | fs::perms::others_read |
+                            fs::perms::others_exec);
+  expect_refused_and_nothing_lost();
+  fs::permissions(dir_, fs::perms::owner_write, fs::perm_options::add);
+  EXPECT_EQ(count("queued"), 50);
+  expect_all_delivered_by_a_new_run(50);
+}
+
+}  // namespace
+}  // namespace ringmail::test
