@@ -7,10 +7,9 @@
 
 namespace ringmail::app {
 
-std::expected<EnqueuedCampaign, std::string> enqueue_campaign(const storage::StorageOptions& options,
-                                                              const storage::EnqueueRequest& request,
-                                                              RecipientsFile& recipients,
-                                                              Console& console) {
+std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
+    const storage::StorageOptions& options, const storage::EnqueueRequest& request,
+    RecipientsFile& recipients, Console& console, const std::function<bool()>& stop_requested) {
   auto failed = [](const storage::StorageError& e, std::string_view tail = {}) {
     return std::unexpected(e.message + storage_error_hint(e) + std::string(tail));
   };
@@ -26,7 +25,14 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(const storage::Sto
   }
   const int64_t due = request.send_at_ms ? request.send_at_ms : now;
   constexpr uint64_t kMaxReported = 20;
+  constexpr uint64_t kStopCheckEvery = 4096;  // records; a check is one sigtimedwait call
+  uint64_t records = 0;
   while (auto record = recipients.next()) {
+    if (stop_requested && ++records % kStopCheckEvery == 0 && stop_requested()) {
+      store->abort_enqueue();
+      out.interrupted = true;
+      return out;
+    }
     if (!record->has_value()) {
       if (++out.rejected_lines <= kMaxReported) console.print_line(record->error().to_string());
       continue;
@@ -40,6 +46,11 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(const storage::Sto
   if (out.rejected_lines > kMaxReported)
     console.print_line(fmt::format("{}: ... {} more refused lines", recipients.path(),
                                    group_thousands(out.rejected_lines - kMaxReported)));
+  if (stop_requested && stop_requested()) {
+    store->abort_enqueue();
+    out.interrupted = true;
+    return out;
+  }
   if (auto ok = store->finish_enqueue(); !ok) return failed(ok.error(), "; nothing was enqueued");
   return out;
 }

@@ -33,6 +33,7 @@ std::string storage_error_hint(const storage::StorageError& e) { return std::str
 std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                                          engine::RouteResolver& resolver,
                                                          StopSignals& signals,
+                                                         Observability& observability,
                                                          const QueueRunOptions& options) {
   auto with_hint = [](const storage::StorageError& e) { return e.message + storage_error_hint(e); };
   auto store = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting);
@@ -56,20 +57,18 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                    "queued again",
                                    group_thousands(report.recovered)));
 
-  // Declared before the observability below, so it is destroyed after the exporter stops:
-  // a scrape reads its metrics until then.
+  // Declared before stop_exporter_first below, so it is destroyed after the exporter
+  // stops: a scrape reads its metrics until then.
   auto storage_thread =
       std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
-  auto observability = start_observability(c);
-  if (!observability) return std::unexpected(observability.error());
-  FanOutSink sink(storage_thread.get(), observability->outcome_log.get());
+  FanOutSink sink(storage_thread.get(), observability.outcome_log.get());
   // Each pass has its own engine; a scrape sees the passes before it plus the current one.
   std::mutex sample_mutex;
   engine::DeliverySnapshot finished_passes;
   uint64_t finished_taken = 0;
   engine::Engine* current_engine = nullptr;
-  observability->expose([&]() {
+  observability.expose([&]() {
     std::lock_guard lock(sample_mutex);
     metrics::EngineSample sample{finished_passes, finished_taken, 0};
     if (current_engine) {
@@ -79,7 +78,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     }
     return sample;
   }, {metrics::storage_provider(*storage_thread, c.storage)});
-  StopExporterFirst stop_exporter_first{observability->exporter};
+  StopExporterFirst stop_exporter_first{observability.exporter};
   const Clock::time_point start = Clock::now();
   ProgressMeter meter(console, style, c.progress.plain_interval, start);
   engine::DeliverySnapshot total;
@@ -166,9 +165,9 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   result.elapsed_s = std::chrono::duration<double>(end - start).count();
 
   // Every outcome line is written before the summary says the run is over.
-  if (observability->outcome_log) observability->outcome_log->flush();
+  if (observability.outcome_log) observability.outcome_log->flush();
   print_queue_run(report, options.summary, options.quiet);
-  if (options.linger && observability->exporter && c.metrics.linger.count() > 0 && !interrupted) {
+  if (options.linger && observability.exporter && c.metrics.linger.count() > 0 && !interrupted) {
     // The final counts stay scrapeable for a while; a signal ends the wait.
     signals.wait(std::chrono::duration_cast<std::chrono::milliseconds>(c.metrics.linger));
   }

@@ -13,6 +13,7 @@
 #include "app/cli.h"
 #include "app/config.h"
 #include "app/engine_driver.h"
+#include "app/observability.h"
 #include "app/summary.h"
 #include "engine/seams.h"
 #include "storage/recipient_state.h"
@@ -49,9 +50,12 @@ struct QueueRunReport {
 // to stderr unless quiet). Errors that stop it before anything is sent (the database
 // cannot be opened, the metrics address is taken...) are one line for stderr; a database
 // failure during the run is printed and reported in the result, after the engine drained.
+// `observability` was started by the caller (before anything irrevocable, so a taken
+// metrics address stops the command first); this stops its exporter before returning.
 std::expected<QueueRunReport, std::string> deliver_queue(const Config& config,
                                                          engine::RouteResolver& resolver,
                                                          StopSignals& signals,
+                                                         Observability& observability,
                                                          const QueueRunOptions& options);
 
 // " (the disk ... is full; ...)": what the operator can do about `error`, or "".

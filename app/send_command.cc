@@ -39,15 +39,29 @@ using Clock = std::chrono::steady_clock;
 // kill -9 loses nothing, and `ringmail run` picks up what is left.
 int send_through_database(const SendFlags& flags, SendPlan& plan) {
   StopSignals signals;  // before any thread exists, so every thread inherits the mask
+  // Started before the enqueue: a metrics address that cannot be bound or a log that cannot
+  // be opened stops the command while nothing is in the database yet.
+  auto observability = start_observability(plan.config);
+  if (!observability) {
+    std::cerr << "ringmail: " << observability.error() << '\n';
+    return 2;
+  }
   Console console(std::cerr, false);
   const std::string& db = plan.config.storage.path;
   const Clock::time_point enqueue_start = Clock::now();
   storage::EnqueueRequest request{flags.campaign, plan.config.from, *plan.body,
                                   storage::unix_now_ms(), std::nullopt};
-  auto enqueued = enqueue_campaign(plan.config.storage, request, plan.recipients, console);
+  // A signal while the file is read rolls the enqueue back: nothing was accepted, so
+  // nothing is left for a later run to send behind the operator's back.
+  auto enqueued = enqueue_campaign(plan.config.storage, request, plan.recipients, console,
+                                   [&] { return signals.wait(std::chrono::milliseconds(0)) != 0; });
   if (!enqueued) {
     std::cerr << "ringmail: " << enqueued.error() << '\n';
     return 2;
+  }
+  if (enqueued->interrupted) {
+    std::cerr << "ringmail: interrupted while enqueueing: nothing was enqueued or sent\n";
+    return 1;
   }
   const storage::EnqueueCounts& counts = enqueued->counts;
   if (!flags.quiet)
@@ -66,7 +80,7 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
   options.rejected_lines = enqueued->rejected_lines;
   options.summary = flags.summary;
   options.linger = true;
-  auto report = deliver_queue(plan.config, *plan.resolver, signals, options);
+  auto report = deliver_queue(plan.config, *plan.resolver, signals, *observability, options);
   if (!report) {
     std::cerr << fmt::format("ringmail: {}; the recipients are enqueued in {}: `ringmail run "
                              "--db {}` sends them\n",

@@ -15,6 +15,7 @@
 #include "app/routing.h"
 #include "app/human_format.h"
 #include "app/mailbox.h"
+#include "app/observability.h"
 #include "app/message_file.h"
 #include "app/recipients_file.h"
 #include "app/relay.h"
@@ -123,11 +124,13 @@ int run_run(const RunFlags& flags) {
   keep_credentials_out_of_core_dumps(c);
 
   StopSignals signals;  // before any thread exists
+  auto observability = start_observability(c);
+  if (!observability) return fail(observability.error());
   QueueRunOptions options;
   options.until_done = flags.until_done;
   options.quiet = flags.quiet;
   options.summary = flags.summary;
-  auto report = deliver_queue(c, **route_resolver, signals, options);
+  auto report = deliver_queue(c, **route_resolver, signals, *observability, options);
   if (!report) return fail(report.error());
   if (report->storage_error) return 3;
   return report->result.interrupted ? 1 : 0;

@@ -2,7 +2,10 @@
 // judged by its exit status, its JSON summary and what the server received.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -244,6 +247,39 @@ TEST_F(SendCommand, KillNineLosesNoRecipient) {
   }
   EXPECT_EQ(seen.size(), 3000u);
   EXPECT_LE(total - seen.size(), 10u) << "duplicates";
+}
+
+TEST_F(SendCommand, ASignalWhileEnqueueingLeavesNothingEnqueued) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  // Big enough that reading it takes longer than the signal's delay on any machine.
+  Result r = run(send_args((*sink)->address(), recipients(600000)), std::chrono::milliseconds(150),
+                 SIGINT);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("nothing was enqueued"), std::string::npos) << r.err;
+  EXPECT_EQ(status()["campaigns"].size(), 0u);
+  EXPECT_EQ((*sink)->recipients_received(), 0u);
+}
+
+TEST_F(SendCommand, AStartUpErrorComesBeforeTheEnqueue) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  // A metrics address that is taken: exit 2, and no database to send later.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  auto args = send_args((*sink)->address(), recipients(10));
+  args.insert(args.end(), {"--metrics-listen", "127.0.0.1:" + std::to_string(ntohs(a.sin_port))});
+  Result r = run(args);
+  close(fd);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_FALSE(fs::exists(db()));
+  EXPECT_EQ((*sink)->recipients_received(), 0u);
 }
 
 TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {
