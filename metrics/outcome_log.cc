@@ -92,6 +92,40 @@ std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
   return out;
 }
 
+std::string format_state_change_line(const StateChangeLine& l, LogFormat format) {
+  const std::string ts = rfc3339(l.time);
+  const std::string enhanced = l.reply.enhanced.to_string();
+  const std::string next = l.next_attempt ? rfc3339(*l.next_attempt) : "";
+  if (format == LogFormat::kJson) {
+    nlohmann::json j;
+    j["ts"] = ts;
+    j["event"] = "recipient_state";
+    j["tag"] = l.tag;
+    j["rcpt"] = l.recipient;
+    j["state"] = l.state;
+    j["attempts"] = l.attempts;
+    if (l.next_attempt) j["next_attempt"] = next;
+    if (l.suppressed) j["suppressed"] = true;
+    j["code"] = l.reply.code;
+    j["enhanced"] = enhanced;
+    j["reply"] = l.reply.text;
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  std::string out;
+  append_logfmt(out, "ts", ts);
+  append_logfmt(out, "event", "recipient_state");
+  append_logfmt(out, "tag", std::to_string(l.tag));
+  append_logfmt(out, "rcpt", l.recipient);
+  append_logfmt(out, "state", l.state);
+  append_logfmt(out, "attempts", std::to_string(l.attempts));
+  if (l.next_attempt) append_logfmt(out, "next_attempt", next);
+  if (l.suppressed) append_logfmt(out, "suppressed", "true");
+  append_logfmt(out, "code", std::to_string(l.reply.code));
+  append_logfmt(out, "enhanced", enhanced);
+  append_logfmt(out, "reply", l.reply.text);
+  return out;
+}
+
 OutcomeLogger::OutcomeLogger(std::FILE* out, OutcomeLogOptions options)
     : out_(out), options_(options) {
   if (options_.shards == 0) options_.shards = 1;
@@ -143,10 +177,32 @@ void OutcomeLogger::on_transaction_finished(unsigned shard,
   q.records.push_back(std::move(r));
 }
 
+void OutcomeLogger::log_state_changes(std::vector<StateChangeLine> lines) {
+  if (lines.empty()) return;
+  std::lock_guard lock(states_.mutex);
+  if (states_.lines.size() + lines.size() > options_.max_queued_lines_per_shard) {
+    states_.dropped.fetch_add(lines.size(), std::memory_order_relaxed);
+    return;
+  }
+  if (states_.lines.empty()) {
+    states_.lines = std::move(lines);
+  } else {
+    states_.lines.insert(states_.lines.end(), std::make_move_iterator(lines.begin()),
+                         std::make_move_iterator(lines.end()));
+  }
+}
+
 bool OutcomeLogger::drain_once() {
   bool wrote = false;
   std::vector<Record> batch;
   std::string text;
+  // Taken before the shards' queues: a state is committed after its attempt's outcome
+  // line was queued, so every state taken here follows its outcome line in the file.
+  std::vector<StateChangeLine> states;
+  {
+    std::lock_guard lock(states_.mutex);
+    states.swap(states_.lines);
+  }
   for (auto& qp : queues_) {
     ShardQueue& q = *qp;
     {
@@ -176,6 +232,11 @@ bool OutcomeLogger::drain_once() {
       text.clear();
       wrote = true;
     }
+  }
+  for (const StateChangeLine& line : states) {
+    text += format_state_change_line(line, options_.format);
+    text += '\n';
+    written_.fetch_add(1, std::memory_order_relaxed);
   }
   if (!text.empty()) {
     std::fwrite(text.data(), 1, text.size(), out_);
@@ -211,7 +272,7 @@ void OutcomeLogger::flush() {
 uint64_t OutcomeLogger::lines_dropped() const {
   uint64_t n = 0;
   for (const auto& q : queues_) n += q->dropped.load(std::memory_order_relaxed);
-  return n;
+  return n + states_.dropped.load(std::memory_order_relaxed);
 }
 
 FamilyProvider OutcomeLogger::metrics_provider() const {

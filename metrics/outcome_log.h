@@ -1,6 +1,7 @@
 // Structured outcome log: one line per recipient of every finished SMTP transaction (an
-// attempt and the state it left the recipient in), as logfmt or JSON Lines, for a log
-// shipper. Shards only copy the outcome into their own queue; a logger thread formats
+// attempt and the state it left the recipient in), and, with a database, one line per
+// state the database records for it (deferred until when, expired, bounced and
+// suppressed...), as logfmt or JSON Lines, for a log shipper. Shards only copy the outcome into their own queue; a logger thread formats
 // and writes. When the writer falls behind, lines are dropped and counted, never waited
 // for. Only allow-listed fields are written: no message content, no credentials (ringmail
 // has none yet; AUTH secrets must never be added to a line when AUTH arrives).
@@ -14,6 +15,7 @@
 #include <expected>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +56,22 @@ struct OutcomeLine {
 // or a control byte; JSON strings are escaped and invalid UTF-8 replaced.
 std::string format_outcome_line(const OutcomeLine& line, LogFormat format);
 
+// A recipient's new state as the database committed it (event=recipient_state): what an
+// outcome line cannot know, i.e. the attempt count, when the next attempt is due, that a
+// deferral expired, that a bounce put the address on the suppression list.
+struct StateChangeLine {
+  std::chrono::system_clock::time_point time;
+  uint64_t tag = 0;       // the recipient's id in the database (the outcome line's tag)
+  std::string recipient;
+  std::string state;      // the database's word: deferred, bounced, expired, queued...
+  int64_t attempts = 0;
+  std::optional<std::chrono::system_clock::time_point> next_attempt;  // deferred, queued
+  bool suppressed = false;  // the address was added to the suppression list
+  smtp::Reply reply;        // the reply that decided it
+};
+
+std::string format_state_change_line(const StateChangeLine& line, LogFormat format);
+
 class OutcomeLogger final : public engine::OutcomeSink {
  public:
   // Writes to `out`, which must stay open while the logger lives (it is not closed);
@@ -69,6 +87,10 @@ class OutcomeLogger final : public engine::OutcomeSink {
 
   // Shard threads: copies what the line needs (not the body) into the shard's queue.
   void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) override;
+
+  // Any thread (the storage thread, after a commit): queues state lines in a queue of
+  // their own, dropped and counted like a shard's when the writer falls behind.
+  void log_state_changes(std::vector<StateChangeLine> lines);
 
   // Any thread: waits until every line queued before the call is written and flushed.
   void flush();
@@ -105,6 +127,11 @@ class OutcomeLogger final : public engine::OutcomeSink {
   bool owns_out_ = false;
   OutcomeLogOptions options_;
   std::vector<std::unique_ptr<ShardQueue>> queues_;
+  struct StateQueue {
+    std::mutex mutex;
+    std::vector<StateChangeLine> lines;
+    std::atomic<uint64_t> dropped{0};
+  } states_;
   std::atomic<uint64_t> written_{0};
 
   std::mutex control_mutex_;
