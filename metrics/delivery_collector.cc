@@ -253,13 +253,15 @@ std::vector<MetricFamily> SiteSeries::families(const engine::DeliverySnapshot& d
                           return a->counts.connection_failures > b->counts.connection_failures;
                         return a->name < b->name;
                       });
-    for (size_t i = 0; i < top && promoted_.size() < options_.max_named; ++i)
-      if (!promoted_.contains(candidates[i]->name))
-        // Before the first scrape nothing was exposed under "other": the site starts whole.
-        promoted_.emplace(candidates[i]->name,
-                          Named{scraped_ ? candidates[i]->counts : engine::SiteCounts{}});
+    for (size_t i = 0; i < top && promoted_.size() < options_.max_named; ++i) {
+      const std::string& name = candidates[i]->name;
+      if (promoted_.contains(name)) continue;
+      auto exposed = in_other_.find(name);  // none before its first scrape: starts whole
+      promoted_.emplace(name, Named{exposed == in_other_.end() ? engine::SiteCounts{}
+                                                                : exposed->second});
+      if (exposed != in_other_.end()) in_other_.erase(exposed);
+    }
   }
-  scraped_ = true;
 
   // The snapshot's sites are sorted by name.
   auto counts_of = [&](const std::string& name) {
@@ -275,7 +277,10 @@ std::vector<MetricFamily> SiteSeries::families(const engine::DeliverySnapshot& d
     other.add(promoted.offset);
   }
   for (const engine::SiteSample& s : d.sites)
-    if (!is_configured(s.name) && !promoted_.contains(s.name)) other.add(s.counts);
+    if (!is_configured(s.name) && !promoted_.contains(s.name)) {
+      other.add(s.counts);
+      in_other_[s.name] = s.counts;
+    }
   named.emplace_back(kOtherSite, other);
 
   MetricFamily recipients = family(

@@ -57,13 +57,16 @@ class SiteSeries {
 
  private:
   struct Named {
-    engine::SiteCounts offset;  // what it had when promoted; stays in "other"
+    engine::SiteCounts offset;  // what "other" had exposed of it when promoted; stays there
   };
   std::mutex mutex_;
   SiteLabelOptions options_;
   std::vector<std::string> configured_;  // lower case, sorted, unique
   std::map<std::string, Named> promoted_;  // names exported besides the configured ones
-  bool scraped_ = false;
+  // What each site not exported by name contributed to "other" at the last scrape: a site
+  // promoted now keeps exactly that in "other" (so "other" never goes down) and starts
+  // its own series from the rest (so what came since is not lost to "other").
+  std::map<std::string, engine::SiteCounts> in_other_;
 };
 
 // ringmail_build_info{version="..."} 1.

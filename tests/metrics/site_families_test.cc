@@ -106,14 +106,14 @@ TEST(metrics_site_series, SeriesAreStableAndNeverGoBackwards) {
   // First scrape: a.test is the top site and is exported whole.
   auto first = delivered_by_site(series.families(with_sites({{"a.test", 10}, {"b.test", 3}})));
   EXPECT_EQ(first, (std::map<std::string, double>{{"a.test", 10}, {"other", 3}}));
-  // b.test overtakes: promoted, starting from 0; what it had stays in "other". a.test keeps
-  // its series although it is no longer in the top one.
+  // b.test overtakes: promoted; the 3 "other" exposed of it stay there, the 17 since are
+  // its own. a.test keeps its series although it is no longer in the top one.
   auto second = delivered_by_site(series.families(with_sites({{"a.test", 11}, {"b.test", 20}})));
-  EXPECT_EQ(second, (std::map<std::string, double>{{"a.test", 11}, {"b.test", 0}, {"other", 20}}));
+  EXPECT_EQ(second, (std::map<std::string, double>{{"a.test", 11}, {"b.test", 17}, {"other", 3}}));
   auto third = delivered_by_site(
       series.families(with_sites({{"a.test", 11}, {"b.test", 25}, {"c.test", 90}}, 1)));
   // The cap (2 names) is reached: c.test stays in "other" however busy it is.
-  EXPECT_EQ(third, (std::map<std::string, double>{{"a.test", 11}, {"b.test", 5}, {"other", 111}}));
+  EXPECT_EQ(third, (std::map<std::string, double>{{"a.test", 11}, {"b.test", 22}, {"other", 94}}));
   for (auto* scrape : {&second, &third})
     for (auto& [site, value] : *scrape)
       if (first.contains(site)) {
@@ -121,6 +121,16 @@ TEST(metrics_site_series, SeriesAreStableAndNeverGoBackwards) {
       }
   EXPECT_GE(third["other"], second["other"]);
   EXPECT_GE(third["b.test"], second["b.test"]);
+}
+
+TEST(metrics_site_series, TrafficBeforeAPromotionIsNotLostToOther) {
+  // The first scrape comes before any traffic (the review's case): the one site's whole
+  // count must end up under its name, not in "other".
+  SiteSeries series({.top = 10});
+  EXPECT_EQ(delivered_by_site(series.families(with_sites({}))),
+            (std::map<std::string, double>{{"other", 0}}));
+  auto later = delivered_by_site(series.families(with_sites({{"relay.test", 149000}})));
+  EXPECT_EQ(later, (std::map<std::string, double>{{"relay.test", 149000}, {"other", 0}}));
 }
 
 TEST(metrics_site_series, ASiteNamedOtherCannotCollide) {
