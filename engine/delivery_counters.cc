@@ -152,15 +152,6 @@ void DeliveryCounters::count_recipient(const smtp::Reply& reply, int status) {
   bump(by_enhanced_class_[klass < by_enhanced_class_.size() ? klass : 0]);
 }
 
-void DeliveryCounters::note_transaction_finished(uint64_t transaction_id,
-                                                 std::chrono::steady_clock::time_point now) {
-  auto it = queued_at_.find(transaction_id);
-  if (it == queued_at_.end()) return;
-  const auto elapsed = now - it->second;
-  queued_at_.erase(it);
-  transaction_duration_.observe(elapsed);
-}
-
 void DeliveryCounters::count_not_attempted(uint64_t recipients) { bump(not_attempted_, recipients); }
 
 void DeliveryCounters::count_transaction(bool any_delivered) {

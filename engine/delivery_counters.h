@@ -6,7 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "engine/site_counters.h"
@@ -125,14 +124,12 @@ class DeliveryCounters {
   }
   // Per-site counters; writer side as above. Snapshots read them.
   SiteCounters& sites() { return sites_; }
-  // Transaction timing, keyed by smtp::Transaction::id. `now` is the shard's loop-turn
-  // clock, so timing costs no clock read. A transaction taken but never finished keeps
-  // its entry until the counters are destroyed (only after a ring failure).
-  void note_transaction_queued(uint64_t transaction_id, std::chrono::steady_clock::time_point now) {
-    queued_at_.try_emplace(transaction_id, now);
+  // A transaction's time from being queued on a pool to its outcome. The shard carries
+  // the queued time in smtp::Transaction::caller_stamp and reads its loop-turn clock, so
+  // timing costs neither a lookup nor a clock read.
+  void count_transaction_duration(std::chrono::steady_clock::duration elapsed) {
+    transaction_duration_.observe(elapsed);
   }
-  // Records the duration when `transaction_id` was noted; otherwise does nothing.
-  void note_transaction_finished(uint64_t transaction_id, std::chrono::steady_clock::time_point now);
   // Reader side: any thread.
   DeliverySnapshot snapshot() const;
 
@@ -158,8 +155,6 @@ class DeliveryCounters {
   std::atomic<uint64_t> dns_lookups_{0}, dns_cache_hits_{0}, dns_failures_{0};
   AtomicHistogram transaction_duration_, dns_duration_;
   SiteCounters sites_;
-  // Writer-only (the shard thread): when each queued transaction was taken.
-  std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> queued_at_;
 };
 
 }  // namespace ringmail::engine

@@ -95,15 +95,22 @@ void DestinationPool::record_connection_failure(size_t host, const smtp::Reply& 
   PoolHost& h = hosts_[host];
   ++h.consecutive_failures;
   last_failure_ = why;
-  if (h.consecutive_failures >= failures_to_set_aside()) h.set_aside_until = now + kDeadProbeInterval;
+  if (h.consecutive_failures >= failures_to_set_aside()) h.set_aside_until = now + pause();
 }
 
 void DestinationPool::mark_down(const smtp::Reply& why, Clock::time_point now) {
   last_failure_ = why;
   for (PoolHost& h : hosts_) {
     h.consecutive_failures = failures_to_set_aside();
-    h.set_aside_until = now + kDeadProbeInterval;
+    h.set_aside_until = now + pause();
   }
+}
+
+Clock::time_point DestinationPool::probe_time() const {
+  Clock::time_point earliest = Clock::time_point::max();
+  for (const PoolHost& h : hosts_)
+    if (h.sockaddr_length != 0) earliest = std::min(earliest, h.set_aside_until);
+  return earliest;
 }
 
 void DestinationPool::refill(Clock::time_point now) {

@@ -40,7 +40,8 @@ class DestinationPool {
   // with none working, after which the destination is down (Postfix's "dead
   // destination"). With several hosts, one failure moves on to the next host.
   static constexpr unsigned kDeadAfterFailures = 3;
-  // How long a dead destination's work is deferred at once before one probe connection.
+  // How long a dead destination's work is deferred at once before one probe connection,
+  // by default (PoolLimits::dead_destination_pause).
   static constexpr Clock::duration kDeadProbeInterval = std::chrono::seconds(60);
 
   // A destination with the single host `destination.host` (a relay).
@@ -93,6 +94,16 @@ class DestinationPool {
     }
   }
 
+  // The earliest time a set-aside host may be probed (meaningful while dead()).
+  Clock::time_point probe_time() const;
+  // Owned by the shard: what the outcome sink was last told (on_destination_state), so a
+  // state is reported once per transition. `paused_reported`: the probe time of the pause
+  // reported ({} when none); `paused_domains`: recipient domains reported in that pause.
+  Clock::time_point paused_reported{};
+  std::chrono::system_clock::time_point paused_until_wall{};  // the same, as reported
+  std::vector<std::string> paused_domains;
+  bool up_reported = false;
+
   bool in_active_list = false;  // scheduling flag owned by the shard
   // Where this pool's recipients and failed connections are counted by site; set by the
   // shard when it makes the pool (a slot of its DeliveryCounters, which outlive it).
@@ -100,6 +111,9 @@ class DestinationPool {
 
  private:
   void refill(Clock::time_point now);
+  Clock::duration pause() const {
+    return std::chrono::duration_cast<Clock::duration>(limits_.dead_destination_pause);
+  }
 
   unsigned failures_to_set_aside() const { return hosts_.size() == 1 ? kDeadAfterFailures : 1; }
   bool usable(size_t index, Clock::time_point now);

@@ -25,6 +25,9 @@ struct Timeouts {
   Seconds data_start{120};  // DATA initiation: 2 minutes
   Seconds data_block{180};  // each block of the body written: 3 minutes
   Seconds data_end{600};    // DATA termination: 10 minutes
+  // The 221 to QUIT once every transaction has its outcome: nothing is at stake any more,
+  // so a server slow to say goodbye holds the connection this long at most.
+  Seconds quit{5};
 };
 
 struct PoolLimits {
@@ -33,6 +36,9 @@ struct PoolLimits {
   unsigned max_recipients_per_transaction = 100;
   Seconds idle_timeout{5};          // an idle pooled connection is closed after this
   double messages_per_second = 0;   // 0: unlimited
+  // How long a dead destination (every host set aside) is paused before one probe
+  // connection; its queued recipients in the database wait as long (storage/README.md).
+  Seconds dead_destination_pause{60};
 };
 
 // How connections to the relay are protected and authenticated (RFC 3207, 8314, 4954).
@@ -79,6 +85,9 @@ struct EngineOptions {
   size_t shard_inbox_capacity = 4096;
   // Times a transaction nothing of which reached a server is retried on another connection.
   unsigned max_not_attempted_retries = 3;
+  // Tests only: a shard acts as if its ring failed (-EIO) once this many submission
+  // entries have gone to the kernel, so the failure path can be tested. 0: never.
+  uint64_t fail_ring_after_submissions = 0;
   SiteMetrics site_metrics;
 };
 

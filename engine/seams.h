@@ -3,9 +3,11 @@
 // recipients file, a static relay and counters; next: SQLite and MX routing via c-ares.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/destination.h"
 #include "smtp/transaction.h"
@@ -47,6 +49,20 @@ class StaticRelayResolver final : public RouteResolver {
   Destination relay_;
 };
 
+// A destination paused (every host set aside after repeated connection failures,
+// timeouts, refused greetings or a 421, or credentials refused) or back up (a connection
+// reached EHLO's reply). Emitted per transition, never per recipient.
+struct DestinationStateChange {
+  std::string name;  // the site, as metrics name it: the MX domain, else the relay's name
+  // Recipient domains whose work this destination deferred while paused (lower-cased);
+  // may be empty (the transition itself). A relay serves many: each is reported once per
+  // pause, when its first transaction is given back.
+  std::vector<std::string> domains;
+  bool paused = false;
+  std::chrono::system_clock::time_point paused_until{};  // the probe time, when paused
+  smtp::Reply reason;  // the reply that decided the pause (code 0: a local failure)
+};
+
 // Receives every finished transaction. Called on the shard thread that ran it, so calls
 // from different shards are concurrent; an implementation must be thread-safe and must
 // never block (hand work to another thread instead).
@@ -54,6 +70,8 @@ class OutcomeSink {
  public:
   virtual ~OutcomeSink() = default;
   virtual void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) = 0;
+  // Same thread rules. Default: ignored (a sink that only counts outcomes).
+  virtual void on_destination_state(unsigned /*shard*/, const DestinationStateChange& /*change*/) {}
 };
 
 }  // namespace ringmail::engine

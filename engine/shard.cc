@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -35,6 +36,14 @@ Clock::duration to_duration(Seconds s) {
 std::string_view site_of(const Destination& d) {
   if (!d.mx_domain.empty()) return d.mx_domain;
   return d.tls_name.empty() ? std::string_view(d.host) : std::string_view(d.tls_name);
+}
+
+// Domains as the database stores them (storage: lower-cased at enqueue).
+std::string lower_domain(std::string_view domain) {
+  std::string out(domain);
+  for (char& ch : out)
+    if (ch >= 'A' && ch <= 'Z') ch = char(ch - 'A' + 'a');
+  return out;
 }
 
 
@@ -96,15 +105,11 @@ void Shard::run() {
     // ~11% more CPU per message (the timer each bounded wait arms), so wake for one.
     int rc = io_uring_submit_and_wait_timeout(ring_.raw(), &cqe, 1, &wait, nullptr);
     counters_.count_ring_submissions(rc);
+    if (rc > 0) submitted_ += unsigned(rc);
+    if (options_.fail_ring_after_submissions != 0 && submitted_ >= options_.fail_ring_after_submissions)
+      rc = -EIO;
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-      // The ring itself failed: nothing on this shard can make progress. Fail every
-      // connection so its recipients get an outcome, then stop.
-      for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
-        Connection& c = connections_[slot];
-        if (c.state != Connection::State::kFree && c.session)
-          c.session->abort(kConnectionLost, "io_uring failure: " + std::string(strerror(-rc)));
-        if (c.state != Connection::State::kFree) collect_outcomes(c);
-      }
+      fail_ring(rc);
       break;
     }
     now_ = Clock::now();
@@ -189,9 +194,7 @@ void Shard::take_inbox() {
     }
     DestinationPool& pool = pool_for(job.destination, job.destination_key);
     if (draining_) {
-      give_up_not_attempted(std::move(job.transaction),
-                            local_reply(kShutdown, "shutting down before this was attempted"),
-                            true);
+      give_up_not_attempted(std::move(job.transaction), stop_reply(), true);
     } else if (!pool.address_valid()) {
       give_up_not_attempted(std::move(job.transaction),
                             local_reply(kBadDestination,
@@ -199,9 +202,10 @@ void Shard::take_inbox() {
                                             " is not a numeric address"),
                             false, pool.site);
     } else if (pool.dead(now_) && pool.connections.empty()) {
+      report_paused_domain(pool, job.transaction);
       give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false, pool.site);
     } else {
-      counters_.note_transaction_queued(job.transaction.id, now_);
+      stamp_queued(job.transaction);
       pool.queue.push_back(std::move(job.transaction));
       activate(pool);
     }
@@ -345,8 +349,68 @@ void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
   while (!pool.queue.empty()) {
     smtp::Transaction txn = std::move(pool.queue.front());
     pool.queue.pop_front();
+    report_paused_domain(pool, txn);
     give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
   }
+}
+
+void Shard::report_if_paused(DestinationPool& pool) {
+  if (!sink_ || !pool.dead(now_)) return;
+  const Clock::time_point until = pool.probe_time();
+  if (until == Clock::time_point::max()) return;  // no numeric host: nothing to probe
+  // Connections failing together each push their host's probe time a little: one report
+  // per pause, and another only when a probe failed (a new pause).
+  if (pool.paused_reported != Clock::time_point{} &&
+      until < pool.paused_reported + to_duration(pool.limits().dead_destination_pause) / 2)
+    return;
+  pool.paused_reported = until;
+  // Once per pause, so every report of it carries the same time.
+  pool.paused_until_wall = std::chrono::system_clock::now() +
+                           std::chrono::duration_cast<std::chrono::system_clock::duration>(until - now_);
+  pool.paused_domains.clear();
+  pool.up_reported = false;
+  std::string domain = lower_domain(pool.destination().mx_domain);
+  if (!domain.empty()) pool.paused_domains.push_back(domain);
+  report_destination(pool, true, std::move(domain));
+}
+
+void Shard::report_paused_domain(DestinationPool& pool, const smtp::Transaction& transaction) {
+  // Bounds the reports of a relay serving many domains; past it, recipients of the rest
+  // wait for their own backoff.
+  constexpr size_t kMaxDomainsPerPause = 256;
+  if (!sink_ || pool.paused_reported == Clock::time_point{} || transaction.recipients.empty() ||
+      pool.paused_domains.size() >= kMaxDomainsPerPause)
+    return;
+  const std::string& address = transaction.recipients.front();
+  const size_t at = address.rfind('@');
+  if (at == std::string::npos) return;
+  std::string domain = lower_domain(std::string_view(address).substr(at + 1));
+  if (domain.empty() ||
+      std::find(pool.paused_domains.begin(), pool.paused_domains.end(), domain) !=
+          pool.paused_domains.end())
+    return;
+  pool.paused_domains.push_back(domain);
+  report_destination(pool, true, std::move(domain));
+}
+
+void Shard::report_up(DestinationPool& pool) {
+  if (!sink_ || (pool.up_reported && pool.paused_reported == Clock::time_point{})) return;
+  pool.up_reported = true;
+  pool.paused_reported = {};
+  pool.paused_domains.clear();
+  report_destination(pool, false, {});
+}
+
+void Shard::report_destination(DestinationPool& pool, bool paused, std::string domain) {
+  DestinationStateChange change;
+  change.name = std::string(site_of(pool.destination()));
+  if (!domain.empty()) change.domains.push_back(std::move(domain));
+  change.paused = paused;
+  if (paused) {
+    change.paused_until = pool.paused_until_wall;
+    change.reason = pool.last_failure();
+  }
+  sink_->on_destination_state(index_, change);
 }
 
 // ---------------------------------------------------------------------------- connections
@@ -565,6 +629,7 @@ void Shard::after_session_event(uint32_t slot) {
   if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
     c.reached_ready = true;
     c.pool->record_connection_ready(c.host_index);
+    report_up(*c.pool);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && session.auth_failed() && !c.failure_noted) {
     // The relay refused our credentials: retrying cannot help until the configuration
@@ -576,6 +641,7 @@ void Shard::after_session_event(uint32_t slot) {
     c.failure_noted = true;
     counters_.count_connection_failure(ConnectionFailure::kAuth, c.pool->site);
     c.pool->mark_down(why, now_);
+    report_if_paused(*c.pool);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && !c.reached_ready) {
     // Refused greeting or EHLO: the pool remembers the server's own reply, so work it
@@ -593,6 +659,9 @@ void Shard::after_session_event(uint32_t slot) {
   collect_outcomes(c);
   if (session.phase() == smtp::SessionPhase::kClosed) {
     // Send what the session still has to say (a QUIT after a refused greeting), then close.
+    // Over TLS our side ends with a close_notify (RFC 8446 §6.1), queued once the session's
+    // last bytes are encrypted, so it goes after them; the peer's is not waited for.
+    if (c.tls && session.pending_output_bytes() == 0) c.tls->shutdown();
     if (has_output(c) || c.send_in_flight) {
       c.close_after_send = true;
       mark_dirty(slot);
@@ -618,7 +687,12 @@ void Shard::set_deadline(Connection& c) {
       timeout = c.quit_requested ? t.command : c.pool->limits().idle_timeout;
       break;
     case smtp::Awaiting::kGreeting: timeout = t.greeting; break;
-    case smtp::Awaiting::kCommand: timeout = t.command; break;
+    case smtp::Awaiting::kCommand:
+      // Once ready, quitting with no transaction left, the command awaited is QUIT.
+      timeout = c.quit_requested && c.reached_ready && c.session->queued_transactions() == 0
+                    ? std::min(t.command, t.quit)
+                    : t.command;
+      break;
     case smtp::Awaiting::kDataStart: timeout = t.data_start; break;
     case smtp::Awaiting::kDataEnd: timeout = t.data_end; break;
   }
@@ -658,6 +732,7 @@ void Shard::note_failure_if_never_ready(Connection& c, const smtp::Reply& why,
   c.failure_noted = true;
   counters_.count_connection_failure(failure, c.pool->site);
   c.pool->record_connection_failure(c.host_index, why, now_);
+  report_if_paused(*c.pool);
 }
 
 void Shard::begin_close(uint32_t slot) {

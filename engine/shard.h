@@ -48,6 +48,14 @@ class Shard final : public dns::SocketWatcher {
   bool finished() const;
   void quiesce();
   void begin_drain();
+  // Work held and never attempted (pool queues, transactions waiting for a route) gets
+  // its not-attempted outcome now, with stop_reply(): at a drain and when the ring fails.
+  void give_back_unsent();
+  // The ring failed (`error` a negative errno): every transaction held gets an outcome,
+  // then the inbox is answered without the ring until the feeder closes it.
+  void fail_ring(int error);
+  void answer_inbox_without_ring();
+  smtp::Reply stop_reply() const;
   __kernel_timespec next_wait() const;
 
   // ---- Pools
@@ -56,6 +64,14 @@ class Shard final : public dns::SocketWatcher {
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
   void defer_queue_of_dead_pool(DestinationPool& pool);
+  // The outcome sink hears of a pool's state per transition (on_destination_state), never
+  // per recipient: paused once its hosts are all set aside (again after a failed probe),
+  // each recipient domain once per pause as its first transaction is given back, and up
+  // at the first connection that reaches EHLO's reply (once per pool, then after a pause).
+  void report_if_paused(DestinationPool& pool);
+  void report_paused_domain(DestinationPool& pool, const smtp::Transaction& transaction);
+  void report_up(DestinationPool& pool);
+  void report_destination(DestinationPool& pool, bool paused, std::string domain);
 
   // ---- Connections
   void open_connection(DestinationPool& pool);
@@ -105,6 +121,10 @@ class Shard final : public dns::SocketWatcher {
   void on_receive(uint32_t slot, const io_uring_cqe& cqe);
 
   // ---- Outcomes
+  // A transaction put on a pool's queue for the first time is stamped with now_; its
+  // outcome then counts the time since (DeliverySnapshot::transaction_duration).
+  void stamp_queued(smtp::Transaction& transaction) const;
+  void count_duration(const smtp::Transaction& transaction);
   void finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool);
   // `site`: where deferred recipients are counted by site (unless counted as not
   // attempted); null: under "other".
@@ -157,6 +177,8 @@ class Shard final : public dns::SocketWatcher {
   Clock::time_point next_deadline_check_;
   bool draining_ = false;
   Clock::time_point drain_deadline_{};
+  std::string stop_reason_ = "shutting down before this was attempted";  // see stop_reply()
+  uint64_t submitted_ = 0;  // submission entries the kernel took (fail_ring_after_submissions)
   bool inbox_exhausted_ = false;  // closed and everything taken
 
   // Declared last so they are destroyed first: no request of the ring may outlive the

@@ -66,16 +66,18 @@ void Shard::on_route(const Destination& destination, const dns::Route& route) {
   std::vector<smtp::Transaction>& transactions = node.mapped();
   if (draining_) {
     for (auto& txn : transactions)
-      give_up_not_attempted(std::move(txn), local_reply(kShutdown, "shutting down before this was attempted"), true);
+      give_up_not_attempted(std::move(txn), stop_reply(), true);
     return;
   }
   switch (route.status) {
     case dns::Route::Status::kOk: {
       DestinationPool& pool = pool_for_exchangers(route, destination);
       for (auto& txn : transactions) {
-        if (pool.dead(now_)) give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
-        else {
-          counters_.note_transaction_queued(txn.id, now_);
+        if (pool.dead(now_)) {
+          report_paused_domain(pool, txn);
+          give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
+        } else {
+          stamp_queued(txn);
           pool.queue.push_back(std::move(txn));
         }
       }

@@ -23,6 +23,17 @@ void Shard::collect_outcomes(Connection& c) {
   outcome_scratch_.clear();
 }
 
+void Shard::stamp_queued(smtp::Transaction& transaction) const {
+  // Never 0 in practice: the steady clock counts from boot, in nanoseconds.
+  if (transaction.caller_stamp == 0) transaction.caller_stamp = uint64_t(now_.time_since_epoch().count());
+}
+
+void Shard::count_duration(const smtp::Transaction& transaction) {
+  if (transaction.caller_stamp == 0) return;  // never queued on a pool
+  const Clock::time_point queued{Clock::duration(Clock::rep(transaction.caller_stamp))};
+  counters_.count_transaction_duration(now_ - queued);
+}
+
 void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool) {
   if (outcome.not_attempted) {
     // Nothing reached the server: another connection may try it without risk of a
@@ -35,6 +46,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
       return;
     }
     not_attempted_retries_.erase(outcome.transaction.id);
+    if (pool && !draining_ && pool->dead(now_)) report_paused_domain(*pool, outcome.transaction);
     // Given up: the session's own outcomes say why (the server's refusal, or "connect
     // to ...: Connection refused"), which is more precise than anything said here.
   } else if (!not_attempted_retries_.empty()) {
@@ -51,7 +63,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
     if (by_status[status] != 0) site.count_recipients(smtp::RecipientStatus(status), by_status[status]);
   const bool any_delivered = by_status[size_t(smtp::RecipientStatus::kDelivered)] != 0;
   counters_.count_transaction(any_delivered);
-  counters_.note_transaction_finished(outcome.transaction.id, now_);
+  count_duration(outcome.transaction);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -72,7 +84,7 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
         .count_recipients(smtp::RecipientStatus::kDeferred, outcome.recipients.size());
   }
   counters_.count_transaction(false);
-  counters_.note_transaction_finished(outcome.transaction.id, now_);
+  count_duration(outcome.transaction);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -46,8 +46,9 @@ struct TlsEngine::State {
   ~State() {
     // SSL_free of a connection that never sent close_notify marks its session not
     // resumable (an RFC 5246 truncation guard), and the context's cache holds that very
-    // SSL_SESSION object. A connection that merely ended (QUIT without close_notify, idle
-    // close, a timeout) keeps its session usable; one that failed in TLS does not.
+    // SSL_SESSION object. A connection that merely ended without our close_notify (a
+    // timeout, the peer closing first) keeps its session usable; one that failed in TLS
+    // does not.
     if (ssl && handshake_done && !failed)
       SSL_set_shutdown(ssl.get(), SSL_get_shutdown(ssl.get()) | SSL_SENT_SHUTDOWN);
   }

@@ -92,7 +92,9 @@ class TlsEngine {
   size_t take_ciphertext(std::string& out);
   size_t pending_ciphertext() const;
 
-  // Queues a close_notify (to send before closing after QUIT). Idempotent.
+  // Queues a close_notify (to send before closing after QUIT; the shard does when the
+  // session is over). Idempotent; does nothing before the handshake is done or after a
+  // failure.
   void shutdown();
 
   TlsInfo info() const;

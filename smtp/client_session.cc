@@ -473,7 +473,15 @@ void ClientSession::pump() {
     queue_mail(p);
     p.send = SendStage::kEnvelopeSent;
   }
-  if (pending_.empty() && quit_requested_) queue_quit();
+  if (quit_requested_ && (pending_.empty() || (pipelining_ && all_sent()))) queue_quit();
+}
+
+bool ClientSession::all_sent() const {
+  // With PIPELINING, QUIT may end the group that holds the last dot (RFC 2920 §3.1): the
+  // connection closes a round trip sooner than after the dot's reply.
+  for (size_t i = 0; i < pending_.size(); ++i)
+    if (pending_[i].send != SendStage::kDone) return false;
+  return true;
 }
 
 void ClientSession::queue_quit() {
@@ -500,7 +508,7 @@ void ClientSession::fail_session(const Reply& reply, bool send_quit) {
     finish_front(/*by_server=*/false);
   }
   expected_.clear();
-  if (send_quit && !output_withdrawn_) {
+  if (send_quit && !output_withdrawn_ && !quit_queued_) {
     command_buffer(6) += "QUIT\r\n";  // no reply awaited: the session is over either way
     queued_bytes_ += 6;
   } else {

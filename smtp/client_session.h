@@ -148,7 +148,10 @@ class ClientSession {
   size_t queued_transactions() const;
 
   // Sends QUIT once every queued transaction has finished (immediately if none), and
-  // closes after its reply. No transaction is accepted afterwards.
+  // closes after its reply. With PIPELINING, QUIT goes as soon as every queued
+  // transaction's dot is queued, in the same write as the last dot (RFC 2920), and the
+  // replies to the dots still come before the phase is kClosed. No transaction is
+  // accepted afterwards.
   void quit();
 
   // ---- Output for the transport -------------------------------------------------------
@@ -213,8 +216,9 @@ class ClientSession {
   //   HELO defers every queued transaction with that reply and queues QUIT (not after a
   //   421). A refused RSET ends the session without QUIT (the stream state is unclear).
   // - After a 421 every other unfinished recipient is deferred with that 421 reply.
-  // - quit() before the greeting: QUIT follows the 220 directly, without EHLO. QUIT is not
-  //   pipelined after the last dot; it goes once every transaction has finished.
+  // - quit() before the greeting: QUIT follows the 220 directly, without EHLO. Without
+  //   PIPELINING QUIT goes once every transaction has finished (the dot's reply is in);
+  //   with it, right after the last dot. Meanwhile the phase is kQuitting.
   // - The queue limit is soft: add_transaction() beyond max_queued_transactions() queues
   //   (sent in turn). In kQuitting/kClosed a transaction comes straight back in
   //   finished(), deferred 4.4.2 and not_attempted. An address containing CR or LF
@@ -341,6 +345,7 @@ class ClientSession {
   void redact_credentials(std::string& text) const;
   void handshake_done();
   void pump();
+  bool all_sent() const;  // every queued transaction has sent its dot (or is decided)
   void finish_front(bool by_server);
   void fail_session(const Reply& reply, bool send_quit);
   void protocol_error(std::string what);

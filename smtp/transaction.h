@@ -24,6 +24,9 @@ struct Transaction {
   // `recipients` or empty. Opaque to the protocol; returned with the outcome.
   std::vector<uint64_t> recipient_tags;
   EncodedBody body;          // never null
+  // Opaque to the protocol: the engine's time of queueing it, returned with the outcome
+  // (timing without a per-transaction lookup). 0: not stamped.
+  uint64_t caller_stamp = 0;
 };
 
 enum class RecipientStatus : uint8_t {

@@ -134,7 +134,6 @@ TEST(metrics_collector, CollectAddsBuildInfoAndProviders) {
 TEST(metrics_counters, PerShardCountersSumIntoOneSnapshot) {
   using namespace std::chrono_literals;
   engine::DeliveryCounters a, b;
-  const auto t0 = std::chrono::steady_clock::now();
   smtp::Reply ok{250, {2, 0, 0}, "ok"}, later{451, {4, 3, 0}, "later"}, plain{550, {}, "no"};
   a.count_recipient(ok, int(smtp::RecipientStatus::kDelivered));
   a.count_recipient(later, int(smtp::RecipientStatus::kDeferred));
@@ -145,13 +144,9 @@ TEST(metrics_counters, PerShardCountersSumIntoOneSnapshot) {
   b.count_ring_submissions(3);
   b.count_ring_submissions(-11);  // an error return is not a submission
   b.count_ring_completions(4);
-  a.note_transaction_queued(1, t0);
-  a.note_transaction_queued(2, t0);
-  a.note_transaction_finished(1, t0 + 3ms);   // (2.5 ms, 5 ms]
-  a.note_transaction_finished(2, t0 + 900s);  // > 600 s
-  a.note_transaction_finished(3, t0 + 1s);    // never queued: not observed
-  b.note_transaction_queued(7, t0);
-  b.note_transaction_finished(7, t0);  // 0 s: first bucket
+  a.count_transaction_duration(3ms);   // (2.5 ms, 5 ms]
+  a.count_transaction_duration(900s);  // > 600 s
+  b.count_transaction_duration(0s);    // 0 s: first bucket
 
   engine::DeliverySnapshot sum;
   sum.add(a.snapshot());
