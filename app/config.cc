@@ -201,6 +201,10 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_seconds(n, c.engine.pool.idle_timeout, true);
      }},
+    {"pool", "dead_destination_pause",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.engine.pool.dead_destination_pause, false);
+     }},
     {"pool", "messages_per_second",
      [](const toml::node& n, Config& c) -> Status {
        auto v = read_number(n, 0, Limits::kMaxRate);

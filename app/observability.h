@@ -27,13 +27,18 @@ struct Observability {
   void expose(metrics::EngineSampler sampler, std::vector<metrics::FamilyProvider> extra = {});
 };
 
-// Hands every finished transaction to two sinks (the database and the outcome log).
+// Hands every finished transaction and destination state to two sinks (the database and
+// the outcome log).
 class FanOutSink final : public engine::OutcomeSink {
  public:
   FanOutSink(engine::OutcomeSink* first, engine::OutcomeSink* second) : first_(first), second_(second) {}
   void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) override {
     if (first_) first_->on_transaction_finished(shard, outcome);
     if (second_) second_->on_transaction_finished(shard, outcome);
+  }
+  void on_destination_state(unsigned shard, const engine::DestinationStateChange& change) override {
+    if (first_) first_->on_destination_state(shard, change);
+    if (second_) second_->on_destination_state(shard, change);
   }
 
  private:

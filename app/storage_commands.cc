@@ -190,6 +190,18 @@ int run_status(const StatusFlags& flags) {
     for (auto& r : report->top_replies)
       replies.push_back({{"code", r.code}, {"enhanced", r.enhanced}, {"count", r.count}});
     j["top_replies"] = replies;
+    nlohmann::json paused = nlohmann::json::array();
+    for (const storage::DestinationStatus& d : report->paused_destinations)
+      paused.push_back({{"name", d.name},
+                        {"state", "paused"},
+                        {"paused_until", format_rfc3339(d.paused_until_ms)},
+                        {"paused_until_ms", d.paused_until_ms},
+                        {"failures", d.failures},
+                        {"last_code", d.last_code},
+                        {"last_enhanced", d.last_enhanced},
+                        {"last_text", d.last_text},
+                        {"updated_at", format_rfc3339(d.updated_at_ms)}});
+    j["destinations"] = paused;
     std::cout << j.dump() << std::endl;
     return 0;
   }
@@ -226,6 +238,10 @@ int run_status(const StatusFlags& flags) {
     line.pop_back();
     std::cout << line << '\n';
   }
+  for (const storage::DestinationStatus& d : report->paused_destinations)
+    std::cout << fmt::format("destination {}: paused until {} ({} pauses), last reply {} {} {}\n",
+                             d.name, format_rfc3339(d.paused_until_ms), d.failures, d.last_code,
+                             d.last_enhanced, d.last_text);
   return 0;
 }
 

@@ -375,7 +375,7 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
   }
 
   auto rd = cached(read_for_policy_,
-                   "SELECT attempts, first_due_at, address FROM recipients "
+                   "SELECT attempts, first_due_at, address, domain FROM recipients "
                    "WHERE id = ?1 AND state = 'in_flight' AND lease_owner = ?2");
   if (!rd) return fail(rd);
   Statement& r = **rd;
@@ -394,10 +394,19 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
   facts.first_due_at_ms = r.column_int(1);
   facts.now_ms = now_ms;
   const std::string address = r.column_string(2);
+  // A recipient of a paused destination waits at least for the pause's end, whatever its
+  // own backoff, so the next run does not claim it only to defer it again.
+  const Postponed* postponed = nullptr;
+  if (!postponed_.empty()) {
+    auto it = postponed_.find(std::string(r.column_text(3)));
+    if (it != postponed_.end()) postponed = &it->second;
+  }
   r.reset();
 
   const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-  const PolicyDecision d = decide(facts, schedule, unit);
+  PolicyDecision d = decide(facts, schedule, unit);
+  if (postponed && d.state == RecipientState::kDeferred)
+    d.next_attempt_at_ms = std::max(d.next_attempt_at_ms, postponed->until_ms);
 
   auto st = cached(update_after_attempt_,
                    "UPDATE recipients SET state = ?2, attempts = attempts + ?3, "
@@ -492,9 +501,75 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::next_due_at() {
 
 // ---------------------------------------------------------------- reports
 
+std::expected<void, StorageError> QueueStore::record_destination(std::string_view name,
+                                                                bool paused, int64_t until_ms,
+                                                                const smtp::Reply& reason,
+                                                                int64_t now_ms) {
+  if (!paused) {
+    std::erase_if(postponed_, [&](const auto& entry) { return entry.second.name == name; });
+    auto st = cached(resume_destination_,
+                     "UPDATE destinations SET state = 'up', paused_until = NULL, failures = 0, "
+                     "updated_at = ?2 WHERE name = ?1 AND state <> 'up'");
+    if (!st) return fail(st);
+    (*st)->bind(1, name).bind(2, now_ms);
+    return (*st)->run();
+  }
+  // Several reports of one pause (one per domain it deferred) carry the same end: the
+  // failure count goes up once per pause.
+  auto st = cached(pause_destination_,
+                   "INSERT INTO destinations(name, state, paused_until, failures, last_code, "
+                   "last_enhanced, last_text, updated_at) VALUES (?1, 'paused', ?2, 1, ?3, ?4, ?5, ?6) "
+                   "ON CONFLICT(name) DO UPDATE SET "
+                   "failures = failures + (state <> 'paused' OR paused_until IS NOT ?2), "
+                   "state = 'paused', paused_until = ?2, last_code = ?3, last_enhanced = ?4, "
+                   "last_text = ?5, updated_at = ?6");
+  if (!st) return fail(st);
+  const std::string enhanced = reason.enhanced.to_string();
+  (*st)->bind(1, name).bind(2, until_ms).bind(3, reason.code).bind_static(4, enhanced);
+  (*st)->bind_static(5, reason.text).bind(6, now_ms);
+  return (*st)->run();
+}
+
+std::expected<uint64_t, StorageError> QueueStore::postpone_domain(std::string_view name,
+                                                                  std::string_view domain,
+                                                                  int64_t until_ms) {
+  Postponed& p = postponed_[std::string(domain)];
+  p.until_ms = std::max(p.until_ms, until_ms);
+  p.name = std::string(name);
+  // Uses recipients_by_domain; the rows moved change only in the due index.
+  auto st = cached(postpone_domain_,
+                   "UPDATE recipients SET next_attempt_at = ?2 WHERE domain = ?1 "
+                   "AND state IN ('queued', 'deferred') AND next_attempt_at < ?2");
+  if (!st) return fail(st);
+  (*st)->bind(1, domain).bind(2, until_ms);
+  if (auto ok = (*st)->run(); !ok) return fail(ok);
+  return static_cast<uint64_t>(db_.changes());
+}
+
+std::expected<std::vector<DestinationStatus>, StorageError> QueueStore::paused_destinations() {
+  auto st = db_.prepare(
+      "SELECT name, coalesce(paused_until, 0), failures, coalesce(last_code, 0), "
+      "coalesce(last_enhanced, ''), coalesce(last_text, ''), updated_at FROM destinations "
+      "WHERE state = 'paused' ORDER BY name");
+  if (!st) return fail(st);
+  std::vector<DestinationStatus> out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    out.push_back({st->column_string(0), true, st->column_int(1), st->column_int(2),
+                   static_cast<int>(st->column_int(3)), st->column_string(4),
+                   st->column_string(5), st->column_int(6)});
+  }
+  return out;
+}
+
 std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::string> campaign,
                                                              size_t top_replies) {
   StatusReport report;
+  auto paused = paused_destinations();
+  if (!paused) return fail(paused);
+  report.paused_destinations = std::move(*paused);
   // ?1 NULL: every campaign.
   const std::string join =
       " FROM recipients r JOIN messages m ON m.id = r.message_id "

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "smtp/transaction.h"
@@ -84,7 +85,21 @@ struct OldestDeferred {
   std::string last_text;
 };
 
+// A destination's row (table `destinations`): written by the storage thread when the
+// engine pauses a destination or finds it up again.
+struct DestinationStatus {
+  std::string name;      // the site: MX domain or relay name
+  bool paused = false;   // state 'paused' (else 'up')
+  int64_t paused_until_ms = 0;
+  int64_t failures = 0;  // pauses since it was last up
+  int last_code = 0;
+  std::string last_enhanced;
+  std::string last_text;
+  int64_t updated_at_ms = 0;
+};
+
 struct StatusReport {
+  std::vector<DestinationStatus> paused_destinations;  // by name
   std::vector<StateCount> by_campaign;
   std::vector<StateCount> by_domain;
   std::optional<OldestDeferred> oldest_deferred;
@@ -155,6 +170,18 @@ class QueueStore {
   // The same for many; `sorted_ids` ascending, no duplicates.
   std::expected<void, StorageError> release(int64_t owner, std::span<const int64_t> sorted_ids,
                                             int64_t now_ms);
+  // A destination paused until `until_ms` (reason: the deciding reply) or, with
+  // `paused` false, up again. A paused one gets a row (failures + 1); up only changes an
+  // existing row, so destinations that never paused cost nothing.
+  std::expected<void, StorageError> record_destination(std::string_view name, bool paused,
+                                                       int64_t until_ms, const smtp::Reply& reason,
+                                                       int64_t now_ms);
+  // Queued and deferred recipients of `domain` (lower-cased) due before `until_ms` become
+  // due then, without an attempt: claims skip them with no filter of their own. Until
+  // the destination `name` is up again, apply() defers no recipient of `domain` earlier.
+  // Returns how many rows moved.
+  std::expected<uint64_t, StorageError> postpone_domain(std::string_view name,
+                                                        std::string_view domain, int64_t until_ms);
   // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
   std::expected<std::optional<int64_t>, StorageError> next_due_at();
 
@@ -162,6 +189,8 @@ class QueueStore {
   std::expected<StatusReport, StorageError> status(std::optional<std::string> campaign,
                                                    size_t top_replies = 10);
   std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError> state_counts();
+  // Destinations recorded as paused, by name.
+  std::expected<std::vector<DestinationStatus>, StorageError> paused_destinations();
 
   // --- suppression list (addresses compared lower-cased) ---
   std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,
@@ -177,7 +206,15 @@ class QueueStore {
   Connection db_;  // declared first: destroyed after the statements below
   Statement insert_recipient_, find_suppressed_, select_due_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
-      insert_suppression_, release_range_, next_due_;
+      insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
+      postpone_domain_;
+  // Domains postponed in this process (postpone_domain) and still paused: the pause's end
+  // and the destination's name. Few entries; looked up only for a deferral.
+  struct Postponed {
+    int64_t until_ms = 0;
+    std::string name;
+  };
+  std::unordered_map<std::string, Postponed> postponed_;
   bool check_suppressions_ = false;  // enqueue: the list is non-empty
   std::mt19937_64 rng_{std::random_device{}()};
 };

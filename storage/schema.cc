@@ -80,7 +80,25 @@ DROP INDEX recipients_by_message;
 CREATE INDEX recipients_by_message ON recipients(message_id);
 )sql";
 
-constexpr std::array<std::string_view, 2> kMigrations = {kMigration1, kMigration2};
+// Destination-level backoff across runs (storage/README.md, "Destinations"): the state
+// of each destination that was ever paused, and an index to push back the due time of a
+// paused domain's recipients. `domain` never changes after the insert, so the index costs
+// only at enqueue, never on the claim/outcome path.
+constexpr std::string_view kMigration3 = R"sql(
+CREATE TABLE destinations (
+  name           TEXT PRIMARY KEY,
+  state          TEXT NOT NULL,
+  paused_until   INTEGER,
+  failures       INTEGER NOT NULL DEFAULT 0,
+  last_code      INTEGER,
+  last_enhanced  TEXT,
+  last_text      TEXT,
+  updated_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX recipients_by_domain ON recipients(domain);
+)sql";
+
+constexpr std::array<std::string_view, 3> kMigrations = {kMigration1, kMigration2, kMigration3};
 
 std::unexpected<StorageError> newer_than_this_binary(const Connection& db, int version) {
   return std::unexpected(StorageError{
@@ -111,9 +129,11 @@ std::expected<void, StorageError> migrate(Connection& db) {
   if (*found == current_schema_version()) return {};
   if (*found > current_schema_version()) return newer_than_this_binary(db, *found);
   if (*found == 0) {
-    // Tables but no schema_version: another program's database. Creating ours in it would
-    // mix two applications' data in one file; refuse before writing anything.
-    auto tables = db.query_int("SELECT count(*) FROM sqlite_master WHERE type = 'table'");
+    // Tables but no version: another program's database. Creating ours in it would mix
+    // two applications' data in one file; refuse before writing anything. An empty
+    // schema_version alone is ours, left by a first migration that failed (disk full...).
+    auto tables = db.query_int(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> 'schema_version'");
     if (!tables) return std::unexpected(tables.error());
     if (tables->value_or(0) > 0)
       return std::unexpected(StorageError{
@@ -121,9 +141,6 @@ std::expected<void, StorageError> migrate(Connection& db) {
                                      "schema_version",
                                      db.path(), tables->value_or(0))});
   }
-  if (auto ok = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-      !ok)
-    return ok;
   while (true) {
     if (auto ok = db.begin(); !ok) return ok;
     auto version = schema_version(db);
@@ -139,7 +156,12 @@ std::expected<void, StorageError> migrate(Connection& db) {
       db.rollback();
       return {};
     }
-    std::expected<void, StorageError> ok = db.exec(kMigrations[*version]);
+    // schema_version is created in the first migration's transaction, so a failed first
+    // migration leaves nothing behind.
+    std::expected<void, StorageError> ok{};
+    if (*version == 0)
+      ok = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+    if (ok) ok = db.exec(kMigrations[*version]);
     if (ok) {
       ok = db.exec(*version == 0
                        ? "INSERT INTO schema_version VALUES (1)"

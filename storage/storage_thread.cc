@@ -91,6 +91,17 @@ void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOut
   if (wake) wake_.notify_one();
 }
 
+void StorageThread::on_destination_state(unsigned, const engine::DestinationStateChange& change) {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    wake = outcomes_.empty() && destination_changes_.empty();
+    destination_changes_.push_back(change);
+    ++submitted_;
+  }
+  if (wake) wake_.notify_one();
+}
+
 std::future<std::expected<std::vector<ClaimedItem>, StorageError>> StorageThread::claim(
     size_t limit) {
   ClaimRequest request{limit, {}};
@@ -219,7 +230,9 @@ std::expected<const StorageThread::Message*, StorageError> StorageThread::messag
 }
 
 std::expected<void, StorageError> StorageThread::commit_batch(
-    const PendingOutcomes& outcomes, std::vector<int64_t>& releases,
+    const PendingOutcomes& outcomes,
+    const std::vector<engine::DestinationStateChange>& destinations,
+    std::vector<int64_t>& releases,
     std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted,
     StorageMetrics& metrics) {
   const int64_t now = unix_now_ms();
@@ -239,6 +252,21 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       const bool delivered = *state == RecipientState::kDelivered;
       return_claimed(u.recipient_id, u.recipient_id, delivered ? std::optional(now) : std::nullopt,
                      metrics);
+    }
+    // After this commit's outcomes (their deferrals are postponed too) and before its
+    // claims (which then skip the paused domains).
+    for (const engine::DestinationStateChange& change : destinations) {
+      const int64_t until = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                change.paused_until.time_since_epoch())
+                                .count();
+      if (auto ok = store_.record_destination(change.name, change.paused, until, change.reason, now);
+          !ok)
+        return ok;
+      if (!change.paused) continue;
+      for (const std::string& domain : change.domains) {
+        auto moved = store_.postpone_domain(change.name, domain, until);
+        if (!moved) return std::unexpected(moved.error());
+      }
     }
     if (!releases.empty()) {
       std::sort(releases.begin(), releases.end());
@@ -279,6 +307,7 @@ std::expected<void, StorageError> StorageThread::commit_batch(
 
 void StorageThread::loop() {
   PendingOutcomes outcomes;
+  std::vector<engine::DestinationStateChange> destinations;
   std::vector<int64_t> releases;
   std::vector<ClaimRequest> claims;
   std::vector<std::promise<std::expected<std::optional<int64_t>, StorageError>>> due_queries;
@@ -300,10 +329,14 @@ void StorageThread::loop() {
       // outcomes arriving slower than commit_batch per interval would wait for the next
       // claim, and a kill -9 meanwhile would send them all again.
       if (!urgent()) {
-        wake_.wait(lock, [&] { return urgent() || !outcomes_.empty() || !releases_.empty(); });
+        wake_.wait(lock, [&] {
+          return urgent() || !outcomes_.empty() || !releases_.empty() ||
+                 !destination_changes_.empty();
+        });
         if (!urgent()) wake_.wait_for(lock, interval, urgent);
       }
       std::swap(outcomes, outcomes_);
+      destinations.swap(destination_changes_);
       releases.swap(releases_);
       claims.swap(claims_);
       due_queries.swap(due_queries_);
@@ -315,10 +348,11 @@ void StorageThread::loop() {
 
     std::vector<std::vector<ClaimedItem>> granted;
     StorageMetrics committed;  // this commit's share, kept only if it succeeds
-    const bool commits = !outcomes.empty() || !releases.empty() || !claims.empty();
+    const bool commits =
+        !outcomes.empty() || !destinations.empty() || !releases.empty() || !claims.empty();
     if (!failed && commits) {
       const auto began = std::chrono::steady_clock::now();
-      auto ok = commit_batch(outcomes, releases, claims, granted, committed);
+      auto ok = commit_batch(outcomes, destinations, releases, claims, granted, committed);
       if (!ok) {
         fail(ok.error());
         failed = ok.error();
@@ -358,12 +392,15 @@ void StorageThread::loop() {
     }
     committed_.notify_all();
     outcomes.clear();
+    destinations.clear();
     releases.clear();
     claims.clear();
     due_queries.clear();
     if (stop) {
       std::lock_guard lock(mutex_);
-      if (outcomes_.empty() && releases_.empty() && claims_.empty() && due_queries_.empty()) break;
+      if (outcomes_.empty() && destination_changes_.empty() && releases_.empty() &&
+          claims_.empty() && due_queries_.empty())
+        break;
     }
   }
 }

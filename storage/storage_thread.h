@@ -49,6 +49,10 @@ class StorageThread final : public engine::OutcomeSink {
 
   // Shard threads: copies the outcome's recipient results and returns at once.
   void on_transaction_finished(unsigned shard, const smtp::TransactionOutcome& outcome) override;
+  // Shard threads: queues the change for the next grouped commit, which records the
+  // destination and, when it is paused, postpones its domains' due recipients to the
+  // pause's end (QueueStore::postpone_domain) before that commit's claims.
+  void on_destination_state(unsigned shard, const engine::DestinationStateChange& change) override;
 
   // Feeder thread: asks for up to `limit` due recipients; the future is ready after the
   // commit that leased them. An empty vector: nothing is due now.
@@ -116,6 +120,7 @@ class StorageThread final : public engine::OutcomeSink {
   // One grouped commit of everything taken from the queues. Adds what it committed to
   // `metrics` (outcomes, delivery histograms); the caller keeps it only if it succeeds.
   std::expected<void, StorageError> commit_batch(const PendingOutcomes& outcomes,
+                                                 const std::vector<engine::DestinationStateChange>& destinations,
                                                  std::vector<int64_t>& releases,
                                                  std::vector<ClaimRequest>& claims,
                                                  std::vector<std::vector<ClaimedItem>>& granted,
@@ -143,6 +148,7 @@ class StorageThread final : public engine::OutcomeSink {
   std::condition_variable wake_;       // the storage thread waits on it
   std::condition_variable committed_;  // flush() waits on it
   PendingOutcomes outcomes_;
+  std::vector<engine::DestinationStateChange> destination_changes_;
   std::vector<int64_t> releases_;
   std::vector<ClaimRequest> claims_;
   uint64_t submitted_ = 0;  // generations: bumped per submission, applied per commit
