@@ -26,6 +26,30 @@ using Clock = std::chrono::steady_clock;
 
 void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool quiet);
 
+// The outcome log's words for what the storage thread committed.
+std::vector<metrics::StateChangeLine> state_lines(const std::vector<storage::StateChange>& changes) {
+  using std::chrono::milliseconds;
+  using std::chrono::system_clock;
+  std::vector<metrics::StateChangeLine> lines;
+  lines.reserve(changes.size());
+  for (const storage::StateChange& c : changes) {
+    metrics::StateChangeLine l;
+    l.time = system_clock::time_point(milliseconds(c.at_ms));
+    l.tag = static_cast<uint64_t>(c.recipient_id);
+    l.recipient = c.applied.address;
+    l.state = std::string(to_string(c.state));
+    l.attempts = c.applied.attempts;
+    const bool waits =
+        c.state == storage::RecipientState::kDeferred || c.state == storage::RecipientState::kQueued;
+    if (waits && c.applied.next_attempt_at_ms > 0)
+      l.next_attempt = system_clock::time_point(milliseconds(c.applied.next_attempt_at_ms));
+    l.suppressed = c.applied.suppressed;
+    l.reply = c.reply;
+    lines.push_back(std::move(l));
+  }
+  return lines;
+}
+
 }  // namespace
 
 std::string storage_error_hint(const storage::StorageError& e) { return std::string(e.hint()); }
@@ -59,8 +83,14 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
 
   // Declared before stop_exporter_first below, so it is destroyed after the exporter
   // stops: a scrape reads its metrics until then.
-  auto storage_thread =
-      std::make_unique<storage::StorageThread>(std::move(*store), *owner, c.storage, c.retry);
+  if (options.only_message) store->limit_to_message(*options.only_message);
+  storage::StateChangeListener log_states;
+  if (metrics::OutcomeLogger* log = observability.outcome_log.get())
+    log_states = [log](std::vector<storage::StateChange> changes) {
+      log->log_state_changes(state_lines(changes));
+    };
+  auto storage_thread = std::make_unique<storage::StorageThread>(
+      std::move(*store), *owner, c.storage, c.retry, std::move(log_states));
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
   FanOutSink sink(storage_thread.get(), observability.outcome_log.get());
   // Each pass has its own engine; a scrape sees the passes before it plus the current one.
@@ -153,7 +183,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   // A fresh connection for the end: forget this run and read where everything stands.
   if (auto after = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting)) {
     if (!report.storage_error) (void)after->unregister_run(*owner);
-    if (auto s = after->state_counts()) report.states = std::move(*s);
+    if (auto s = after->state_counts(options.only_message)) report.states = std::move(*s);
   }
 
   RunResult& result = report.result;

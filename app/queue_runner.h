@@ -32,6 +32,9 @@ struct QueueRunOptions {
   SummaryFormat summary = SummaryFormat::kText;
   // After the summary, keep serving /metrics for `metrics.linger` (a signal ends it).
   bool linger = false;
+  // `send`: deliver only this message's recipients (not other campaigns' work in the same
+  // database, which may be meant for another relay), and report only their states.
+  std::optional<int64_t> only_message;
 };
 
 struct QueueRunReport {
@@ -39,7 +42,8 @@ struct QueueRunReport {
   uint64_t passes = 0;
   uint64_t recovered = 0;  // in flight in a dead run, queued again at the start
   storage::StorageStats stats;
-  // Where every recipient of the database stands at the end (empty if unreadable).
+  // Where every recipient of the database (or of `only_message`) stands at the end
+  // (empty if unreadable).
   std::vector<std::pair<storage::RecipientState, uint64_t>> states;
   // The database failed mid-run: no more work was taken (exit 3).
   std::optional<storage::StorageError> storage_error;

@@ -80,6 +80,7 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
   options.rejected_lines = enqueued->rejected_lines;
   options.summary = flags.summary;
   options.linger = true;
+  options.only_message = counts.message_id;
   auto report = deliver_queue(plan.config, *plan.resolver, signals, *observability, options);
   if (!report) {
     std::cerr << fmt::format("ringmail: {}; the recipients are enqueued in {}: `ringmail run "
@@ -88,15 +89,20 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
     return 2;
   }
   if (report->storage_error) return 3;
+  // Judged by where this send's recipients stand in the database, not by the engine's
+  // attempts: a recipient deferred and then delivered in a later pass counts as delivered.
   uint64_t waiting = 0;  // not final: sent by a later `ringmail run`
-  for (auto& [state, n] : report->states)
+  bool all_delivered = enqueued->rejected_lines == 0 && !report->result.interrupted &&
+                       (counts.queued + counts.suppressed == 0 || !report->states.empty());
+  for (auto& [state, n] : report->states) {
     if (!storage::is_final(state)) waiting += n;
+    if (state != storage::RecipientState::kDelivered && n > 0) all_delivered = false;
+  }
   if (waiting > 0 && !flags.quiet)
-    std::cerr << fmt::format("ringmail: {} recipients wait in {} (deferred or not yet sent): "
-                             "`ringmail run --db {}` continues\n",
+    std::cerr << fmt::format("ringmail: {} recipients of this send wait in {} (deferred or not "
+                             "yet sent): `ringmail run --db {}` continues\n",
                              group_thousands(waiting), db, db);
-  const int status = exit_status(report->result);
-  return status == 0 && counts.suppressed > 0 ? 1 : status;
+  return all_delivered ? 0 : 1;
 }
 
 // The whole file goes through memory only: the fastest path, for benchmarks and runs

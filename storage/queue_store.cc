@@ -292,13 +292,22 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
   // Read first, then lease by id ranges: cheaper than UPDATE ... WHERE id IN (subquery)
   // RETURNING, which builds two ephemeral tables per claim. Both run in the caller's
   // write transaction, so nothing changes the rows in between.
-  auto sel = cached(select_due_,
-                    "SELECT id, message_id, address, attempts, first_due_at FROM recipients "
-                    "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
-                    "ORDER BY next_attempt_at LIMIT ?2");
+  // Scoped to one message, the due index is forced: by_message would find the message's
+  // rows faster, but then sort all of them on every claim.
+  auto sel = only_message_
+                 ? cached(select_due_of_message_,
+                          "SELECT id, message_id, address, attempts, first_due_at "
+                          "FROM recipients INDEXED BY recipients_due "
+                          "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
+                          "AND message_id = ?3 ORDER BY next_attempt_at LIMIT ?2")
+                 : cached(select_due_,
+                          "SELECT id, message_id, address, attempts, first_due_at FROM recipients "
+                          "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
+                          "ORDER BY next_attempt_at LIMIT ?2");
   if (!sel) return fail(sel);
   Statement& s = **sel;
   s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
+  if (only_message_) s.bind(3, *only_message_);
   std::vector<ClaimedRecipient> out;
   out.reserve(limit);
   while (true) {
@@ -355,7 +364,8 @@ std::expected<StoredMessage, StorageError> QueueStore::load_message(int64_t mess
 std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
                                                               const RecipientUpdate& u,
                                                               const RetrySchedule& schedule,
-                                                              int64_t now_ms) {
+                                                              int64_t now_ms,
+                                                              AppliedOutcome* applied) {
   const std::string enhanced = u.reply.enhanced.to_string();
   auto log_attempt = [&](RecipientState state) -> Status {
     auto st = cached(insert_attempt_,
@@ -427,6 +437,12 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
     auto ok = suppress(address, u.reply.to_string(), now_ms);
     if (!ok) return fail(ok);
   }
+  if (applied) {
+    applied->attempts = facts.attempts_before + (d.counts_attempt ? 1 : 0);
+    applied->next_attempt_at_ms = d.next_attempt_at_ms;
+    applied->suppressed = d.suppress_address;
+    applied->address = address;
+  }
   return d.state;
 }
 
@@ -486,11 +502,15 @@ std::expected<void, StorageError> QueueStore::release(int64_t owner,
 }
 
 std::expected<std::optional<int64_t>, StorageError> QueueStore::next_due_at() {
-  auto st = cached(next_due_,
-                   "SELECT min(next_attempt_at) FROM recipients "
-                   "WHERE state IN ('queued', 'deferred')");
+  auto st = only_message_ ? cached(next_due_of_message_,
+                                   "SELECT min(next_attempt_at) FROM recipients "
+                                   "WHERE message_id = ?1 AND state IN ('queued', 'deferred')")
+                          : cached(next_due_,
+                                   "SELECT min(next_attempt_at) FROM recipients "
+                                   "WHERE state IN ('queued', 'deferred')");
   if (!st) return fail(st);
   Statement& s = **st;
+  if (only_message_) s.bind(1, *only_message_);
   auto row = s.step();
   if (!row) return fail(row);
   std::optional<int64_t> out;
@@ -635,9 +655,12 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
 }
 
 std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError>
-QueueStore::state_counts() {
-  auto st = db_.prepare("SELECT state, count(*) FROM recipients GROUP BY state");
+QueueStore::state_counts(std::optional<int64_t> message_id) {
+  auto st = db_.prepare(message_id ? "SELECT state, count(*) FROM recipients WHERE message_id = ?1 "
+                                     "GROUP BY state"
+                                   : "SELECT state, count(*) FROM recipients GROUP BY state");
   if (!st) return fail(st);
+  if (message_id) st->bind(1, *message_id);
   std::vector<std::pair<RecipientState, uint64_t>> out;
   while (true) {
     auto row = st->step();

@@ -62,6 +62,14 @@ struct RecipientUpdate {
   bool not_attempted = false;
 };
 
+// Where a policy-applied outcome left its recipient, for the structured log.
+struct AppliedOutcome {
+  std::string address;
+  int64_t attempts = 0;            // after this outcome
+  int64_t next_attempt_at_ms = 0;  // deferred or queued again: when it is due
+  bool suppressed = false;         // the address was added to the suppression list
+};
+
 struct StateCount {
   std::string group;  // campaign name or domain
   RecipientState state;
@@ -154,8 +162,10 @@ class QueueStore {
                                                                    int64_t lease_expires_ms);
   std::expected<StoredMessage, StorageError> load_message(int64_t message_id);
   // One recipient's outcome through the policy (a delivered one goes to apply_delivered).
+  // `applied`, when given, is filled for a row this outcome changed.
   std::expected<RecipientState, StorageError> apply(int64_t owner, const RecipientUpdate& update,
-                                                    const RetrySchedule& schedule, int64_t now_ms);
+                                                    const RetrySchedule& schedule, int64_t now_ms,
+                                                    AppliedOutcome* applied = nullptr);
   // Recipients that share one 2xx reply to the end of data (those of one transaction):
   // `delivered`, one statement per run of consecutive ids. `sorted_ids` ascending, no
   // duplicates. Rows no longer in flight under `owner` are left alone. The attempt log
@@ -184,11 +194,18 @@ class QueueStore {
                                                         std::string_view domain, int64_t until_ms);
   // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
   std::expected<std::optional<int64_t>, StorageError> next_due_at();
+  // From now on claim() and next_due_at() see only this message's recipients (`send`
+  // delivers what it enqueued, through its own relay, and nothing else). The scoped claim
+  // walks the due index and skips other messages' due rows, so it stays cheap while the
+  // database holds few of those.
+  void limit_to_message(int64_t message_id) { only_message_ = message_id; }
 
   // --- reports ---
   std::expected<StatusReport, StorageError> status(std::optional<std::string> campaign,
                                                    size_t top_replies = 10);
-  std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError> state_counts();
+  // Every recipient, or only those of `message_id`.
+  std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError> state_counts(
+      std::optional<int64_t> message_id = std::nullopt);
   // Destinations recorded as paused, by name.
   std::expected<std::vector<DestinationStatus>, StorageError> paused_destinations();
 
@@ -204,6 +221,8 @@ class QueueStore {
   std::expected<Statement*, StorageError> cached(Statement& slot, std::string_view sql);
 
   Connection db_;  // declared first: destroyed after the statements below
+  std::optional<int64_t> only_message_;  // limit_to_message()
+  Statement select_due_of_message_, next_due_of_message_;
   Statement insert_recipient_, find_suppressed_, select_due_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,

@@ -25,11 +25,12 @@ size_t index_of(RecipientState state) { return static_cast<size_t>(state); }
 }  // namespace
 
 StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions options,
-                             RetrySchedule schedule)
+                             RetrySchedule schedule, StateChangeListener on_state_changes)
     : store_(std::move(store)),
       owner_(owner),
       options_(std::move(options)),
       schedule_(schedule),
+      on_state_changes_(std::move(on_state_changes)),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
         store_.tune_for_delivery();
@@ -245,8 +246,11 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       for_each_id_run(g.ids, [&](int64_t lo, int64_t hi) { return_claimed(lo, hi, now, metrics); });
     }
     for (const RecipientUpdate& u : outcomes.others) {
-      auto state = store_.apply(owner_, u, schedule_, now);
+      AppliedOutcome applied;
+      auto state = store_.apply(owner_, u, schedule_, now, on_state_changes_ ? &applied : nullptr);
       if (!state) return std::unexpected(state.error());
+      if (on_state_changes_ && *state != RecipientState::kInFlight)
+        state_changes_.push_back({u.recipient_id, *state, std::move(applied), u.reply, now});
       // kInFlight: the row is no longer this run's, nothing was committed for it.
       if (*state != RecipientState::kInFlight) ++metrics.outcomes[index_of(*state)];
       const bool delivered = *state == RecipientState::kDelivered;
@@ -352,11 +356,15 @@ void StorageThread::loop() {
         !outcomes.empty() || !destinations.empty() || !releases.empty() || !claims.empty();
     if (!failed && commits) {
       const auto began = std::chrono::steady_clock::now();
+      state_changes_.clear();
       auto ok = commit_batch(outcomes, destinations, releases, claims, granted, committed);
       if (!ok) {
         fail(ok.error());
         failed = ok.error();
       } else {
+        // Only what is committed is logged as the recipient's state.
+        if (!state_changes_.empty()) on_state_changes_(std::move(state_changes_));
+        state_changes_.clear();
         committed.commit_duration.observe(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
         size_t changes = outcomes.count + releases.size();

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -37,11 +38,25 @@ struct StorageStats {
   uint64_t commits = 0;
 };
 
+// A recipient's new state as a commit recorded it, for the structured log: outcomes that
+// went through the policy (deferred until when, bounced and suppressed, expired, queued
+// again after a drain). Deliveries are not repeated here: the outcome line says it all.
+struct StateChange {
+  int64_t recipient_id = 0;
+  RecipientState state = RecipientState::kDeferred;
+  AppliedOutcome applied;
+  smtp::Reply reply;
+  int64_t at_ms = 0;
+};
+// Called on the storage thread after each commit that changed such states; must not block.
+using StateChangeListener = std::function<void(std::vector<StateChange>)>;
+
 class StorageThread final : public engine::OutcomeSink {
  public:
   // Takes the store (its connection is used by the storage thread only from now on) and
   // the run's lease owner id. Starts the thread.
-  StorageThread(QueueStore store, int64_t owner, StorageOptions options, RetrySchedule schedule);
+  StorageThread(QueueStore store, int64_t owner, StorageOptions options, RetrySchedule schedule,
+                StateChangeListener on_state_changes = {});
   // Commits what is pending, then joins.
   ~StorageThread() override;
   StorageThread(const StorageThread&) = delete;
@@ -139,6 +154,8 @@ class StorageThread final : public engine::OutcomeSink {
   const int64_t owner_;
   const StorageOptions options_;
   const RetrySchedule schedule_;
+  const StateChangeListener on_state_changes_;
+  std::vector<StateChange> state_changes_;  // storage thread only: this commit's
   std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
   // Storage thread only: runs of recipients claimed and not all back yet, keyed by their
   // first id (runs never overlap). A run is erased when its last id is back.

@@ -105,6 +105,18 @@ class SendCommand : public ::testing::Test {
             "--quiet", "--shards", "1", "--no-db"};
   }
   fs::path db() const { return dir_ / "send.db"; }
+  // A loopback port nothing listens on (bound, then closed): connections are refused.
+  static uint16_t closed_port() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+  }
   // `ringmail status --json` of the test's database.
   nlohmann::json status() {
     Result r = run({"status", "--db", db().string(), "--json"});
@@ -280,6 +292,49 @@ TEST_F(SendCommand, AStartUpErrorComesBeforeTheEnqueue) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_FALSE(fs::exists(db()));
   EXPECT_EQ((*sink)->recipients_received(), 0u);
+}
+
+TEST_F(SendCommand, ASendDeliversOnlyItsOwnRecipientsAndLogsTheirStates) {
+  // The first send's relay refuses connections: its recipients are deferred, and the
+  // outcome log says until when.
+  const std::string refused = "127.0.0.1:" + std::to_string(closed_port());
+  // Short backoff and pause, so the first send's recipients are due again soon.
+  std::ofstream(dir_ / "short.toml") << "[retry]\nfirst_delay = 0.3\n[pool]\n"
+                                         "dead_destination_pause = 0.3\n";
+  auto first = send_args(refused, recipients(30));
+  first.insert(first.end(), {"--campaign", "first", "--log-file", (dir_ / "first.log").string(),
+                             "--log-format", "json", "--config", (dir_ / "short.toml").string()});
+  Result r1 = run(first);
+  EXPECT_EQ(r1.exit_code, 1) << r1.err;
+  EXPECT_EQ(status()["campaigns"]["first"]["deferred"], 30);
+  std::ifstream log(dir_ / "first.log");
+  size_t state_lines = 0;
+  for (std::string line; std::getline(log, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] != "recipient_state") continue;
+    ++state_lines;
+    EXPECT_EQ(j["state"], "deferred") << line;
+    EXPECT_EQ(j["attempts"], 1) << line;
+    EXPECT_TRUE(j.contains("next_attempt")) << line;
+  }
+  EXPECT_EQ(state_lines, 30u);
+
+  // Due again, those recipients still belong to the first send: a second send through
+  // another relay delivers its own 5 and leaves them alone.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  std::ofstream(dir_ / "second.txt") << "a@second.test\nb@second.test\nc@second.test\n"
+                                        "d@second.test\ne@second.test\n";
+  auto second = send_args((*sink)->address(), dir_ / "second.txt");
+  second.insert(second.end(), {"--campaign", "second"});
+  Result r2 = run(second);
+  EXPECT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_EQ((*sink)->recipients_received(), 5u);
+  auto after = status()["campaigns"];
+  EXPECT_EQ(after["second"]["delivered"], 5);
+  EXPECT_EQ(after["first"]["deferred"], 30);
+  EXPECT_EQ(nlohmann::json::parse(r2.out)["states"]["delivered"], 5);  // this send's only
 }
 
 TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {
