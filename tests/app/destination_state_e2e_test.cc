@@ -2,18 +2,14 @@
 // relay that refuses connections, then against a live smtp-sink. Judged by `status
 // --json`, the run's JSON summary and the database.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
+#include "tests/app/ringmail_binary.h"
 #include "tests/support/smtp_sink_process.h"
 
 namespace ringmail::test {
@@ -22,11 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = RingmailResult;
 
 int64_t sql_int(const fs::path& db, const std::string& sql) {
   sqlite3* h = nullptr;
@@ -44,66 +36,17 @@ int64_t sql_int(const fs::path& db, const std::string& sql) {
   return v;
 }
 
-// A loopback port nothing listens on: bound, then closed, so a connect is refused.
-uint16_t refused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-class DestinationState : public ::testing::Test {
+class DestinationState : public RingmailBinaryTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ringmail-destination-e2e-" + std::to_string(getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    RingmailBinaryTest::SetUp();
     std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: e2e\n\nhello\n";
-    std::ofstream r(dir_ / "r.txt");
-    for (size_t i = 0; i < kRecipients; ++i) r << "user" << i << "@example.test\n";
-    r.close();
+    recipients(kRecipients);
     // A short own backoff (1 s) so the pause (60 s) is what holds the recipients back;
     // small claims and few connections so the pause is seen before everything is claimed.
-    std::ofstream(dir_ / "c.toml") << "[retry]\nfirst_delay = 1\n[storage]\nclaim_batch = 100\n"
-                                      "[pool]\nmax_connections = 2\nmax_recipients_per_transaction = 50\n";
+    config("[retry]\nfirst_delay = 1\n[storage]\nclaim_batch = 100\n"
+           "[pool]\nmax_connections = 2\nmax_recipients_per_transaction = 50\n");
     db_ = dir_ / "q.db";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  Result run(std::vector<std::string> args) {
-    fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    pid_t pid = fork();
-    if (pid == 0) {
-      freopen(out.c_str(), "w", stdout);
-      freopen(err.c_str(), "w", stderr);
-      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(RINGMAIL_BINARY, argv.data());
-      _exit(127);
-    }
-    int status = 0;
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        ADD_FAILURE() << "ringmail did not finish in 60 s";
-        break;
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream o(out), e(err);
-    r.out.assign(std::istreambuf_iterator<char>(o), {});
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    return r;
   }
 
   Result deliver(const std::string& relay) {
@@ -118,7 +61,6 @@ class DestinationState : public ::testing::Test {
   }
 
   static constexpr size_t kRecipients = 2000;
-  fs::path dir_;
   fs::path db_;
 };
 
@@ -131,7 +73,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
   const int64_t before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-  Result dead = deliver("127.0.0.1:" + std::to_string(refused_port()));
+  Result dead = deliver("127.0.0.1:" + std::to_string(closed_loopback_port()));
   ASSERT_EQ(dead.exit_code, 0) << dead.err;
   auto summary = nlohmann::json::parse(dead.out);
   EXPECT_EQ(summary["delivered"], 0);
@@ -158,7 +100,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
 
   // A new run during the pause does not learn again that the relay is dead: nothing is
   // due, so it opens no connection and counts no attempt.
-  Result paused = deliver("127.0.0.1:" + std::to_string(refused_port()));
+  Result paused = deliver("127.0.0.1:" + std::to_string(closed_loopback_port()));
   ASSERT_EQ(paused.exit_code, 0) << paused.err;
   EXPECT_EQ(nlohmann::json::parse(paused.out)["connections_opened"], 0) << paused.out;
   EXPECT_EQ(sql_int(db_, "SELECT sum(attempts) FROM recipients"), attempts);

@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/app/ringmail_binary.h"
 #include "tests/support/aiosmtpd_server.h"
 #include "tests/support/scripted_smtp_server.h"
 #include "tests/support/test_ca.h"
@@ -24,71 +24,15 @@ namespace ringmail::test {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = RingmailResult;
 
-class SendCommand : public ::testing::Test {
+class SendCommand : public RingmailBinaryTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ringmail-e2e-" + std::to_string(getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
+    RingmailBinaryTest::SetUp();
     std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: e2e\n\nhello\n.\nbye\n";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path recipients(size_t count, const std::string& extra_line = "") {
-    fs::path p = dir_ / "r.txt";
-    std::ofstream f(p);
-    for (size_t i = 0; i < count; ++i) f << "user" << i << "@example.test\n";
-    if (!extra_line.empty()) f << extra_line << "\n";
-    return p;
-  }
-
-  // Starts the binary (in `cwd` when given); when `signal_after` is set, sends `signal`
-  // after that long.
-  Result run(std::vector<std::string> args,
-             std::optional<std::chrono::milliseconds> signal_after = std::nullopt,
-             int signal = SIGTERM, std::optional<fs::path> cwd = std::nullopt) {
-    fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    if (cwd) fs::create_directories(*cwd);
-    pid_t pid = fork();
-    if (pid == 0) {
-      if (cwd && chdir(cwd->c_str()) != 0) _exit(126);
-      freopen(out.c_str(), "w", stdout);
-      freopen(err.c_str(), "w", stderr);
-      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(RINGMAIL_BINARY, argv.data());
-      _exit(127);
-    }
-    if (signal_after) {
-      std::this_thread::sleep_for(*signal_after);
-      kill(pid, signal);
-    }
-    // Bounded wait: a hung binary fails the test instead of hanging CI.
-    int status = 0;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        ADD_FAILURE() << "ringmail did not finish in 60 s";
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream o(out), e(err);
-    r.out.assign(std::istreambuf_iterator<char>(o), {});
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    return r;
   }
 
   // The durable send (the default): through a database of this test's own.
@@ -105,32 +49,20 @@ class SendCommand : public ::testing::Test {
             "--quiet", "--shards", "1", "--no-db"};
   }
   fs::path db() const { return dir_ / "send.db"; }
-  // A loopback port nothing listens on (bound, then closed): connections are refused.
-  static uint16_t closed_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-  }
   // `ringmail status --json` of the test's database.
   nlohmann::json status() {
     Result r = run({"status", "--db", db().string(), "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return nlohmann::json::parse(r.out);
   }
-
-  fs::path dir_;
 };
 
 TEST_F(SendCommand, DeliversACampaignAndReportsARefusedLine) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
-  auto r = run(send_args((*sink)->address(), recipients(2000, "not an address")));
+  auto rcpts = recipients(2000);
+  std::ofstream(rcpts, std::ios::app) << "not an address\n";
+  auto r = run(send_args((*sink)->address(), rcpts));
   EXPECT_EQ(r.exit_code, 1) << r.err;  // one line was refused
   auto summary = nlohmann::json::parse(r.out);
   EXPECT_EQ(summary["delivered"], 2000);
@@ -189,7 +121,7 @@ TEST_F(SendCommand, SigtermDrainsAndAccountsForEveryRecipientFromMemory) {
   auto args = memory_send_args(server->address(), recipients(5000));
   args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
   auto started = std::chrono::steady_clock::now();
-  Result r = run(args, std::chrono::milliseconds(700));
+  Result r = run(args, {.signal_after = 700ms});
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(15));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   auto summary = nlohmann::json::parse(r.out);
@@ -207,7 +139,7 @@ TEST_F(SendCommand, SigtermLeavesTheRestQueuedForRun) {
   ASSERT_TRUE(server);
   auto args = send_args(server->address(), recipients(5000));
   args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1", "--drain-timeout", "10"});
-  Result r = run(args, std::chrono::milliseconds(700));
+  Result r = run(args, {.signal_after = 700ms});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   auto summary = nlohmann::json::parse(r.out);
   EXPECT_EQ(summary["interrupted"], true);
@@ -233,7 +165,7 @@ TEST_F(SendCommand, KillNineLosesNoRecipient) {
   ASSERT_TRUE(server);
   auto args = send_args(server->address(), recipients(3000));
   args.insert(args.end(), {"--connections", "2", "--rcpt-per-txn", "1"});
-  Result r = run(args, std::chrono::milliseconds(700), SIGKILL);
+  Result r = run(args, {.signal_after = 700ms, .signal = SIGKILL});
   EXPECT_EQ(r.exit_code, 128 + SIGKILL);
   Result rest = run({"run", "--db", db().string(), "--until-done", "--relay", server->address(),
                      "--quiet", "--no-metrics", "--shards", "1"});
@@ -265,8 +197,8 @@ TEST_F(SendCommand, ASignalWhileEnqueueingLeavesNothingEnqueued) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
   // Big enough that reading it takes longer than the signal's delay on any machine.
-  Result r = run(send_args((*sink)->address(), recipients(600000)), std::chrono::milliseconds(150),
-                 SIGINT);
+  Result r = run(send_args((*sink)->address(), recipients(600000)),
+                 {.signal_after = 150ms, .signal = SIGINT});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("nothing was enqueued"), std::string::npos) << r.err;
   EXPECT_EQ(status()["campaigns"].size(), 0u);
@@ -297,7 +229,7 @@ TEST_F(SendCommand, AStartUpErrorComesBeforeTheEnqueue) {
 TEST_F(SendCommand, ASendDeliversOnlyItsOwnRecipientsAndLogsTheirStates) {
   // The first send's relay refuses connections: its recipients are deferred, and the
   // outcome log says until when.
-  const std::string refused = "127.0.0.1:" + std::to_string(closed_port());
+  const std::string refused = "127.0.0.1:" + std::to_string(closed_loopback_port());
   // Short backoff and pause, so the first send's recipients are due again soon.
   std::ofstream(dir_ / "short.toml") << "[retry]\nfirst_delay = 0.3\n[pool]\n"
                                          "dead_destination_pause = 0.3\n";
@@ -342,11 +274,10 @@ TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {
   ASSERT_TRUE(sink) << sink.error();
   auto args = send_args((*sink)->address(), recipients(10));
   args.resize(args.size() - 2);  // no --db
-  Result r = run(args, std::nullopt, SIGTERM, dir_);
+  Result r = run(args, {.cwd = dir_});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "ringmail.db"));
-  Result memory = run(memory_send_args((*sink)->address(), dir_ / "r.txt"), std::nullopt, SIGTERM,
-                      dir_ / "sub");
+  Result memory = run(memory_send_args((*sink)->address(), dir_ / "r.txt"), {.cwd = dir_ / "sub"});
   EXPECT_EQ(memory.exit_code, 0) << memory.err;
   EXPECT_FALSE(fs::exists(dir_ / "sub" / "ringmail.db"));
   EXPECT_EQ((*sink)->recipients_received(), 20u);

@@ -5,8 +5,6 @@
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sqlite3.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "tests/app/ringmail_binary.h"
 #include "tests/support/scripted_smtp_server.h"
 #include "tests/support/smtp_sink_process.h"
 
@@ -26,16 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-struct RunOptions {
-  std::optional<std::chrono::milliseconds> kill_after;  // SIGKILL after this long
-  std::optional<rlim_t> file_size_limit;                // RLIMIT_FSIZE of the child
-};
+using Result = RingmailResult;
 
 int64_t sql_int(const fs::path& db, const std::string& sql) {
   sqlite3* h = nullptr;
@@ -64,74 +54,12 @@ std::string sql_text(const fs::path& db, const std::string& sql) {
   return v;
 }
 
-class StorageCommands : public ::testing::Test {
+class StorageCommands : public RingmailBinaryTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("ringmail-storage-e2e-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    RingmailBinaryTest::SetUp();
     std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: e2e\n\nhello\n";
     db_ = dir_ / "q.db";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  fs::path recipients(size_t count, const std::string& name = "r.txt", size_t first = 0) {
-    fs::path p = dir_ / name;
-    std::ofstream f(p);
-    for (size_t i = first; i < first + count; ++i) f << "user" << i << "@example.test\n";
-    return p;
-  }
-
-  fs::path config(const std::string& text) {
-    fs::path p = dir_ / "c.toml";
-    std::ofstream(p) << text;
-    return p;
-  }
-
-  Result run(std::vector<std::string> args, RunOptions options = {}) {
-    fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    pid_t pid = fork();
-    if (pid == 0) {
-      freopen(out.c_str(), "w", stdout);
-      freopen(err.c_str(), "w", stderr);
-      if (options.file_size_limit) {
-        // Past the limit a write fails with EFBIG instead of killing the process.
-        signal(SIGXFSZ, SIG_IGN);
-        rlimit r{*options.file_size_limit, *options.file_size_limit};
-        setrlimit(RLIMIT_FSIZE, &r);
-      }
-      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(RINGMAIL_BINARY, argv.data());
-      _exit(127);
-    }
-    int status = 0;
-    const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + 60s;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (options.kill_after && now - start >= *options.kill_after) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        break;
-      }
-      if (now > deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        ADD_FAILURE() << "ringmail did not finish in 60 s";
-        break;
-      }
-      std::this_thread::sleep_for(2ms);
-    }
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::ifstream o(out), e(err);
-    r.out.assign(std::istreambuf_iterator<char>(o), {});
-    r.err.assign(std::istreambuf_iterator<char>(e), {});
-    return r;
   }
 
   std::vector<std::string> enqueue_args(const fs::path& rcpts) {
@@ -154,7 +82,6 @@ class StorageCommands : public ::testing::Test {
         sql_int(db_, "SELECT count(*) FROM recipients WHERE state = '" + state + "'"));
   }
 
-  fs::path dir_;
   fs::path db_;
 };
 
@@ -286,9 +213,8 @@ TEST_F(StorageCommands, SurvivesSigkillAtRandomMoments) {
   uint64_t in_flight_at_kills = 0;
   int kills = 0;
   for (int attempt = 0; kills < 12 && attempt < 60; ++attempt) {
-    RunOptions o;
-    o.kill_after = std::chrono::milliseconds(delay_ms(rng));
-    Result r = run(args, o);
+    Result r =
+        run(args, {.signal_after = std::chrono::milliseconds(delay_ms(rng)), .signal = SIGKILL});
     if (r.exit_code == 0) {
       // Finished before the kill: more work, so the next runs can still be killed.
       std::string batch = "more" + std::to_string(attempt) + ".txt";
@@ -329,17 +255,14 @@ TEST_F(StorageCommands, AFullDiskIsAClearErrorAndLosesNothing) {
   const rlim_t limit = fs::file_size(db_) + 64 * 1024;
 
   // A big enqueue cannot fit: exit 2, a clear message, the earlier campaign intact.
-  RunOptions small;
-  small.file_size_limit = limit;
-  Result full = run(enqueue_args(recipients(50'000, "big.txt")), small);
+  Result full = run(enqueue_args(recipients(50'000, "big.txt")), {.file_size_limit = limit});
   EXPECT_EQ(full.exit_code, 2) << full.err;
   EXPECT_NE(full.err.find("full"), std::string::npos) << full.err;
   EXPECT_NE(full.err.find("nothing was enqueued"), std::string::npos) << full.err;
   EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM recipients"), 2000);
 
   // A run that runs out of space stops with exit 3; the next one finishes the work.
-  RunOptions tiny;
-  tiny.file_size_limit = fs::file_size(db_) + 8 * 1024;
+  const RingmailOptions tiny{.file_size_limit = fs::file_size(db_) + 8 * 1024};
   auto args = run_args((*sink)->address());
   args.insert(args.end(), {"--rcpt-per-txn", "10"});
   Result stopped = run(args, tiny);

@@ -4,12 +4,10 @@
 // status, stderr, the database's counts before and after, and what a real smtp-sink got
 // once the cause is gone. A lock is held by this process (another process to ringmail).
 #include <gtest/gtest.h>
-#include <grp.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/app/ringmail_binary.h"
 #include "tests/support/smtp_sink_process.h"
 
 namespace ringmail::test {
@@ -29,11 +28,7 @@ using namespace std::chrono_literals;
 
 constexpr uid_t kNobody = 65534;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = RingmailResult;
 
 // The first value of `sql`, read through a connection of this process; -1 on any error.
 int64_t sql_int(const fs::path& db, const std::string& sql) {
@@ -79,94 +74,19 @@ class WriteLock {
   bool held_ = false;
 };
 
-// ringmail as a child process, stdout and stderr to files, optionally as another user.
-class Child {
- public:
-  Child(std::vector<std::string> args, const fs::path& dir, std::optional<uid_t> as_user = {})
-      : out_(dir / "stdout"), err_(dir / "stderr") {
-    pid_ = fork();
-    if (pid_ == 0) {
-      if (!freopen(out_.c_str(), "w", stdout) || !freopen(err_.c_str(), "w", stderr)) _exit(125);
-      if (as_user && (setgroups(0, nullptr) != 0 || setresgid(*as_user, *as_user, *as_user) != 0 ||
-                      setresuid(*as_user, *as_user, *as_user) != 0))
-        _exit(126);
-      std::vector<char*> argv{const_cast<char*>(RINGMAIL_BINARY)};
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(RINGMAIL_BINARY, argv.data());
-      _exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0 && !done_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool running() {
-    if (done_) return false;
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) done_ = true;
-    return !done_;
-  }
-  Result wait() {
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
-    while (running()) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status_, 0);
-        done_ = true;
-        ADD_FAILURE() << "ringmail did not finish in 60 s";
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    Result r;
-    r.exit_code = WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
-    r.out = file_bytes(out_);
-    r.err = file_bytes(err_);
-    return r;
-  }
-
- private:
-  fs::path out_, err_;
-  pid_t pid_ = -1;
-  int status_ = 0;
-  bool done_ = false;
-};
-
-class StorageFailures : public ::testing::Test {
+class StorageFailures : public RingmailBinaryTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("ringmail-storage-failures-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    RingmailBinaryTest::SetUp();
+    // Readable by all: the read-only tests may run the binary as another user.
     fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                               fs::perms::others_read | fs::perms::others_exec);
     std::ofstream(dir_ / "m.eml") << "From: a@ringmail.test\nSubject: failures\n\nhello\n";
     db_ = dir_ / "q.db";
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(dir_, ec);
-  }
-
-  fs::path recipients(size_t count, const std::string& name = "r.txt", size_t first = 0) {
-    fs::path p = dir_ / name;
-    std::ofstream f(p);
-    for (size_t i = first; i < first + count; ++i) f << "user" << i << "@example.test\n";
-    return p;
-  }
-  fs::path config(const std::string& text) {
-    fs::path p = dir_ / "c.toml";
-    std::ofstream(p) << text;
-    return p;
-  }
 
   Result run(std::vector<std::string> args, std::optional<uid_t> as_user = {}) {
-    return Child(std::move(args), dir_, as_user).wait();
+    return RingmailBinaryTest::run(std::move(args), {.as_user = as_user});
   }
   std::vector<std::string> enqueue_args(const fs::path& rcpts) {
     return {"enqueue", "--db", db_.string(), "--from", "a@ringmail.test", "--message",
@@ -193,7 +113,6 @@ class StorageFailures : public ::testing::Test {
     EXPECT_GE((*sink)->recipients_received(), static_cast<uint64_t>(total));
   }
 
-  fs::path dir_;
   fs::path db_;
 };
 
@@ -250,9 +169,9 @@ TEST_F(StorageFailures, AShortLockIsWaitedOut) {
   for (bool enqueue : {true, false}) {
     auto lock = std::make_unique<WriteLock>(db_);
     ASSERT_TRUE(lock->held());
-    Child child(enqueue ? enqueue_args(recipients(30, "more.txt", 50))
-                        : run_args((*sink)->address()),
-                dir_);
+    RingmailProcess child(enqueue ? enqueue_args(recipients(30, "more.txt", 50))
+                                  : run_args((*sink)->address()),
+                          dir_);
     std::this_thread::sleep_for(1500ms);
     lock.reset();
     Result r = child.wait();
@@ -279,7 +198,7 @@ TEST_F(StorageFailures, ALockHeldMidRunStopsTheRunWithExit3AndLosesNothing) {
               {"--connections", "1", "--rcpt-per-txn", "5", "--config",
                config("[storage]\nclaim_batch = 5\n[engine]\nshard_inbox_capacity = 1\n")
                    .string()});
-  Child child(args, dir_);
+  RingmailProcess child(args, dir_);
   const auto deadline = std::chrono::steady_clock::now() + 15s;
   while ((*sink)->messages_received() == 0 && child.running() &&
          std::chrono::steady_clock::now() < deadline)
