@@ -16,22 +16,6 @@ using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
-MetricFamily family(std::string name, std::string help, MetricType type) {
-  MetricFamily f;
-  f.name = std::move(name);
-  f.help = std::move(help);
-  f.type = type;
-  return f;
-}
-
-void add_sample(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels = {}) {
-  ClientMetric m;
-  m.label = std::move(labels);
-  if (f.type == MetricType::Counter) m.counter.value = value;
-  else m.gauge.value = value;
-  f.metric.push_back(std::move(m));
-}
-
 // Recipients by the class of the reply that decided them. Code 0 is an outcome made
 // locally (connection lost, timeout, dead destination); 1xx and 3xx never decide one,
 // but a misbehaving server could send them, so they have their own bounded value.
@@ -99,6 +83,22 @@ MetricFamily duration_histogram(std::string name, std::string help, const engine
 }  // namespace
 
 const char* build_version() { return RINGMAIL_VERSION; }
+
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void add_sample(MetricFamily& f, double value, std::vector<ClientMetric::Label> labels) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f.type == MetricType::Counter) m.counter.value = value;
+  else m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
 
 MetricFamily counter_family(std::string name, std::string help, double value) {
   MetricFamily f = family(std::move(name), std::move(help), MetricType::Counter);

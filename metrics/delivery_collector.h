@@ -88,7 +88,11 @@ class RingmailCollector final : public prometheus::Collectable {
   mutable SiteSeries site_series_;  // remembers what earlier scrapes exported
 };
 
-// Small builders for providers: one unlabelled sample, or one sample per label value.
+// Small builders for providers: an empty family, a sample added to one (a counter's or a
+// gauge's value, by the family's type), or a family of one unlabelled sample.
+prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type);
+void add_sample(prometheus::MetricFamily& f, double value,
+                std::vector<prometheus::ClientMetric::Label> labels = {});
 prometheus::MetricFamily counter_family(std::string name, std::string help, double value);
 prometheus::MetricFamily gauge_family(std::string name, std::string help, double value);
 

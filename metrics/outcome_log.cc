@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <concepts>
 #include <cstring>
 #include <ctime>
 
@@ -50,6 +51,37 @@ void append_logfmt(std::string& out, std::string_view key, std::string_view valu
   out += '"';
 }
 
+// One line's fields in order, written as a JSON object or as logfmt, so that each line's
+// fields are listed once for both formats.
+class LineWriter {
+ public:
+  explicit LineWriter(LogFormat format) : json_(format == LogFormat::kJson) {}
+
+  void text(std::string_view key, std::string_view value) {
+    if (json_) json_line_[std::string(key)] = std::string(value);
+    else append_logfmt(logfmt_line_, key, value);
+  }
+  template <std::integral T>
+  void number(std::string_view key, T value) {
+    if (json_) json_line_[std::string(key)] = value;
+    else append_logfmt(logfmt_line_, key, std::to_string(value));
+  }
+  void flag(std::string_view key, bool value) {
+    if (json_) json_line_[std::string(key)] = value;
+    else append_logfmt(logfmt_line_, key, value ? "true" : "false");
+  }
+
+  std::string finish() {
+    if (!json_) return std::move(logfmt_line_);
+    return json_line_.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
+ private:
+  bool json_;
+  nlohmann::json json_line_;
+  std::string logfmt_line_;
+};
+
 }  // namespace
 
 const char* to_string(LogFormat format) {
@@ -57,73 +89,36 @@ const char* to_string(LogFormat format) {
 }
 
 std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
-  const std::string ts = rfc3339(l.time);
-  const char* status = smtp::to_string(l.status);
-  const std::string enhanced = l.reply.enhanced.to_string();
-  if (format == LogFormat::kJson) {
-    nlohmann::json j;
-    j["ts"] = ts;
-    j["event"] = "recipient_outcome";
-    j["shard"] = l.shard;
-    j["transaction"] = l.transaction;
-    j["tag"] = l.tag;
-    j["from"] = l.sender;
-    j["rcpt"] = l.recipient;
-    j["status"] = status;
-    j["attempted"] = l.attempted;
-    j["code"] = l.reply.code;
-    j["enhanced"] = enhanced;
-    j["reply"] = l.reply.text;
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  std::string out;
-  append_logfmt(out, "ts", ts);
-  append_logfmt(out, "event", "recipient_outcome");
-  append_logfmt(out, "shard", std::to_string(l.shard));
-  append_logfmt(out, "transaction", std::to_string(l.transaction));
-  append_logfmt(out, "tag", std::to_string(l.tag));
-  append_logfmt(out, "from", l.sender);
-  append_logfmt(out, "rcpt", l.recipient);
-  append_logfmt(out, "status", status);
-  append_logfmt(out, "attempted", l.attempted ? "true" : "false");
-  append_logfmt(out, "code", std::to_string(l.reply.code));
-  append_logfmt(out, "enhanced", enhanced);
-  append_logfmt(out, "reply", l.reply.text);
-  return out;
+  LineWriter w(format);
+  w.text("ts", rfc3339(l.time));
+  w.text("event", "recipient_outcome");
+  w.number("shard", l.shard);
+  w.number("transaction", l.transaction);
+  w.number("tag", l.tag);
+  w.text("from", l.sender);
+  w.text("rcpt", l.recipient);
+  w.text("status", smtp::to_string(l.status));
+  w.flag("attempted", l.attempted);
+  w.number("code", l.reply.code);
+  w.text("enhanced", l.reply.enhanced.to_string());
+  w.text("reply", l.reply.text);
+  return w.finish();
 }
 
 std::string format_state_change_line(const StateChangeLine& l, LogFormat format) {
-  const std::string ts = rfc3339(l.time);
-  const std::string enhanced = l.reply.enhanced.to_string();
-  const std::string next = l.next_attempt ? rfc3339(*l.next_attempt) : "";
-  if (format == LogFormat::kJson) {
-    nlohmann::json j;
-    j["ts"] = ts;
-    j["event"] = "recipient_state";
-    j["tag"] = l.tag;
-    j["rcpt"] = l.recipient;
-    j["state"] = l.state;
-    j["attempts"] = l.attempts;
-    if (l.next_attempt) j["next_attempt"] = next;
-    if (l.suppressed) j["suppressed"] = true;
-    j["code"] = l.reply.code;
-    j["enhanced"] = enhanced;
-    j["reply"] = l.reply.text;
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  std::string out;
-  append_logfmt(out, "ts", ts);
-  append_logfmt(out, "event", "recipient_state");
-  append_logfmt(out, "tag", std::to_string(l.tag));
-  append_logfmt(out, "rcpt", l.recipient);
-  append_logfmt(out, "state", l.state);
-  append_logfmt(out, "attempts", std::to_string(l.attempts));
-  if (l.next_attempt) append_logfmt(out, "next_attempt", next);
-  if (l.suppressed) append_logfmt(out, "suppressed", "true");
-  append_logfmt(out, "code", std::to_string(l.reply.code));
-  append_logfmt(out, "enhanced", enhanced);
-  append_logfmt(out, "reply", l.reply.text);
-  return out;
+  LineWriter w(format);
+  w.text("ts", rfc3339(l.time));
+  w.text("event", "recipient_state");
+  w.number("tag", l.tag);
+  w.text("rcpt", l.recipient);
+  w.text("state", l.state);
+  w.number("attempts", l.attempts);
+  if (l.next_attempt) w.text("next_attempt", rfc3339(*l.next_attempt));
+  if (l.suppressed) w.flag("suppressed", true);
+  w.number("code", l.reply.code);
+  w.text("enhanced", l.reply.enhanced.to_string());
+  w.text("reply", l.reply.text);
+  return w.finish();
 }
 
 OutcomeLogger::OutcomeLogger(std::FILE* out, OutcomeLogOptions options)

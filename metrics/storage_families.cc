@@ -13,14 +13,6 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 using storage::RecipientState;
 
-MetricFamily family(std::string name, std::string help, MetricType type) {
-  MetricFamily f;
-  f.name = std::move(name);
-  f.help = std::move(help);
-  f.type = type;
-  return f;
-}
-
 template <const auto& Bounds>
 MetricFamily histogram_family(std::string name, std::string help,
                               const storage::FixedHistogram<Bounds>& h) {
@@ -40,14 +32,7 @@ MetricFamily histogram_family(std::string name, std::string help,
 }
 
 void add_state_sample(MetricFamily& f, RecipientState state, uint64_t value) {
-  ClientMetric m;
-  m.label = {{"state", std::string(storage::to_string(state))}};
-  if (f.type == MetricType::Counter) {
-    m.counter.value = static_cast<double>(value);
-  } else {
-    m.gauge.value = static_cast<double>(value);
-  }
-  f.metric.push_back(std::move(m));
+  add_sample(f, static_cast<double>(value), {{"state", std::string(storage::to_string(state))}});
 }
 
 }  // namespace
