@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "tests/app/queue_database.h"
 #include "tests/app/ringmail_binary.h"
 #include "tests/support/scripted_smtp_server.h"
 #include "tests/support/smtp_sink_process.h"
@@ -26,33 +27,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 using Result = RingmailResult;
-
-int64_t sql_int(const fs::path& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  int64_t v = -1;
-  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return v;
-}
-
-std::string sql_text(const fs::path& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr);
-  sqlite3_stmt* st = nullptr;
-  std::string v;
-  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    v = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return v;
-}
 
 class StorageCommands : public RingmailBinaryTest {
  protected:

@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/app/queue_database.h"
 #include "tests/app/ringmail_binary.h"
 #include "tests/support/smtp_sink_process.h"
 
@@ -29,21 +30,6 @@ using namespace std::chrono_literals;
 constexpr uid_t kNobody = 65534;
 
 using Result = RingmailResult;
-
-// The first value of `sql`, read through a connection of this process; -1 on any error.
-int64_t sql_int(const fs::path& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr);
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  int64_t v = -1;
-  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    v = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return v;
-}
 
 std::string file_bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
