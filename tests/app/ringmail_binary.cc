@@ -24,7 +24,7 @@ std::string file_text(const fs::path& p) {
 // In the child, between fork and exec: only async-signal-safe calls.
 [[noreturn]] void exec_ringmail(std::vector<std::string>& args, const fs::path& out,
                                 const fs::path& err, const RingmailOptions& options) {
-  if (options.cwd && chdir(options.cwd->c_str()) != 0) _exit(126);
+  if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) _exit(126);
   if (!freopen(out.c_str(), "w", stdout) || !freopen(err.c_str(), "w", stderr)) _exit(125);
   if (options.as_user && (setgroups(0, nullptr) != 0 ||
                           setresgid(*options.as_user, *options.as_user, *options.as_user) != 0 ||
@@ -47,7 +47,7 @@ std::string file_text(const fs::path& p) {
 RingmailProcess::RingmailProcess(std::vector<std::string> args, const fs::path& output_dir,
                                  RingmailOptions options)
     : out_(output_dir / "stdout"), err_(output_dir / "stderr"), options_(std::move(options)) {
-  if (options_.cwd) fs::create_directories(*options_.cwd);
+  if (!options_.cwd.empty()) fs::create_directories(options_.cwd);
   started_ = std::chrono::steady_clock::now();
   pid_ = fork();
   if (pid_ == 0) exec_ringmail(args, out_, err_, options_);
