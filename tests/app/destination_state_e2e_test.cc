@@ -73,7 +73,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
   const int64_t before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-  Result dead = deliver("127.0.0.1:" + std::to_string(closed_loopback_port()));
+  Result dead = deliver("127.0.0.1:" + std::to_string(unused_loopback_port()));
   ASSERT_EQ(dead.exit_code, 0) << dead.err;
   auto summary = nlohmann::json::parse(dead.out);
   EXPECT_EQ(summary["delivered"], 0);
@@ -100,7 +100,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
 
   // A new run during the pause does not learn again that the relay is dead: nothing is
   // due, so it opens no connection and counts no attempt.
-  Result paused = deliver("127.0.0.1:" + std::to_string(closed_loopback_port()));
+  Result paused = deliver("127.0.0.1:" + std::to_string(unused_loopback_port()));
   ASSERT_EQ(paused.exit_code, 0) << paused.err;
   EXPECT_EQ(nlohmann::json::parse(paused.out)["connections_opened"], 0) << paused.out;
   EXPECT_EQ(sql_int(db_, "SELECT sum(attempts) FROM recipients"), attempts);

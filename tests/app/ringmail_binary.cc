@@ -95,18 +95,6 @@ RingmailResult run_ringmail(std::vector<std::string> args, const fs::path& outpu
   return RingmailProcess(std::move(args), output_dir, std::move(options)).wait();
 }
 
-uint16_t closed_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 void RingmailBinaryTest::SetUp() {
   const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
   dir_ = fs::temp_directory_path() / ("ringmail-" + std::string(test->test_suite_name()) + "-" +

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/loopback_port.h"
+
 namespace ringmail::test {
 
 struct RingmailResult {
@@ -64,9 +66,6 @@ class RingmailProcess {
 // Starts the binary and waits for it.
 RingmailResult run_ringmail(std::vector<std::string> args, const std::filesystem::path& output_dir,
                             RingmailOptions options = {});
-
-// A loopback port nothing listens on (bound, then closed): a connect to it is refused.
-uint16_t closed_loopback_port();
 
 // A fresh directory per test (named after the suite, the process and the test), removed
 // afterwards even if the test made it read-only.

@@ -229,7 +229,7 @@ TEST_F(SendCommand, AStartUpErrorComesBeforeTheEnqueue) {
 TEST_F(SendCommand, ASendDeliversOnlyItsOwnRecipientsAndLogsTheirStates) {
   // The first send's relay refuses connections: its recipients are deferred, and the
   // outcome log says until when.
-  const std::string refused = "127.0.0.1:" + std::to_string(closed_loopback_port());
+  const std::string refused = "127.0.0.1:" + std::to_string(unused_loopback_port());
   // Short backoff and pause, so the first send's recipients are due again soon.
   std::ofstream(dir_ / "short.toml") << "[retry]\nfirst_delay = 0.3\n[pool]\n"
                                          "dead_destination_pause = 0.3\n";

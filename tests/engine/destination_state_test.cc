@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "tests/engine/engine_harness.h"
+#include "tests/support/loopback_port.h"
 #include "tests/support/smtp_sink_process.h"
 
 namespace ringmail::test {
@@ -31,18 +32,6 @@ class StateSink final : public engine::OutcomeSink {
   std::vector<engine::DestinationStateChange> changes_;
 };
 
-uint16_t refused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 engine::DeliverySnapshot run(engine::EngineOptions options, uint16_t port, size_t items,
                              StateSink& sink) {
   engine::StaticRelayResolver resolver(engine::Destination{"127.0.0.1", port});
@@ -58,7 +47,7 @@ TEST(DestinationState, ARefusingRelayIsReportedPausedOnceWithItsDomain) {
   options.pool.dead_destination_pause = engine::Seconds(600);
   StateSink sink;
   const auto before = std::chrono::system_clock::now();
-  engine::DeliverySnapshot counts = run(options, refused_port(), 40, sink);
+  engine::DeliverySnapshot counts = run(options, unused_loopback_port(), 40, sink);
   EXPECT_LE(counts.connections_opened, 8u);  // 3 set the host aside, a few were in flight
   auto changes = sink.changes();
   ASSERT_GE(changes.size(), 1u);

@@ -122,7 +122,7 @@ TEST_F(MetricsE2e, CountersAtTheEndOfACampaignEqualTheSummary) {
   if (access(kPromtool, X_OK) != 0) GTEST_SKIP() << kPromtool << " missing (Debian package prometheus)";
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
-  const uint16_t port = free_loopback_port();
+  const uint16_t port = unused_loopback_port();
   auto ringmail = start_ringmail((*sink)->address(), recipients(users(2000)),
                                  {"--rcpt-per-txn", "7", "--metrics-listen",
                                   "127.0.0.1:" + std::to_string(port), "--metrics-linger", "30",
@@ -169,7 +169,7 @@ TEST_F(MetricsE2e, ScrapedWhileRunningAndWithEveryOutcome) {
   auto addresses = users(300);
   for (auto& a : users(20, "bounce")) addresses.push_back(a);
   for (auto& a : users(30, "defer")) addresses.push_back(a);
-  const uint16_t port = free_loopback_port();
+  const uint16_t port = unused_loopback_port();
   auto ringmail = start_ringmail((*server)->address(), recipients(addresses),
                                  {"--rcpt-per-txn", "1", "--connections", "2", "--metrics-listen",
                                   "127.0.0.1:" + std::to_string(port), "--metrics-linger", "30"});
@@ -217,7 +217,7 @@ TEST_F(MetricsE2e, AGivenAddressThatIsTakenStopsTheRunAndNoMetricsServesNothing)
       << taken->err();
   EXPECT_EQ((*sink)->messages_received(), 0u);
 
-  const uint16_t port = free_loopback_port();
+  const uint16_t port = unused_loopback_port();
   auto off = start_ringmail((*sink)->address(), recipients(users(10)),
                             {"--no-metrics", "--metrics-listen", "127.0.0.1:" + std::to_string(port),
                              "--metrics-linger", "30"});
@@ -233,7 +233,7 @@ TEST_F(MetricsE2e, PrometheusServerScrapesTheDeliveredCount) {
   const auto test_deadline = std::chrono::steady_clock::now() + 30s;
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
-  const uint16_t metrics_port = free_loopback_port();
+  const uint16_t metrics_port = unused_loopback_port();
   auto ringmail = start_ringmail((*sink)->address(), recipients(users(1234)),
                                  {"--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port),
                                   "--metrics-linger", "60"});
@@ -245,7 +245,7 @@ TEST_F(MetricsE2e, PrometheusServerScrapesTheDeliveredCount) {
       << "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n"
          "scrape_configs:\n  - job_name: ringmail\n    static_configs:\n"
          "      - targets: ['127.0.0.1:" << metrics_port << "']\n";
-  const uint16_t prom_port = free_loopback_port();
+  const uint16_t prom_port = unused_loopback_port();
   PeerProcess prometheus({kPrometheus, "--config.file=" + (dir_ / "prometheus.yml").string(),
                           "--storage.tsdb.path=" + (dir_ / "tsdb").string(),
                           "--web.listen-address=127.0.0.1:" + std::to_string(prom_port),
@@ -290,7 +290,7 @@ TEST_F(MetricsE2e, TheRunServiceServesMetricsAcrossPasses) {
                        recipients(users(500)).string(), "--quiet"},
                       dir_ / "enqueue.out", dir_ / "enqueue.err");
   ASSERT_EQ(enqueue.wait(30s), 0) << enqueue.err();
-  const uint16_t port = free_loopback_port();
+  const uint16_t port = unused_loopback_port();
   PeerProcess run({RINGMAIL_BINARY, "run", "--db", db, "--relay", (*sink)->address(), "--quiet",
                    "--metrics-listen", "127.0.0.1:" + std::to_string(port)},
                   dir_ / "run.out", dir_ / "run.err");

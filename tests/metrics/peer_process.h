@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/loopback_port.h"
+
 namespace ringmail::test {
 
 struct HttpResponse {
@@ -21,9 +23,6 @@ struct HttpResponse {
 // GET http://127.0.0.1:PORT/TARGET. nullopt when nothing answered within `timeout`.
 std::optional<HttpResponse> http_get(uint16_t port, const std::string& target,
                                      std::chrono::milliseconds timeout = std::chrono::seconds(5));
-
-// A port nothing listens on right now (bound to 0, then released).
-uint16_t free_loopback_port();
 
 // Percent-encodes a query-string value.
 std::string url_encode(const std::string& text);
