@@ -143,6 +143,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
       };
       interrupted = drive_engine(*engine, signals, console, hooks, interrupted) || interrupted;
       pass_counts = engine->snapshot();
+      report.engine_failure = engine->failure();
       taken += engine->recipients_taken();
       std::lock_guard lock(sample_mutex);
       finished_passes.add(pass_counts);
@@ -155,7 +156,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
       report.storage_error = ok.error();
       break;
     }
-    if (interrupted) break;
+    if (interrupted || report.engine_failure) break;
     auto next_due = storage_thread->next_due_at();
     if (!next_due) {
       report.storage_error = next_due.error();
@@ -219,6 +220,7 @@ void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool qu
     for (auto& [s, n] : states) by_state[std::string(to_string(s))] = n;
     j["states"] = by_state;
     if (report.storage_error) j["storage_error"] = report.storage_error->message;
+    if (report.engine_failure) j["engine_failure"] = *report.engine_failure;
     std::cout << j.dump() << std::endl;
   }
   if (!quiet) {
@@ -234,6 +236,12 @@ void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool qu
         "ringmail: database error, stopped taking work: {}{}; recipients in flight stay leased "
         "and are queued again by the next run\n",
         report.storage_error->message, storage_error_hint(*report.storage_error));
+  }
+  if (report.engine_failure) {
+    std::cerr << fmt::format(
+        "ringmail: the engine failed and stopped the run: {}; the recipients it did not "
+        "attempt are queued again for the next run\n",
+        *report.engine_failure);
   }
 }
 

@@ -47,6 +47,10 @@ struct QueueRunReport {
   std::vector<std::pair<storage::RecipientState, uint64_t>> states;
   // The database failed mid-run: no more work was taken (exit 3).
   std::optional<storage::StorageError> storage_error;
+  // An engine shard failed (its io_uring): the pass was drained and no other pass started,
+  // since the same failure would end it again (exit 3). Nothing is lost: the recipients
+  // not attempted are queued again.
+  std::optional<std::string> engine_failure;
 };
 
 // Runs the engine over `config.storage.path` (which must exist) until done, then prints

@@ -88,7 +88,7 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
                              report.error(), db, db);
     return 2;
   }
-  if (report->storage_error) return 3;
+  if (report->storage_error || report->engine_failure) return 3;
   // Judged by where this send's recipients stand in the database, not by the engine's
   // attempts: a recipient deferred and then delivered in a later pass counts as delivered.
   uint64_t waiting = 0;  // not final: sent by a later `ringmail run`
@@ -164,10 +164,11 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
   result.taken = engine->recipients_taken();
   result.source_exhausted = source.exhausted();
   result.interrupted = interrupted;
+  const std::optional<std::string> engine_failure = engine->failure();
   // After a drain, every address still in the file is counted as not attempted, so the
   // summary accounts for every line. The engine has joined its feeder, so reading the
   // source here races with nothing.
-  if (interrupted)
+  if (interrupted || engine_failure)
     while (source.next()) ++result.unread;
   result.rejected = source.rejected();
   result.elapsed_s = std::chrono::duration<double>(end - start).count();
@@ -185,6 +186,10 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(metrics_settings.linger);
     const timespec linger{time_t(ns.count() / 1'000'000'000), long(ns.count() % 1'000'000'000)};
     sigtimedwait(&signals.set(), nullptr, &linger);
+  }
+  if (engine_failure) {
+    std::cerr << "ringmail: the engine failed and stopped the run: " << *engine_failure << '\n';
+    return 3;
   }
   return exit_status(result);
 }

@@ -132,7 +132,7 @@ int run_run(const RunFlags& flags) {
   options.summary = flags.summary;
   auto report = deliver_queue(c, **route_resolver, signals, *observability, options);
   if (!report) return fail(report.error());
-  if (report->storage_error) return 3;
+  if (report->storage_error || report->engine_failure) return 3;
   return report->result.interrupted ? 1 : 0;
 }
 

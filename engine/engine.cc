@@ -40,6 +40,8 @@ struct Engine::Impl {
   std::thread feeder;
 
   std::atomic<bool> drain{false};
+  mutable std::mutex failure_mutex;
+  std::optional<std::string> failure;
   std::atomic<uint64_t> taken{0};
   std::mutex done_mutex;
   std::mutex join_mutex;
@@ -72,6 +74,19 @@ struct Engine::Impl {
   }
 
   void feed(JobSource& source);
+
+  void drain_all() {
+    drain.store(true);
+    for (auto& inbox : inboxes) inbox->request_drain();
+  }
+
+  void shard_failed(unsigned shard, const std::string& what) {
+    {
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = "shard " + std::to_string(shard) + ": " + what;
+    }
+    drain_all();
+  }
 };
 
 void Engine::Impl::feed(JobSource& source) {
@@ -152,7 +167,8 @@ void Engine::start(JobSource& source) {
       pthread_setname_np(pthread_self(), name.c_str());
       std::unique_ptr<Shard> shard;
       try {
-        shard = std::make_unique<Shard>(i, m.options, *m.inboxes[i], m.sink, *m.counters[i]);
+        shard = std::make_unique<Shard>(i, m.options, *m.inboxes[i], m.sink, *m.counters[i],
+                                        [&m, i](const std::string& what) { m.shard_failed(i, what); });
         built[i].set_value();
       } catch (...) {
         built[i].set_exception(std::current_exception());
@@ -190,10 +206,11 @@ void Engine::start(JobSource& source) {
   });
 }
 
-void Engine::request_drain() {
-  Impl& m = *impl_;
-  m.drain.store(true);
-  for (auto& inbox : m.inboxes) inbox->request_drain();
+void Engine::request_drain() { impl_->drain_all(); }
+
+std::optional<std::string> Engine::failure() const {
+  std::lock_guard lock(impl_->failure_mutex);
+  return impl_->failure;
 }
 
 bool Engine::wait_for(std::chrono::milliseconds timeout) {

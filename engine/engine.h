@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "engine/delivery_counters.h"
 #include "engine/engine_options.h"
@@ -26,6 +28,9 @@ class Engine {
   // Stop taking new work; transactions in flight get drain_timeout to finish, then
   // connections are closed and their recipients deferred. Thread-safe; idempotent.
   void request_drain();
+  // The first shard failure (its io_uring failed), which drained the whole engine: every
+  // recipient taken still got an outcome, but the run did not finish its work.
+  std::optional<std::string> failure() const;
   // Waits up to `timeout` for the run to end (source exhausted and every transaction
   // finished, or drained). Returns true when it has ended.
   bool wait_for(std::chrono::milliseconds timeout);

@@ -51,12 +51,13 @@ std::string lower_domain(std::string_view domain) {
 }  // namespace
 
 Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, OutcomeSink* sink,
-             DeliveryCounters& counters)
+             DeliveryCounters& counters, RingFailureHandler on_ring_failure)
     : index_(index),
       options_(options),
       inbox_(inbox),
       sink_(sink),
       counters_(counters),
+      on_ring_failure_(std::move(on_ring_failure)),
       ring_(kRingEntries) {
   counters_.sites().configure(options_.site_metrics.sites, options_.site_metrics.max_tracked_per_shard);
   if (options_.multishot_receive)

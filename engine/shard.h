@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -25,9 +26,13 @@ namespace ringmail::engine {
 
 class Shard final : public dns::SocketWatcher {
  public:
+  // Called on the shard's thread when its ring fails, before the shard answers the rest of
+  // its inbox without the ring: the engine then stops the whole run (Engine::failure()).
+  using RingFailureHandler = std::function<void(const std::string& what)>;
+
   // `inbox`, `sink` (may be null) and `counters` must outlive the shard.
   Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, OutcomeSink* sink,
-        DeliveryCounters& counters);
+        DeliveryCounters& counters, RingFailureHandler on_ring_failure = {});
   ~Shard();
 
   // The thread body: returns when the inbox is closed and all its work has finished, or
@@ -136,6 +141,7 @@ class Shard final : public dns::SocketWatcher {
   ShardInbox& inbox_;
   OutcomeSink* sink_;
   DeliveryCounters& counters_;
+  RingFailureHandler on_ring_failure_;
 
   bool multishot_receive_ = true;
   uint64_t inbox_counter_ = 0;  // eventfd read target: the kernel writes it while armed

@@ -108,6 +108,9 @@ void Shard::fail_ring(int error) {
     collect_outcomes(c);
   }
   give_back_unsent();
+  // The run ends here for every shard: with a database, the recipients given back are due
+  // again at once, and a feeder still running would hand them straight back to this shard.
+  if (on_ring_failure_) on_ring_failure_(what);
   answer_inbox_without_ring();
 }
 

@@ -189,5 +189,51 @@ TEST_F(StorageWithEngine, ADeadDestinationDefersAndWaitsForItsBackoff) {
   for (auto& [a, code] : column_by_address("coalesce(last_code, -1)")) EXPECT_EQ(code, 0) << a;
 }
 
+TEST_F(StorageWithEngine, ARingFailureEndsThePassAndQueuesEveryRecipientAgain) {
+  // The shard's io_uring fails at its first submission. Its not-attempted outcomes make
+  // the rows due again at once, so a feeder that went on claiming would hand them back to
+  // the same dead shard for ever (a pass that never ended with 100,000 rows): the failure
+  // must drain the engine instead.
+  auto sink = test::SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  constexpr size_t kRecipients = 60'000;
+  enqueue(kRecipients);
+  auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(store);
+  auto owner = store->register_run(unix_now_ms());
+  ASSERT_TRUE(owner);
+  std::optional<std::string> failure;
+  bool ended = false;
+  {
+    StorageThread storage(std::move(*store), *owner, options_, schedule_);
+    engine::StaticRelayResolver resolver(engine::Destination{"127.0.0.1", (*sink)->port()});
+    DatabaseJobSource source(storage, options_.claim_batch);
+    auto o = engine_options(100);
+    o.fail_ring_after_submissions = 1;
+    o.shard_inbox_capacity = 64;
+    {
+      engine::Engine engine(o, resolver, &storage);
+      engine.start(source);
+      ended = engine.wait_for(std::chrono::seconds(20));
+      failure = engine.failure();
+    }
+    source.release_unsent();
+    ASSERT_TRUE(storage.flush());
+  }
+  EXPECT_TRUE(ended) << "the pass went on after the ring failed";
+  ASSERT_TRUE(failure);
+  EXPECT_NE(failure->find("io_uring failure"), std::string::npos) << *failure;
+  // Nothing was sent and nothing is lost: every row is queued, no attempt counted.
+  auto by_state = states();
+  EXPECT_EQ(by_state[RecipientState::kQueued], kRecipients);
+  EXPECT_EQ(by_state[RecipientState::kInFlight], 0u);
+  EXPECT_EQ((*sink)->recipients_received(), 0u);
+  auto store_after = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(store_after);
+  auto attempted = store_after->connection().query_int("SELECT count(*) FROM recipients WHERE attempts > 0");
+  ASSERT_TRUE(attempted);
+  EXPECT_EQ(attempted->value_or(-1), 0);
+}
+
 }  // namespace
 }  // namespace ringmail::storage
