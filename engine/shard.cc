@@ -370,28 +370,39 @@ void Shard::report_if_paused(DestinationPool& pool) {
                            std::chrono::duration_cast<std::chrono::system_clock::duration>(until - now_);
   pool.paused_domains.clear();
   pool.up_reported = false;
+  std::vector<std::string> domains;
   std::string domain = lower_domain(pool.destination().mx_domain);
-  if (!domain.empty()) pool.paused_domains.push_back(domain);
-  report_destination(pool, true, std::move(domain));
+  if (!domain.empty()) {
+    pool.paused_domains.push_back(domain);
+    domains.push_back(std::move(domain));
+  }
+  report_destination(pool, true, std::move(domains));
 }
 
 void Shard::report_paused_domain(DestinationPool& pool, const smtp::Transaction& transaction) {
   // Bounds the reports of a relay serving many domains; past it, recipients of the rest
   // wait for their own backoff.
   constexpr size_t kMaxDomainsPerPause = 256;
-  if (!sink_ || pool.paused_reported == Clock::time_point{} || transaction.recipients.empty() ||
-      pool.paused_domains.size() >= kMaxDomainsPerPause)
-    return;
-  const std::string& address = transaction.recipients.front();
-  const size_t at = address.rfind('@');
-  if (at == std::string::npos) return;
-  std::string domain = lower_domain(std::string_view(address).substr(at + 1));
-  if (domain.empty() ||
-      std::find(pool.paused_domains.begin(), pool.paused_domains.end(), domain) !=
-          pool.paused_domains.end())
-    return;
-  pool.paused_domains.push_back(domain);
-  report_destination(pool, true, std::move(domain));
+  if (!sink_ || pool.paused_reported == Clock::time_point{}) return;
+  // Every domain of the transaction: a relay's transaction mixes them, and each one's
+  // queued recipients are to wait for the pause.
+  std::vector<std::string> fresh;
+  std::string_view previous;  // consecutive recipients mostly share a domain
+  for (const std::string& address : transaction.recipients) {
+    if (pool.paused_domains.size() >= kMaxDomainsPerPause) break;
+    const size_t at = address.rfind('@');
+    if (at == std::string::npos) continue;
+    const std::string_view raw = std::string_view(address).substr(at + 1);
+    if (raw.empty() || raw == previous) continue;
+    previous = raw;
+    std::string domain = lower_domain(raw);
+    if (std::find(pool.paused_domains.begin(), pool.paused_domains.end(), domain) !=
+        pool.paused_domains.end())
+      continue;
+    pool.paused_domains.push_back(domain);
+    fresh.push_back(std::move(domain));
+  }
+  if (!fresh.empty()) report_destination(pool, true, std::move(fresh));
 }
 
 void Shard::report_up(DestinationPool& pool) {
@@ -402,10 +413,11 @@ void Shard::report_up(DestinationPool& pool) {
   report_destination(pool, false, {});
 }
 
-void Shard::report_destination(DestinationPool& pool, bool paused, std::string domain) {
+void Shard::report_destination(DestinationPool& pool, bool paused,
+                               std::vector<std::string> domains) {
   DestinationStateChange change;
   change.name = std::string(site_of(pool.destination()));
-  if (!domain.empty()) change.domains.push_back(std::move(domain));
+  change.domains = std::move(domains);
   change.paused = paused;
   if (paused) {
     change.paused_until = pool.paused_until_wall;

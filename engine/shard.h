@@ -76,7 +76,7 @@ class Shard final : public dns::SocketWatcher {
   void report_if_paused(DestinationPool& pool);
   void report_paused_domain(DestinationPool& pool, const smtp::Transaction& transaction);
   void report_up(DestinationPool& pool);
-  void report_destination(DestinationPool& pool, bool paused, std::string domain);
+  void report_destination(DestinationPool& pool, bool paused, std::vector<std::string> domains);
 
   // ---- Connections
   void open_connection(DestinationPool& pool);

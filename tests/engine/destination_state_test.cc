@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
+#include <map>
 #include <mutex>
 
 #include "tests/engine/engine_harness.h"
@@ -65,6 +67,30 @@ TEST(DestinationState, ARefusingRelayIsReportedPausedOnceWithItsDomain) {
   }
   EXPECT_EQ(with_domain, 1u);   // the domain once per pause, not per transaction
   EXPECT_LE(changes.size(), 2u);  // the transition, then the domain
+}
+
+TEST(DestinationState, EveryDomainOfAGivenBackTransactionIsReported) {
+  // Through a relay one transaction carries several domains; each has queued recipients
+  // that are to wait for the pause, not only the domain of the first recipient.
+  engine::EngineOptions options = test_options();
+  options.pool.dead_destination_pause = engine::Seconds(600);
+  options.pool.max_recipients_per_transaction = 9;  // every transaction starts with a.test
+  const std::array<std::string, 3> domains = {"a.test", "B.test", "c.test"};
+  std::vector<engine::DeliveryItem> items = make_items(450);
+  for (size_t i = 0; i < items.size(); ++i)
+    items[i].recipient = "r" + std::to_string(i) + "@" + domains[i % 3];
+  StateSink sink;
+  engine::StaticRelayResolver resolver(engine::Destination{"127.0.0.1", unused_loopback_port()});
+  VectorJobSource source(std::move(items));
+  {
+    engine::Engine engine(options, resolver, &sink);
+    engine.start(source);
+    ASSERT_TRUE(engine.wait_for(std::chrono::seconds(30)));
+  }
+  std::map<std::string, int> reported;
+  for (const auto& c : sink.changes())
+    for (const auto& d : c.domains) ++reported[d];
+  EXPECT_EQ(reported, (std::map<std::string, int>{{"a.test", 1}, {"b.test", 1}, {"c.test", 1}}));
 }
 
 TEST(DestinationState, AWorkingRelayIsReportedUpOnce) {
