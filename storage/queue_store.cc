@@ -557,11 +557,18 @@ std::expected<uint64_t, StorageError> QueueStore::postpone_domain(std::string_vi
   p.until_ms = std::max(p.until_ms, until_ms);
   p.name = std::string(name);
   // Uses recipients_by_domain; the rows moved change only in the due index.
-  auto st = cached(postpone_domain_,
-                   "UPDATE recipients SET next_attempt_at = ?2 WHERE domain = ?1 "
-                   "AND state IN ('queued', 'deferred') AND next_attempt_at < ?2");
+  // Scoped, the domain index is forced: by_message would walk every row of the message.
+  auto st = only_message_
+                ? cached(postpone_domain_of_message_,
+                         "UPDATE recipients INDEXED BY recipients_by_domain SET next_attempt_at = ?2 "
+                         "WHERE domain = ?1 AND state IN ('queued', 'deferred') "
+                         "AND next_attempt_at < ?2 AND message_id = ?3")
+                : cached(postpone_domain_,
+                         "UPDATE recipients SET next_attempt_at = ?2 WHERE domain = ?1 "
+                         "AND state IN ('queued', 'deferred') AND next_attempt_at < ?2");
   if (!st) return fail(st);
   (*st)->bind(1, domain).bind(2, until_ms);
+  if (only_message_) (*st)->bind(3, *only_message_);
   if (auto ok = (*st)->run(); !ok) return fail(ok);
   return static_cast<uint64_t>(db_.changes());
 }

@@ -189,12 +189,14 @@ class QueueStore {
   // Queued and deferred recipients of `domain` (lower-cased) due before `until_ms` become
   // due then, without an attempt: claims skip them with no filter of their own. Until
   // the destination `name` is up again, apply() defers no recipient of `domain` earlier.
-  // Returns how many rows moved.
+  // Returns how many rows moved. Limited to a message (limit_to_message), only that
+  // message's rows move: other messages may go to that domain by another route.
   std::expected<uint64_t, StorageError> postpone_domain(std::string_view name,
                                                         std::string_view domain, int64_t until_ms);
   // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
   std::expected<std::optional<int64_t>, StorageError> next_due_at();
-  // From now on claim() and next_due_at() see only this message's recipients (`send`
+  // From now on claim(), next_due_at() and postpone_domain() see only this message's
+  // recipients (`send`
   // delivers what it enqueued, through its own relay, and nothing else). The scoped claim
   // walks the due index and skips other messages' due rows, so it stays cheap while the
   // database holds few of those.
@@ -226,7 +228,7 @@ class QueueStore {
   Statement insert_recipient_, find_suppressed_, select_due_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
-      postpone_domain_;
+      postpone_domain_, postpone_domain_of_message_;
   // Domains postponed in this process (postpone_domain) and still paused: the pause's end
   // and the destination's name. Few entries; looked up only for a deferral.
   struct Postponed {

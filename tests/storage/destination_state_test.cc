@@ -79,6 +79,30 @@ TEST_F(DestinationStateTest, PostponingADomainUsesItsIndex) {
   EXPECT_NE(plan.find("recipients_by_domain"), std::string::npos) << plan;
 }
 
+// `send` limits the store to its own message: its relay's pause says nothing of the route
+// other messages take to the same domain, so their recipients keep their due time.
+TEST_F(DestinationStateTest, ALimitedStorePostponesOnlyItsOwnMessage) {
+  enqueue(3, "a.test");
+  enqueue(4, "a.test");
+  const int64_t mine = query("SELECT max(id) FROM messages");
+  const int64_t until = unix_now_ms() + 600'000;
+  {
+    auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+    ASSERT_TRUE(store);
+    store->limit_to_message(mine);
+    auto moved = store->postpone_domain("relay", "a.test", until);
+    ASSERT_TRUE(moved) << moved.error().message;
+    EXPECT_EQ(*moved, 4u);
+  }
+  const std::string of_mine = "message_id = " + std::to_string(mine);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE " + of_mine + " AND next_attempt_at = " +
+                  std::to_string(until)),
+            4);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE NOT " + of_mine + " AND next_attempt_at < " +
+                  std::to_string(until)),
+            3);
+}
+
 // A deferral of a postponed domain waits for the pause's end; once the destination is up
 // again, its own backoff applies.
 TEST_F(DestinationStateTest, ApplyDefersNoEarlierThanThePauseUntilUp) {
