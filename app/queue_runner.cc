@@ -92,7 +92,9 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   auto storage_thread = std::make_unique<storage::StorageThread>(
       std::move(*store), *owner, c.storage, c.retry, std::move(log_states));
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
-  FanOutSink sink(storage_thread.get(), observability.outcome_log.get());
+  // The log first: the storage thread may commit an outcome and hand its state change to
+  // the log before the log has the outcome's own line, which must come first.
+  FanOutSink sink(observability.outcome_log.get(), storage_thread.get());
   // Each pass has its own engine; a scrape sees the passes before it plus the current one.
   std::mutex sample_mutex;
   engine::DeliverySnapshot finished_passes;

@@ -241,10 +241,14 @@ TEST_F(SendCommand, ASendDeliversOnlyItsOwnRecipientsAndLogsTheirStates) {
   EXPECT_EQ(status()["campaigns"]["first"]["deferred"], 30);
   std::ifstream log(dir_ / "first.log");
   size_t state_lines = 0;
+  std::set<std::string> attempted;  // recipients whose recipient_outcome line came
   for (std::string line; std::getline(log, line);) {
     auto j = nlohmann::json::parse(line);
+    if (j["event"] == "recipient_outcome") attempted.insert(j["rcpt"].get<std::string>());
     if (j["event"] != "recipient_state") continue;
     ++state_lines;
+    // The attempt first, then the state it led to.
+    EXPECT_TRUE(attempted.contains(j["rcpt"].get<std::string>())) << line;
     EXPECT_EQ(j["state"], "deferred") << line;
     EXPECT_EQ(j["attempts"], 1) << line;
     EXPECT_TRUE(j.contains("next_attempt")) << line;
