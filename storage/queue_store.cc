@@ -447,7 +447,8 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
 }
 
 std::expected<uint64_t, StorageError> QueueStore::apply_delivered(
-    int64_t owner, std::span<const int64_t> sorted_ids, const smtp::Reply& reply, int64_t now_ms) {
+    int64_t owner, std::span<const int64_t> sorted_ids, const smtp::Reply& reply, int64_t now_ms,
+    const FirstAttempts& first_attempts) {
   const std::string enhanced = reply.enhanced.to_string();
   // Before the update, while the rows still say in_flight under this owner: a redelivery
   // (attempts > 0: deferred before, or recovered after a crash) is logged; a first-try
@@ -468,9 +469,11 @@ std::expected<uint64_t, StorageError> QueueStore::apply_delivered(
   Statement& d = **upd;
   uint64_t delivered = 0;
   auto ok = for_each_id_run(sorted_ids, [&](int64_t lo, int64_t hi) -> Status {
-    l.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, now_ms).bind(5, reply.code);
-    l.bind_static(6, enhanced).bind_static(7, reply.text);
-    if (auto ok = l.run(); !ok) return ok;
+    if (!first_attempts || !first_attempts(lo, hi)) {
+      l.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, now_ms).bind(5, reply.code);
+      l.bind_static(6, enhanced).bind_static(7, reply.text);
+      if (auto ok = l.run(); !ok) return ok;
+    }
     d.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, reply.code).bind_static(5, enhanced);
     d.bind_static(6, reply.text).bind(7, now_ms);
     if (auto ok = d.run(); !ok) return ok;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <functional>
 #include <optional>
 #include <random>
 #include <span>
@@ -171,10 +172,15 @@ class QueueStore {
   // duplicates. Rows no longer in flight under `owner` are left alone. The attempt log
   // gets a row only for a recipient that had attempts before (a first-try delivery is
   // fully described by the recipient row: attempts = 1, last_*, updated_at).
-  // Returns how many rows became delivered.
+  // `first_attempts(lo, hi)`, when given, says that every id of lo..hi was claimed with no
+  // attempt before: then there is no redelivery to log and the log's scan of the range is
+  // skipped (it is half the statements of a one-recipient delivery). Returns how many
+  // rows became delivered.
+  using FirstAttempts = std::function<bool(int64_t lo, int64_t hi)>;
   std::expected<uint64_t, StorageError> apply_delivered(int64_t owner,
                                                         std::span<const int64_t> sorted_ids,
-                                                        const smtp::Reply& reply, int64_t now_ms);
+                                                        const smtp::Reply& reply, int64_t now_ms,
+                                                        const FirstAttempts& first_attempts = {});
   // Claimed but never handed to a server: back to queued, no attempt counted.
   std::expected<void, StorageError> release(int64_t owner, int64_t recipient_id, int64_t now_ms);
   // The same for many; `sorted_ids` ascending, no duplicates.

@@ -189,6 +189,42 @@ void StorageThread::remember_claimed(const std::vector<ClaimedRecipient>& rows) 
   }
 }
 
+bool StorageThread::claimed_as_first_attempts(int64_t lo, int64_t hi) const {
+  auto it = claimed_.upper_bound(lo);
+  if (it == claimed_.begin()) return false;
+  --it;  // the run holding lo, if any
+  int64_t next = lo;
+  for (; it != claimed_.end() && it->first <= next; ++it) {
+    const ClaimedRun& run = it->second;
+    if (run.last_id < next || run.attempts != 0) return false;
+    if (run.last_id >= hi) return true;
+    next = run.last_id + 1;  // runs of one claim are adjacent when their ids are
+  }
+  return false;
+}
+
+void StorageThread::merge_equal_replies(std::vector<DeliveredGroup>& groups) {
+  if (groups.size() < 2) return;
+  auto same = [](const smtp::Reply& a, const smtp::Reply& b) {
+    return a.code == b.code && a.enhanced == b.enhanced && a.text == b.text;
+  };
+  size_t kept = 0;
+  for (size_t i = 1; i < groups.size(); ++i) {
+    if (same(groups[kept].reply, groups[i].reply)) {
+      std::vector<int64_t>& ids = groups[kept].ids;
+      ids.insert(ids.end(), groups[i].ids.begin(), groups[i].ids.end());
+    } else if (++kept != i) {
+      groups[kept] = std::move(groups[i]);
+    }
+  }
+  groups.resize(kept + 1);
+  for (DeliveredGroup& g : groups) {
+    if (std::is_sorted(g.ids.begin(), g.ids.end())) continue;
+    std::sort(g.ids.begin(), g.ids.end());
+    g.ids.erase(std::unique(g.ids.begin(), g.ids.end()), g.ids.end());
+  }
+}
+
 void StorageThread::return_claimed(int64_t lo, int64_t hi, std::optional<int64_t> delivered_at_ms,
                                    StorageMetrics& metrics) {
   while (lo <= hi) {
@@ -240,7 +276,9 @@ std::expected<void, StorageError> StorageThread::commit_batch(
   if (auto ok = store_.connection().begin(); !ok) return ok;
   auto work = [&]() -> std::expected<void, StorageError> {
     for (const DeliveredGroup& g : outcomes.delivered) {
-      auto delivered = store_.apply_delivered(owner_, g.ids, g.reply, now);
+      auto delivered = store_.apply_delivered(
+          owner_, g.ids, g.reply, now,
+          [this](int64_t lo, int64_t hi) { return claimed_as_first_attempts(lo, hi); });
       if (!delivered) return std::unexpected(delivered.error());
       metrics.outcomes[index_of(RecipientState::kDelivered)] += *delivered;
       for_each_id_run(g.ids, [&](int64_t lo, int64_t hi) { return_claimed(lo, hi, now, metrics); });
@@ -349,6 +387,7 @@ void StorageThread::loop() {
       stop = stopping_;
       failed = failure_;
     }
+    merge_equal_replies(outcomes.delivered);
 
     std::vector<std::vector<ClaimedItem>> granted;
     StorageMetrics committed;  // this commit's share, kept only if it succeeds

@@ -142,6 +142,12 @@ class StorageThread final : public engine::OutcomeSink {
                                                  StorageMetrics& metrics);
   // Remembers the runs of a claim (`rows` in any order).
   void remember_claimed(const std::vector<ClaimedRecipient>& rows);
+  // Every id of lo..hi was claimed here with no attempt before (a first try).
+  bool claimed_as_first_attempts(int64_t lo, int64_t hi) const;
+  // Adjacent groups with the same reply (a server that answers every message alike)
+  // become one, sorted: their ids then mostly form one run, one statement for many
+  // one-recipient transactions instead of one each.
+  static void merge_equal_replies(std::vector<DeliveredGroup>& groups);
   // Ids lo..hi are back (an outcome or a release): forgets them; when `delivered_at_ms` is
   // set, first observes their attempts and latency. Ids this thread did not claim are
   // skipped.

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 
@@ -114,6 +115,39 @@ TEST_F(StorageWithEngine, DeliversEveryRecipientInGroupedTransactions) {
   EXPECT_LE((*sink)->messages_received(), 30u);
   auto attempts = column_by_address("attempts");
   for (auto& [a, n] : attempts) ASSERT_EQ(n, 1) << a;
+}
+
+TEST_F(StorageWithEngine, OneRecipientTransactionsKeepEachTheirOwnReply) {
+  // Receipts: one recipient per transaction. The storage thread merges the outcomes that
+  // share a reply into one statement; a server that names each message ("queued as N")
+  // must still leave each recipient its own reply, and a first-try delivery no attempt row.
+  std::atomic<int> queued{0};
+  test::ScriptedSmtpServerOptions o;
+  o.script = [&](const test::ScriptedCommand& c) -> std::optional<test::ScriptedReply> {
+    if (c.verb != ".") return std::nullopt;
+    return test::ScriptedReply::line("250 2.0.0 Ok: queued as " + std::to_string(++queued));
+  };
+  auto server = test::ScriptedSmtpServer::start(o);
+  ASSERT_TRUE(server) << server.error();
+  auto sink = test::SmtpSinkProcess::start();  // "250 2.0.0 Ok" to every message
+  ASSERT_TRUE(sink) << sink.error();
+  enqueue(300, "named.test");
+  EXPECT_EQ(run_until_done((*server)->port(), 1), 1u);
+  enqueue(300, "same.test");
+  EXPECT_EQ(run_until_done((*sink)->port(), 1), 1u);
+  EXPECT_EQ(states()[RecipientState::kDelivered], 600u);
+  auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(store);
+  auto count = [&](const std::string& sql) {
+    auto v = store->connection().query_int(sql);
+    EXPECT_TRUE(v) << sql;
+    return v && *v ? **v : -1;
+  };
+  EXPECT_EQ(count("SELECT count(DISTINCT last_text) FROM recipients WHERE domain = 'named.test'"), 300);
+  EXPECT_EQ(count("SELECT count(*) FROM recipients WHERE domain = 'same.test' AND last_text = 'Ok'"),
+            300);
+  EXPECT_EQ(count("SELECT count(*) FROM recipients WHERE attempts <> 1"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM attempts"), 0);
 }
 
 TEST_F(StorageWithEngine, SoftRejectedTwiceThenAcceptedIsDeliveredAfterThreeAttempts) {
