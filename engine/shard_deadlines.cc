@@ -9,12 +9,11 @@
 #include <cstring>
 #include <string>
 
+#include "engine/shard_internal.h"
 #include "engine/shard_replies.h"
 
 namespace ringmail::engine {
 namespace {
-
-Clock::duration to_duration(Seconds s) { return std::chrono::duration_cast<Clock::duration>(s); }
 
 const char* awaiting_name(smtp::Awaiting awaiting) {
   switch (awaiting) {

@@ -1,0 +1,202 @@
+// A shard's destination pools: which pools get scheduled, feeding their queues to
+// connections, and reporting a destination paused or up to the outcome sink.
+#include "engine/shard.h"
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/shard_internal.h"
+
+namespace ringmail::engine {
+namespace {
+
+// The site a pool serves, for per-site counters: the domain of an MX pool, else the
+// relay's configured name (its address when it has none).
+std::string_view site_of(const Destination& d) {
+  if (!d.mx_domain.empty()) return d.mx_domain;
+  return d.tls_name.empty() ? std::string_view(d.host) : std::string_view(d.tls_name);
+}
+
+// Domains as the database stores them (storage: lower-cased at enqueue).
+std::string lower_domain(std::string_view domain) {
+  std::string out(domain);
+  for (char& ch : out)
+    if (ch >= 'A' && ch <= 'Z') ch = char(ch - 'A' + 'a');
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- pools
+
+DestinationPool& Shard::pool_for(const Destination& destination, const std::string& key) {
+  auto it = pools_.find(key);
+  if (it == pools_.end()) {
+    it = pools_.emplace(key, std::make_unique<DestinationPool>(destination, options_.pool)).first;
+    it->second->site = &counters_.sites().slot_for(site_of(destination));
+  }
+  return *it->second;
+}
+
+void Shard::activate(DestinationPool& pool) {
+  if (pool.in_active_list) return;
+  pool.in_active_list = true;
+  active_pools_.push_back(&pool);
+}
+
+void Shard::schedule_active_pools() {
+  // Pools whose rate limit has refilled need another look even without an event.
+  if (options_.pool.messages_per_second > 0)
+    for (auto& [key, pool] : pools_)
+      if (!pool->queue.empty()) activate(*pool);
+  // Scheduling may activate pools again; those wait for the next turn.
+  scheduling_.clear();
+  scheduling_.swap(active_pools_);
+  for (DestinationPool* pool : scheduling_) {
+    pool->in_active_list = false;
+    schedule_pool(*pool);
+  }
+}
+
+void Shard::schedule_pool(DestinationPool& pool) {
+  // Existing connections first: a reused connection costs the server nothing new.
+  for (size_t i = 0; i < pool.connections.size() && !pool.queue.empty(); ++i)
+    feed_connection(pool.connections[i]);
+  // Then open connections for the work still waiting, one per waiting transaction, up to
+  // the limit. Connections still connecting have already taken one transaction each.
+  const size_t max_connections = pool.failing(now_) ? 1 : pool.limits().max_connections;
+  while (!draining_ && !pool.queue.empty() && pool.connections.size() < max_connections) {
+    if (pool.dead(now_)) {
+      defer_queue_of_dead_pool(pool);
+      break;
+    }
+    size_t before = pool.queue.size();
+    open_connection(pool);
+    if (pool.queue.size() == before) break;  // rate limited or could not open
+  }
+  // No more work will come: idle connections close now rather than at the idle timeout.
+  if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
+    for (uint32_t slot : pool.connections) {
+      Connection& c = connections_[slot];
+      if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested) {
+        c.quit_requested = true;
+        c.session->quit();
+        mark_dirty(slot);
+        set_deadline(c);
+      }
+    }
+  }
+}
+
+void Shard::feed_connection(uint32_t slot) {
+  Connection& c = connections_[slot];
+  if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) return;
+  if (c.quit_requested || draining_) return;
+  DestinationPool& pool = *c.pool;
+  smtp::ClientSession& session = *c.session;
+  bool added = false;
+  const uint64_t max_messages = pool.limits().max_messages_per_connection;
+  while (!pool.queue.empty() && session.can_accept_transaction() &&
+         (max_messages == 0 || c.transactions_assigned < max_messages) &&
+         pool.take_send_token(now_)) {
+    session.add_transaction(std::move(pool.queue.front()));
+    pool.queue.pop_front();
+    ++c.transactions_assigned;
+    added = true;
+  }
+  if (max_messages != 0 && c.transactions_assigned >= max_messages && !c.quit_requested) {
+    // A fresh connection after this many messages, as Postfix's smtp_connection_reuse_count_limit.
+    c.quit_requested = true;
+    session.quit();
+    added = true;
+  }
+  if (added && c.state == Connection::State::kOpen) {
+    mark_dirty(slot);
+    set_deadline(c);
+  }
+}
+
+void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
+  while (!pool.queue.empty()) {
+    smtp::Transaction txn = std::move(pool.queue.front());
+    pool.queue.pop_front();
+    report_paused_domain(pool, txn);
+    give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
+  }
+}
+
+void Shard::report_if_paused(DestinationPool& pool) {
+  if (!sink_ || !pool.dead(now_)) return;
+  const Clock::time_point until = pool.probe_time();
+  if (until == Clock::time_point::max()) return;  // no numeric host: nothing to probe
+  // Connections failing together each push their host's probe time a little: one report
+  // per pause, and another only when a probe failed (a new pause).
+  if (pool.paused_reported != Clock::time_point{} &&
+      until < pool.paused_reported + to_duration(pool.limits().dead_destination_pause) / 2)
+    return;
+  pool.paused_reported = until;
+  // Once per pause, so every report of it carries the same time.
+  pool.paused_until_wall = std::chrono::system_clock::now() +
+                           std::chrono::duration_cast<std::chrono::system_clock::duration>(until - now_);
+  pool.paused_domains.clear();
+  pool.up_reported = false;
+  std::vector<std::string> domains;
+  std::string domain = lower_domain(pool.destination().mx_domain);
+  if (!domain.empty()) {
+    pool.paused_domains.push_back(domain);
+    domains.push_back(std::move(domain));
+  }
+  report_destination(pool, true, std::move(domains));
+}
+
+void Shard::report_paused_domain(DestinationPool& pool, const smtp::Transaction& transaction) {
+  // Bounds the reports of a relay serving many domains; past it, recipients of the rest
+  // wait for their own backoff.
+  constexpr size_t kMaxDomainsPerPause = 256;
+  if (!sink_ || pool.paused_reported == Clock::time_point{}) return;
+  // Every domain of the transaction: a relay's transaction mixes them, and each one's
+  // queued recipients are to wait for the pause.
+  std::vector<std::string> fresh;
+  std::string_view previous;  // consecutive recipients mostly share a domain
+  for (const std::string& address : transaction.recipients) {
+    if (pool.paused_domains.size() >= kMaxDomainsPerPause) break;
+    const size_t at = address.rfind('@');
+    if (at == std::string::npos) continue;
+    const std::string_view raw = std::string_view(address).substr(at + 1);
+    if (raw.empty() || raw == previous) continue;
+    previous = raw;
+    std::string domain = lower_domain(raw);
+    if (std::find(pool.paused_domains.begin(), pool.paused_domains.end(), domain) !=
+        pool.paused_domains.end())
+      continue;
+    pool.paused_domains.push_back(domain);
+    fresh.push_back(std::move(domain));
+  }
+  if (!fresh.empty()) report_destination(pool, true, std::move(fresh));
+}
+
+void Shard::report_up(DestinationPool& pool) {
+  if (!sink_ || (pool.up_reported && pool.paused_reported == Clock::time_point{})) return;
+  pool.up_reported = true;
+  pool.paused_reported = {};
+  pool.paused_domains.clear();
+  report_destination(pool, false, {});
+}
+
+void Shard::report_destination(DestinationPool& pool, bool paused,
+                               std::vector<std::string> domains) {
+  DestinationStateChange change;
+  change.name = std::string(site_of(pool.destination()));
+  change.domains = std::move(domains);
+  change.paused = paused;
+  if (paused) {
+    change.paused_until = pool.paused_until_wall;
+    change.reason = pool.last_failure();
+  }
+  sink_->on_destination_state(index_, change);
+}
+
+}  // namespace ringmail::engine
