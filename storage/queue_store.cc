@@ -1,3 +1,6 @@
+// QueueStore's opening, enqueue, runs and leases, and the storage thread's work (claim,
+// apply outcomes, release, pause destinations and postpone their domains). Reports are in
+// queue_reports.cc, the suppression list in queue_suppressions.cc.
 #include "storage/queue_store.h"
 
 #include <fmt/format.h>
@@ -5,23 +8,20 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <sstream>
 
+#include "storage/queue_store_internal.h"
 #include "storage/schema.h"
 
 namespace ringmail::storage {
+
+using queue_store_internal::fail;
+using queue_store_internal::lower;
+using queue_store_internal::Status;
+
 namespace {
-
-using Status = std::expected<void, StorageError>;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 std::string host_name() {
   char buf[256] = {};
@@ -47,11 +47,6 @@ std::optional<int64_t> process_start_time(int64_t pid) {
   } catch (...) {
     return std::nullopt;
   }
-}
-
-template <typename T>
-std::unexpected<StorageError> fail(const std::expected<T, StorageError>& e) {
-  return std::unexpected(e.error());
 }
 
 // Calls fn(lo, hi) for each run of consecutive ids in `sorted` (ascending), so a set of
@@ -522,8 +517,6 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::next_due_at() {
   return out;
 }
 
-// ---------------------------------------------------------------- reports
-
 std::expected<void, StorageError> QueueStore::record_destination(std::string_view name,
                                                                 bool paused, int64_t until_ms,
                                                                 const smtp::Reply& reason,
@@ -574,146 +567,6 @@ std::expected<uint64_t, StorageError> QueueStore::postpone_domain(std::string_vi
   if (only_message_) (*st)->bind(3, *only_message_);
   if (auto ok = (*st)->run(); !ok) return fail(ok);
   return static_cast<uint64_t>(db_.changes());
-}
-
-std::expected<std::vector<DestinationStatus>, StorageError> QueueStore::paused_destinations() {
-  auto st = db_.prepare(
-      "SELECT name, coalesce(paused_until, 0), failures, coalesce(last_code, 0), "
-      "coalesce(last_enhanced, ''), coalesce(last_text, ''), updated_at FROM destinations "
-      "WHERE state = 'paused' ORDER BY name");
-  if (!st) return fail(st);
-  std::vector<DestinationStatus> out;
-  while (true) {
-    auto row = st->step();
-    if (!row) return fail(row);
-    if (!*row) break;
-    out.push_back({st->column_string(0), true, st->column_int(1), st->column_int(2),
-                   static_cast<int>(st->column_int(3)), st->column_string(4),
-                   st->column_string(5), st->column_int(6)});
-  }
-  return out;
-}
-
-std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::string> campaign,
-                                                             size_t top_replies) {
-  StatusReport report;
-  auto paused = paused_destinations();
-  if (!paused) return fail(paused);
-  report.paused_destinations = std::move(*paused);
-  // ?1 NULL: every campaign.
-  const std::string join =
-      " FROM recipients r JOIN messages m ON m.id = r.message_id "
-      "JOIN campaigns c ON c.id = m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) ";
-  auto bind_campaign = [&](Statement& s) {
-    if (campaign) {
-      s.bind(1, *campaign);
-    } else {
-      s.bind_null(1);
-    }
-  };
-  auto counts = [&](std::string_view group, std::vector<StateCount>& out) -> Status {
-    auto st =
-        db_.prepare(fmt::format("SELECT {0}, r.state, count(*){1} GROUP BY {0}, r.state "
-                                "ORDER BY {0}, r.state",
-                                group, join));
-    if (!st) return fail(st);
-    bind_campaign(*st);
-    while (true) {
-      auto row = st->step();
-      if (!row) return fail(row);
-      if (!*row) break;
-      auto state = parse_state(st->column_text(1));
-      if (!state) continue;
-      out.push_back({st->column_string(0), *state, static_cast<uint64_t>(st->column_int(2))});
-    }
-    return {};
-  };
-  if (auto ok = counts("c.name", report.by_campaign); !ok) return fail(ok);
-  if (auto ok = counts("r.domain", report.by_domain); !ok) return fail(ok);
-
-  auto oldest = db_.prepare(
-      "SELECT r.address, c.name, r.first_due_at, r.next_attempt_at, r.attempts, "
-      "coalesce(r.last_code, 0), coalesce(r.last_enhanced, ''), coalesce(r.last_text, '')" +
-      join + "AND r.state = 'deferred' ORDER BY r.first_due_at, r.id LIMIT 1");
-  if (!oldest) return fail(oldest);
-  bind_campaign(*oldest);
-  auto row = oldest->step();
-  if (!row) return fail(row);
-  if (*row) {
-    Statement& s = *oldest;
-    report.oldest_deferred =
-        OldestDeferred{s.column_string(0), s.column_string(1), s.column_int(2),
-                       s.column_int(3),    s.column_int(4),    static_cast<int>(s.column_int(5)),
-                       s.column_string(6), s.column_string(7)};
-  }
-
-  auto replies = db_.prepare("SELECT r.last_code, coalesce(r.last_enhanced, ''), count(*)" + join +
-                             "AND r.last_code IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1 "
-                             "LIMIT ?2");
-  if (!replies) return fail(replies);
-  bind_campaign(*replies);
-  replies->bind(2, static_cast<int64_t>(top_replies));
-  while (true) {
-    auto r = replies->step();
-    if (!r) return fail(r);
-    if (!*r) break;
-    report.top_replies.push_back({static_cast<int>(replies->column_int(0)),
-                                  replies->column_string(1),
-                                  static_cast<uint64_t>(replies->column_int(2))});
-  }
-  return report;
-}
-
-std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError>
-QueueStore::state_counts(std::optional<int64_t> message_id) {
-  auto st = db_.prepare(message_id ? "SELECT state, count(*) FROM recipients WHERE message_id = ?1 "
-                                     "GROUP BY state"
-                                   : "SELECT state, count(*) FROM recipients GROUP BY state");
-  if (!st) return fail(st);
-  if (message_id) st->bind(1, *message_id);
-  std::vector<std::pair<RecipientState, uint64_t>> out;
-  while (true) {
-    auto row = st->step();
-    if (!row) return fail(row);
-    if (!*row) break;
-    if (auto s = parse_state(st->column_text(0)))
-      out.emplace_back(*s, static_cast<uint64_t>(st->column_int(1)));
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------- suppression list
-
-std::expected<bool, StorageError> QueueStore::suppress(std::string_view address,
-                                                       std::string_view reason, int64_t now_ms) {
-  auto st = cached(insert_suppression_,
-                   "INSERT OR IGNORE INTO suppressions(address, reason, created_at) "
-                   "VALUES (?1, ?2, ?3)");
-  if (!st) return fail(st);
-  (*st)->bind(1, lower(address)).bind(2, reason).bind(3, now_ms);
-  if (auto ok = (*st)->run(); !ok) return fail(ok);
-  return db_.changes() > 0;
-}
-
-std::expected<bool, StorageError> QueueStore::unsuppress(std::string_view address) {
-  auto st = db_.prepare("DELETE FROM suppressions WHERE address = ?1");
-  if (!st) return fail(st);
-  st->bind(1, lower(address));
-  if (auto ok = st->run(); !ok) return fail(ok);
-  return db_.changes() > 0;
-}
-
-std::expected<std::vector<Suppression>, StorageError> QueueStore::suppressions() {
-  auto st = db_.prepare("SELECT address, reason, created_at FROM suppressions ORDER BY address");
-  if (!st) return fail(st);
-  std::vector<Suppression> out;
-  while (true) {
-    auto row = st->step();
-    if (!row) return fail(row);
-    if (!*row) break;
-    out.push_back({st->column_string(0), st->column_string(1), st->column_int(2)});
-  }
-  return out;
 }
 
 }  // namespace ringmail::storage

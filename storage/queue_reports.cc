@@ -1,0 +1,124 @@
+// QueueStore's read-only reports: recipient counts by state, campaign and domain, the
+// paused destinations, the oldest deferral and the commonest replies (`ringmail status`,
+// the end of a run, the metrics scrape).
+#include <fmt/format.h>
+
+#include <utility>
+
+#include "storage/queue_store.h"
+#include "storage/queue_store_internal.h"
+
+namespace ringmail::storage {
+
+using queue_store_internal::fail;
+using queue_store_internal::Status;
+
+// ---------------------------------------------------------------- reports
+
+std::expected<std::vector<DestinationStatus>, StorageError> QueueStore::paused_destinations() {
+  auto st = db_.prepare(
+      "SELECT name, coalesce(paused_until, 0), failures, coalesce(last_code, 0), "
+      "coalesce(last_enhanced, ''), coalesce(last_text, ''), updated_at FROM destinations "
+      "WHERE state = 'paused' ORDER BY name");
+  if (!st) return fail(st);
+  std::vector<DestinationStatus> out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    out.push_back({st->column_string(0), true, st->column_int(1), st->column_int(2),
+                   static_cast<int>(st->column_int(3)), st->column_string(4),
+                   st->column_string(5), st->column_int(6)});
+  }
+  return out;
+}
+
+std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::string> campaign,
+                                                             size_t top_replies) {
+  StatusReport report;
+  auto paused = paused_destinations();
+  if (!paused) return fail(paused);
+  report.paused_destinations = std::move(*paused);
+  // ?1 NULL: every campaign.
+  const std::string join =
+      " FROM recipients r JOIN messages m ON m.id = r.message_id "
+      "JOIN campaigns c ON c.id = m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) ";
+  auto bind_campaign = [&](Statement& s) {
+    if (campaign) {
+      s.bind(1, *campaign);
+    } else {
+      s.bind_null(1);
+    }
+  };
+  auto counts = [&](std::string_view group, std::vector<StateCount>& out) -> Status {
+    auto st =
+        db_.prepare(fmt::format("SELECT {0}, r.state, count(*){1} GROUP BY {0}, r.state "
+                                "ORDER BY {0}, r.state",
+                                group, join));
+    if (!st) return fail(st);
+    bind_campaign(*st);
+    while (true) {
+      auto row = st->step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      auto state = parse_state(st->column_text(1));
+      if (!state) continue;
+      out.push_back({st->column_string(0), *state, static_cast<uint64_t>(st->column_int(2))});
+    }
+    return {};
+  };
+  if (auto ok = counts("c.name", report.by_campaign); !ok) return fail(ok);
+  if (auto ok = counts("r.domain", report.by_domain); !ok) return fail(ok);
+
+  auto oldest = db_.prepare(
+      "SELECT r.address, c.name, r.first_due_at, r.next_attempt_at, r.attempts, "
+      "coalesce(r.last_code, 0), coalesce(r.last_enhanced, ''), coalesce(r.last_text, '')" +
+      join + "AND r.state = 'deferred' ORDER BY r.first_due_at, r.id LIMIT 1");
+  if (!oldest) return fail(oldest);
+  bind_campaign(*oldest);
+  auto row = oldest->step();
+  if (!row) return fail(row);
+  if (*row) {
+    Statement& s = *oldest;
+    report.oldest_deferred =
+        OldestDeferred{s.column_string(0), s.column_string(1), s.column_int(2),
+                       s.column_int(3),    s.column_int(4),    static_cast<int>(s.column_int(5)),
+                       s.column_string(6), s.column_string(7)};
+  }
+
+  auto replies = db_.prepare("SELECT r.last_code, coalesce(r.last_enhanced, ''), count(*)" + join +
+                             "AND r.last_code IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1 "
+                             "LIMIT ?2");
+  if (!replies) return fail(replies);
+  bind_campaign(*replies);
+  replies->bind(2, static_cast<int64_t>(top_replies));
+  while (true) {
+    auto r = replies->step();
+    if (!r) return fail(r);
+    if (!*r) break;
+    report.top_replies.push_back({static_cast<int>(replies->column_int(0)),
+                                  replies->column_string(1),
+                                  static_cast<uint64_t>(replies->column_int(2))});
+  }
+  return report;
+}
+
+std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError>
+QueueStore::state_counts(std::optional<int64_t> message_id) {
+  auto st = db_.prepare(message_id ? "SELECT state, count(*) FROM recipients WHERE message_id = ?1 "
+                                     "GROUP BY state"
+                                   : "SELECT state, count(*) FROM recipients GROUP BY state");
+  if (!st) return fail(st);
+  if (message_id) st->bind(1, *message_id);
+  std::vector<std::pair<RecipientState, uint64_t>> out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    if (auto s = parse_state(st->column_text(0)))
+      out.emplace_back(*s, static_cast<uint64_t>(st->column_int(1)));
+  }
+  return out;
+}
+
+}  // namespace ringmail::storage
