@@ -1,6 +1,7 @@
 #include "app/send_command.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -175,8 +176,12 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
 
   // Every outcome line is written before the summary says the run is over.
   if (outcome_log) outcome_log->flush();
+  if (engine_failure)
+    std::cerr << "ringmail: the engine failed and stopped the run: " << *engine_failure << '\n';
   if (flags.summary == SummaryFormat::kJson) {
-    std::cout << format_summary_json(result) << std::endl;
+    auto j = nlohmann::json::parse(format_summary_json(result));
+    if (engine_failure) j["engine_failure"] = *engine_failure;
+    std::cout << j.dump() << std::endl;
     if (!flags.quiet) std::cerr << format_summary_text(result);
   } else if (!flags.quiet) {
     std::cout << format_summary_text(result) << std::flush;
@@ -187,10 +192,7 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
     const timespec linger{time_t(ns.count() / 1'000'000'000), long(ns.count() % 1'000'000'000)};
     sigtimedwait(&signals.set(), nullptr, &linger);
   }
-  if (engine_failure) {
-    std::cerr << "ringmail: the engine failed and stopped the run: " << *engine_failure << '\n';
-    return 3;
-  }
+  if (engine_failure) return 3;
   return exit_status(result);
 }
 

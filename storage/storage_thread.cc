@@ -219,8 +219,7 @@ void StorageThread::merge_equal_replies(std::vector<DeliveredGroup>& groups) {
   }
   groups.resize(kept + 1);
   for (DeliveredGroup& g : groups) {
-    if (std::is_sorted(g.ids.begin(), g.ids.end())) continue;
-    std::sort(g.ids.begin(), g.ids.end());
+    if (!std::is_sorted(g.ids.begin(), g.ids.end())) std::sort(g.ids.begin(), g.ids.end());
     g.ids.erase(std::unique(g.ids.begin(), g.ids.end()), g.ids.end());
   }
 }
