@@ -205,6 +205,8 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_seconds(n, c.engine.pool.dead_destination_pause, false);
      }},
+    {"pool", "max_backlog",
+     [](const toml::node& n, Config& c) { return read_seconds(n, c.pool_max_backlog, true); }},
     {"pool", "messages_per_second",
      [](const toml::node& n, Config& c) -> Status {
        auto v = read_number(n, 0, Limits::kMaxRate);

@@ -81,6 +81,9 @@ struct Config {
   LogSettings log;
   storage::StorageOptions storage;  // [storage]: the database of enqueue/run/status
   storage::RetrySchedule retry;      // [retry]: backoff and maximum age of deferrals
+  // [pool] max_backlog: engine.pool.max_backlog for runs from a database, the only source
+  // that can keep parked work (`send --no-db` never parks); 0 turns parking off.
+  engine::Seconds pool_max_backlog{5};
 };
 
 // Accepted ranges, shared by the config file and the command line.

@@ -116,7 +116,12 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   engine::DeliverySnapshot total;
   uint64_t taken = 0;
   bool interrupted = false;
+  // The database keeps parked work, so passes from it may park (PoolLimits::max_backlog).
+  engine::EngineOptions engine_options = c.engine;
+  engine_options.pool.max_backlog = c.pool_max_backlog;
   auto counts_of = [&](const engine::DeliverySnapshot& s, uint64_t taken_now) {
+    // A parked recipient is taken again later: count it once.
+    taken_now -= std::min(taken_now, s.recipients_parked);
     return make_progress_counts(s, options.rejected_lines, taken_now, false,
                                 options.expected_recipients + options.rejected_lines);
   };
@@ -127,7 +132,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     {
       std::unique_ptr<engine::Engine> engine;
       try {
-        engine = std::make_unique<engine::Engine>(c.engine, resolver, &sink);
+        engine = std::make_unique<engine::Engine>(engine_options, resolver, &sink);
         engine->start(source);
         std::lock_guard lock(sample_mutex);
         current_engine = engine.get();
@@ -166,6 +171,16 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     }
     const int64_t now = storage::unix_now_ms();
     if (*next_due && **next_due <= now) continue;  // retries already due: another pass
+    const int64_t backlog_ms = static_cast<int64_t>(c.pool_max_backlog.count() * 1000);
+    if (pass_counts.recipients_parked > 0 && *next_due && **next_due - now <= backlog_ms) {
+      // Parked work is not done, even for --until-done: it waits only for its destination's
+      // backlog to go down (due within max_backlog), so wait for it and go on.
+      if (signals.wait(std::chrono::milliseconds(std::max<int64_t>(**next_due - now, 1))) != 0) {
+        interrupted = true;
+        break;
+      }
+      continue;
+    }
     if (options.until_done) break;
     // The long-running service: sleep until the next attempt is due (bounded, so work
     // enqueued meanwhile by another process is picked up), waking for a signal.

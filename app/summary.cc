@@ -26,7 +26,7 @@ std::string rate(uint64_t n, double seconds) {
 // Recipients the engine took but never reported on (only when a run ends abnormally) are
 // counted with the ones it reports as not attempted.
 uint64_t not_attempted(const RunResult& r) {
-  const uint64_t finished = r.delivery.recipients_finished();
+  const uint64_t finished = r.delivery.recipients_accounted();
   return r.delivery.recipients_not_attempted + (r.taken > finished ? r.taken - finished : 0) +
          r.unread;
 }
@@ -56,6 +56,9 @@ std::string format_summary_text(const RunResult& r) {
   out += fmt::format("  rejected       {:>12}  (lines of the recipients file refused)\n",
                      group_thousands(r.rejected));
   out += fmt::format("  not attempted  {:>12}\n", group_thousands(not_attempted(r)));
+  if (d.recipients_parked > 0)
+    out += fmt::format("  parked         {:>12}  (their destination had a backlog; taken again later)\n",
+                       group_thousands(d.recipients_parked));
   if (!r.source_exhausted) out += "  (the rest of the recipients file was not read)\n";
   out +=
       fmt::format("  messages       {:>12}  {} msg/s\n", group_thousands(d.transactions_finished),
@@ -92,6 +95,7 @@ std::string format_summary_json(const RunResult& r) {
       {"bounced", d.recipients_bounced},
       {"rejected", r.rejected},
       {"not_attempted", not_attempted(r)},
+      {"parked", d.recipients_parked},
       {"messages", d.transactions_finished},
       {"recipients", d.recipients_finished()},
       {"elapsed_s", r.elapsed_s},

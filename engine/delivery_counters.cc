@@ -111,6 +111,7 @@ void DeliverySnapshot::add(const DeliverySnapshot& other) {
   recipients_deferred += other.recipients_deferred;
   recipients_bounced += other.recipients_bounced;
   recipients_not_attempted += other.recipients_not_attempted;
+  recipients_parked += other.recipients_parked;
   transactions_finished += other.transactions_finished;
   transactions_delivered += other.transactions_delivered;
   connections_opened += other.connections_opened;
@@ -153,6 +154,7 @@ void DeliveryCounters::count_recipient(const smtp::Reply& reply, int status) {
 }
 
 void DeliveryCounters::count_not_attempted(uint64_t recipients) { bump(not_attempted_, recipients); }
+void DeliveryCounters::count_parked(uint64_t recipients) { bump(parked_, recipients); }
 
 void DeliveryCounters::count_transaction(bool any_delivered) {
   bump(transactions_);
@@ -168,6 +170,7 @@ DeliverySnapshot DeliveryCounters::snapshot() const {
   s.recipients_deferred = deferred_.load(std::memory_order_relaxed);
   s.recipients_bounced = bounced_.load(std::memory_order_relaxed);
   s.recipients_not_attempted = not_attempted_.load(std::memory_order_relaxed);
+  s.recipients_parked = parked_.load(std::memory_order_relaxed);
   s.transactions_finished = transactions_.load(std::memory_order_relaxed);
   s.transactions_delivered = transactions_delivered_.load(std::memory_order_relaxed);
   s.connections_opened = opened_.load(std::memory_order_relaxed);

@@ -55,6 +55,9 @@ struct DeliverySnapshot {
   uint64_t recipients_deferred = 0;
   uint64_t recipients_bounced = 0;
   uint64_t recipients_not_attempted = 0;  // dropped at shutdown before any attempt
+  // Given back unsent because their destination had a backlog (PoolLimits::max_backlog):
+  // the source keeps them for later. A recipient may be parked more than once in a run.
+  uint64_t recipients_parked = 0;
   uint64_t transactions_finished = 0;     // messages: one per SMTP transaction
   uint64_t transactions_delivered = 0;    // ... of which at least one recipient delivered
   uint64_t connections_opened = 0;
@@ -87,6 +90,9 @@ struct DeliverySnapshot {
   uint64_t recipients_finished() const {
     return recipients_delivered + recipients_deferred + recipients_bounced + recipients_not_attempted;
   }
+  // Every recipient taken is one of these: finished, or parked for the source to offer
+  // again (so taken - accounted is what is still in flight).
+  uint64_t recipients_accounted() const { return recipients_finished() + recipients_parked; }
   void add(const DeliverySnapshot& other);
 };
 
@@ -97,6 +103,7 @@ class DeliveryCounters {
   // As above, also counting the enhanced code's class.
   void count_recipient(const smtp::Reply& reply, int status /*smtp::RecipientStatus*/);
   void count_not_attempted(uint64_t recipients);
+  void count_parked(uint64_t recipients);
   void count_transaction(bool any_delivered);
   void count_connection_opened();
   // Also counted for `site` when given (the pool's site slot).
@@ -137,7 +144,8 @@ class DeliveryCounters {
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
-  std::atomic<uint64_t> delivered_{0}, deferred_{0}, bounced_{0}, not_attempted_{0};
+  std::atomic<uint64_t> delivered_{0}, deferred_{0}, bounced_{0}, not_attempted_{0},
+      parked_{0};
   std::atomic<uint64_t> transactions_{0}, transactions_delivered_{0};
   // One writer; observe() costs a bucket search and two relaxed stores.
   struct AtomicHistogram {

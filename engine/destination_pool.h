@@ -61,6 +61,14 @@ class DestinationPool {
   size_t host_count() const { return hosts_.size(); }
 
   std::deque<smtp::Transaction> queue;  // waiting for a connection
+  // True when new work should be parked (PoolLimits::max_backlog): the oldest queued
+  // transaction, queued at `oldest_queued_at`, has waited max_backlog, and the queue
+  // holds more than its connections can take at once.
+  bool backlogged(Clock::time_point oldest_queued_at, Clock::time_point now) const {
+    if (limits_.max_backlog.count() <= 0 || queue.size() < 2 * size_t(limits_.max_connections))
+      return false;
+    return now - oldest_queued_at >= std::chrono::duration_cast<Clock::duration>(limits_.max_backlog);
+  }
   std::vector<uint32_t> connections;    // slots of connections connecting or open
   unsigned connecting = 0;
 

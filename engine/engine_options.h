@@ -39,6 +39,12 @@ struct PoolLimits {
   // How long a dead destination (every host set aside) is paused before one probe
   // connection; its queued recipients in the database wait as long (storage/README.md).
   Seconds dead_destination_pause{60};
+  // 0: off. Otherwise, once the oldest transaction queued for the destination has waited
+  // this long (a slow server), new transactions for it are parked: given back not
+  // attempted, to be offered again after this long, so a slow destination cannot fill
+  // the shard's capacity and set the pace for every other. Only a source that can keep
+  // parked work (the database) turns this on.
+  Seconds max_backlog{0};
 };
 
 // How connections to the relay are protected and authenticated (RFC 3207, 8314, 4954).

@@ -180,8 +180,7 @@ void Shard::take_inbox() {
       report_paused_domain(pool, job.transaction);
       give_up_not_attempted(std::move(job.transaction), pool.last_failure(), false, pool.site);
     } else {
-      stamp_queued(job.transaction);
-      pool.queue.push_back(std::move(job.transaction));
+      queue_or_park(pool, std::move(job.transaction));
       activate(pool);
     }
   }

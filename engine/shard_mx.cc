@@ -77,8 +77,7 @@ void Shard::on_route(const Destination& destination, const dns::Route& route) {
           report_paused_domain(pool, txn);
           give_up_not_attempted(std::move(txn), pool.last_failure(), false, pool.site);
         } else {
-          stamp_queued(txn);
-          pool.queue.push_back(std::move(txn));
+          queue_or_park(pool, std::move(txn));
         }
       }
       activate(pool);

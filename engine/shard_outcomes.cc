@@ -5,6 +5,14 @@
 #include "engine/shard_replies.h"
 
 namespace ringmail::engine {
+namespace {
+
+// When stamp_queued() put the transaction on a pool's queue.
+Clock::time_point queued_at(const smtp::Transaction& transaction) {
+  return Clock::time_point{Clock::duration(Clock::rep(transaction.caller_stamp))};
+}
+
+}  // namespace
 
 void Shard::collect_outcomes(Connection& c) {
   if (!c.session || c.session->finished().empty()) return;
@@ -30,8 +38,33 @@ void Shard::stamp_queued(smtp::Transaction& transaction) const {
 
 void Shard::count_duration(const smtp::Transaction& transaction) {
   if (transaction.caller_stamp == 0) return;  // never queued on a pool
-  const Clock::time_point queued{Clock::duration(Clock::rep(transaction.caller_stamp))};
-  counters_.count_transaction_duration(now_ - queued);
+  counters_.count_transaction_duration(now_ - queued_at(transaction));
+}
+
+void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction) {
+  if (!pool.queue.empty() && pool.backlogged(queued_at(pool.queue.front()), now_)) {
+    park(pool, std::move(transaction));
+    return;
+  }
+  stamp_queued(transaction);
+  pool.queue.push_back(std::move(transaction));
+}
+
+void Shard::park(const DestinationPool& pool, smtp::Transaction&& transaction) {
+  // Queued here it would wait longer than max_backlog and, once the shard's capacity is
+  // full of it, hold up every other destination's work; the source keeps it instead.
+  smtp::TransactionOutcome outcome;
+  outcome.not_attempted = true;
+  outcome.retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(pool.limits().max_backlog);
+  const smtp::Reply why = local_reply(
+      kCongested, "destination " + pool.destination().key() + " busy: " +
+                      std::to_string(pool.queue.size()) + " transactions waiting; parked");
+  outcome.recipients.assign(transaction.recipients.size(),
+                            smtp::RecipientOutcome{smtp::RecipientStatus::kDeferred, why});
+  outcome.transaction = std::move(transaction);
+  counters_.count_parked(outcome.recipients.size());
+  if (sink_) sink_->on_transaction_finished(index_, outcome);
+  inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool) {

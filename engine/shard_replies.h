@@ -20,6 +20,7 @@ constexpr smtp::EnhancedCode kConnectionLost{4, 4, 2};
 constexpr smtp::EnhancedCode kBadDestination{4, 4, 3};
 constexpr smtp::EnhancedCode kTimedOut{4, 4, 7};
 constexpr smtp::EnhancedCode kShutdown{4, 3, 2};
+constexpr smtp::EnhancedCode kCongested{4, 4, 5};  // parked: the destination has a backlog
 constexpr smtp::EnhancedCode kSecurityFailure{4, 7, 0};
 
 }  // namespace ringmail::engine

@@ -133,11 +133,17 @@ std::vector<MetricFamily> engine_families(const EngineSample& sample) {
   add_sample(recipients, double(d.recipients_bounced), {{"outcome", "bounced"}});
   add_sample(recipients, double(d.recipients_not_attempted), {{"outcome", "not_attempted"}});
   out.push_back(std::move(recipients));
+  // Apart from ringmail_recipients_total, whose outcomes each recipient reaches once: a
+  // recipient parked now is taken again later and gets its outcome then.
+  out.push_back(counter_family("ringmail_recipients_parked_total",
+                               "Recipients given back unsent because their destination had a "
+                               "backlog ([pool] max_backlog); the queue offers them again",
+                               double(d.recipients_parked)));
 
   out.push_back(counter_family("ringmail_recipients_taken_total",
                                "Recipients the engine took from its source (file or queue)",
                                double(sample.recipients_taken)));
-  const uint64_t finished = d.recipients_finished();
+  const uint64_t finished = d.recipients_accounted();
   out.push_back(gauge_family(
       "ringmail_recipients_in_flight",
       "Recipients taken and not yet finished: queued on a shard or in an SMTP transaction",

@@ -3,6 +3,7 @@
 // per-recipient outcomes the session produces for it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -53,6 +54,9 @@ struct TransactionOutcome {
   // before its MAIL was sent). The caller may retry it on another connection at no risk
   // of a duplicate; `recipients` then holds deferred outcomes with the reason.
   bool not_attempted = false;
+  // Set with not_attempted when the sender parked the transaction (its destination had a
+  // backlog): not worth offering again before this much time has passed.
+  std::chrono::milliseconds retry_after{0};
   // How the connection was protected, filled in by the transport (the protocol core
   // leaves it empty): e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384 verified". Empty: plaintext.
   std::string transport_security;

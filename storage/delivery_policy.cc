@@ -34,6 +34,14 @@ PolicyDecision decide(const AttemptFacts& facts, const RetrySchedule& schedule,
     d.next_attempt_at_ms = facts.now_ms;
     return d;
   }
+  // Parked because the destination had a backlog: not an attempt either, and due again
+  // once that backlog has had time to go down.
+  if (facts.not_attempted && facts.retry_after_ms > 0) {
+    d.state = RecipientState::kQueued;
+    d.counts_attempt = false;
+    d.next_attempt_at_ms = facts.now_ms + facts.retry_after_ms;
+    return d;
+  }
   const smtp::Reply& r = facts.reply;
   if (facts.status == smtp::RecipientStatus::kDelivered) {
     d.state = RecipientState::kDelivered;

@@ -17,6 +17,9 @@ struct AttemptFacts {
   smtp::RecipientStatus status = smtp::RecipientStatus::kDeferred;
   smtp::Reply reply;           // code 0: failed locally (connection lost, timeout...)
   bool not_attempted = false;  // nothing of the transaction reached the server
+  // With not_attempted: the engine parked it (its destination had a backlog) and asks
+  // for it again after this long.
+  int64_t retry_after_ms = 0;
   unsigned attempts_before = 0;  // attempts counted before this one
   int64_t now_ms = 0;
   int64_t first_due_at_ms = 0;  // when the recipient was first due (enqueue or send-at)

@@ -61,6 +61,7 @@ struct RecipientUpdate {
   smtp::RecipientStatus status = smtp::RecipientStatus::kDeferred;
   smtp::Reply reply;
   bool not_attempted = false;
+  int64_t retry_after_ms = 0;  // parked by the engine: offer it again after this long
 };
 
 // Where a policy-applied outcome left its recipient, for the structured log.

@@ -119,7 +119,7 @@ TEST(app_config, UnknownKeyNamesFileAndLine) {
   EXPECT_EQ(config.error(),
             "cfg.toml:3: unknown key 'pool.max_conections' (keys of [pool]: max_connections, "
             "max_messages_per_connection, max_recipients_per_transaction, idle_timeout, "
-            "dead_destination_pause, messages_per_second)");
+            "dead_destination_pause, max_backlog, messages_per_second)");
 }
 
 TEST(app_config, UnknownTableNamesFileAndLine) {

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/app/queue_database.h"
 #include "tests/app/ringmail_binary.h"
 #include "tests/support/aiosmtpd_server.h"
 #include "tests/support/scripted_smtp_server.h"
@@ -271,6 +272,51 @@ TEST_F(SendCommand, ASendDeliversOnlyItsOwnRecipientsAndLogsTheirStates) {
   EXPECT_EQ(after["second"]["delivered"], 5);
   EXPECT_EQ(after["first"]["deferred"], 30);
   EXPECT_EQ(nlohmann::json::parse(r2.out)["states"]["delivered"], 5);  // this send's only
+}
+
+TEST_F(SendCommand, ASlowDestinationIsParkedInTheDatabaseAndStillDelivered) {
+  // One domain's server takes 30 ms a message over 2 connections, the other is smtp-sink.
+  // The slow one's backlog is parked in the database (queued, no attempt counted) rather
+  // than filling the engine, and the send still ends with everything delivered once.
+  ScriptedSmtpServerOptions so;
+  so.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, 30ms};
+    return std::nullopt;
+  };
+  auto slow = ScriptedSmtpServer::start(so);
+  ASSERT_TRUE(slow) << slow.error();
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  std::ofstream(dir_ / "routes.toml")
+      << "[engine]\nshard_inbox_capacity = 64\n[pool]\nmax_backlog = 0.2\n"
+      << "max_recipients_per_transaction = 1\nmax_connections = 2\n[routes]\n"
+      << "\"slow.test\" = \"127.0.0.1:" << (*slow)->port() << "\"\n"
+      << "\"fast.test\" = \"" << (*sink)->address() << "\"\n";
+  {
+    std::ofstream rcpts(dir_ / "mixed.txt");
+    for (int i = 0; i < 1000; ++i) {
+      if (i < 100) rcpts << "s" << i << "@slow.test\n";
+      rcpts << "f" << i << "@fast.test\n";
+    }
+  }
+  Result r = run({"send", "--from", "a@ringmail.test", "--message", (dir_ / "m.eml").string(),
+                  "--recipients", (dir_ / "mixed.txt").string(), "--summary", "json", "--quiet",
+                  "--shards", "1", "--config", (dir_ / "routes.toml").string(), "--db",
+                  db().string()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto summary = nlohmann::json::parse(r.out);
+  EXPECT_GT(summary["parked"].get<int>(), 0) << r.out;
+  EXPECT_EQ(summary["states"]["delivered"], 1100) << r.out;
+  EXPECT_EQ((*sink)->recipients_received(), 1000u);
+  // Each slow recipient reached its server once: parking is not an attempt.
+  std::multiset<std::string> slow_rcpts;
+  for (const auto& t : (*slow)->transcripts())
+    for (const auto& line : t.commands)
+      if (line.starts_with("RCPT TO:")) slow_rcpts.insert(line);
+  EXPECT_EQ(slow_rcpts.size(), 100u);
+  EXPECT_EQ((*slow)->messages().size(), 100u);
+  EXPECT_EQ(std::set<std::string>(slow_rcpts.begin(), slow_rcpts.end()).size(), 100u);
+  EXPECT_EQ(sql_int(db(), "SELECT count(*) FROM recipients WHERE attempts <> 1"), 0);
 }
 
 TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {

@@ -73,6 +73,20 @@ TEST(storage_policy, NotAttemptedAtADrainGoesBackToQueuedWithoutCountingAnAttemp
   EXPECT_EQ(d.next_attempt_at_ms, f.now_ms);
 }
 
+// Parked by the engine because its destination had a backlog: not an attempt, and not
+// due before the time the engine asked for, however old the recipient is.
+TEST(storage_policy, ParkedGoesBackToQueuedForTheTimeTheEngineAskedWithoutAnAttempt) {
+  AttemptFacts f = facts(S::kDeferred, reply(0, 4, 4, 5), 2);
+  f.not_attempted = true;
+  f.retry_after_ms = 5'000;
+  f.first_due_at_ms = 0;  // past any maximum age: still not expired by a parking
+  PolicyDecision d = decide(f, no_jitter(), 0.5);
+  EXPECT_EQ(d.state, RecipientState::kQueued);
+  EXPECT_FALSE(d.counts_attempt);
+  EXPECT_FALSE(d.suppress_address);
+  EXPECT_EQ(d.next_attempt_at_ms, f.now_ms + 5'000);
+}
+
 // The engine gives up a transaction unsent when its destination is down: that waits for
 // the backoff like any connection failure, or a dead host would be retried in a loop.
 TEST(storage_policy, NotAttemptedBecauseTheDestinationIsDownIsADeferral) {

@@ -1,0 +1,115 @@
+// A slow destination does not hold up the others (PoolLimits::max_backlog): once its
+// oldest queued transaction has waited max_backlog, its new work is parked (given back
+// not attempted, 4.4.5, with a retry_after) instead of filling the shard's capacity.
+// Real peers on loopback: a scripted server that takes a while per message, and smtp-sink.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "engine/domain_route_resolver.h"
+#include "tests/engine/engine_harness.h"
+#include "tests/support/scripted_smtp_server.h"
+#include "tests/support/smtp_sink_process.h"
+
+namespace ringmail::test {
+namespace {
+
+struct BacklogRun {
+  engine::DeliverySnapshot counts;
+  uint64_t taken = 0;
+  bool finished = false;
+  std::vector<smtp::TransactionOutcome> outcomes;
+};
+
+// `slow` and `fast` recipients, interleaved, one per transaction.
+BacklogRun run(engine::Seconds max_backlog, size_t slow, size_t fast, uint16_t slow_port, uint16_t fast_port) {
+  auto o = test_options();
+  o.pool.max_connections = 2;
+  o.pool.max_backlog = max_backlog;
+  o.shard_inbox_capacity = 64;
+  engine::DomainRouteResolver resolver(
+      std::nullopt,
+      {{"slow.test", engine::Destination{"127.0.0.1", slow_port}},
+       {"fast.test", engine::Destination{"127.0.0.1", fast_port}}},
+      25);
+  auto slow_items = make_items(slow, 200, "slow.test");
+  auto fast_items = make_items(fast, 200, "fast.test");
+  std::vector<engine::DeliveryItem> items;
+  for (size_t i = 0; i < std::max(slow, fast); ++i) {
+    if (i < slow) items.push_back(slow_items[i]);
+    if (i < fast) items.push_back(fast_items[i]);
+  }
+  RecordingSink sink;
+  VectorJobSource source(std::move(items));
+  BacklogRun r;
+  {
+    engine::Engine engine(o, resolver, &sink);
+    engine.start(source);
+    r.finished = engine.wait_for(std::chrono::seconds(60));
+    r.counts = engine.snapshot();
+    r.taken = engine.recipients_taken();
+  }
+  r.outcomes = sink.outcomes();
+  return r;
+}
+
+std::unique_ptr<ScriptedSmtpServer> slow_server() {
+  ScriptedSmtpServerOptions so;
+  so.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(40)};
+    return std::nullopt;
+  };
+  auto server = ScriptedSmtpServer::start(so);
+  if (!server) {
+    ADD_FAILURE() << server.error();
+    return nullptr;
+  }
+  return std::move(*server);
+}
+
+TEST(Backlog, ASlowDestinationIsParkedAndTheOthersGoOn) {
+  auto slow = slow_server();
+  ASSERT_TRUE(slow);
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  // 2 connections at ~25 messages/s each: 400 slow messages would take ~8 s, and without
+  // parking they fill the 64-transaction capacity, so the fast ones go at their pace.
+  BacklogRun r = run(engine::Seconds(0.2), 400, 3000, slow->port(), (*sink)->port());
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.taken, 3400u);
+  EXPECT_EQ(r.counts.recipients_accounted(), r.taken);
+  EXPECT_EQ((*sink)->recipients_received(), 3000u);
+  EXPECT_EQ(r.counts.recipients_delivered, 3000u + slow->messages().size());
+
+  size_t parked = 0;
+  for (const auto& o : r.outcomes) {
+    const std::string& rcpt = o.transaction.recipients.front();
+    if (!o.not_attempted) continue;
+    ++parked;
+    EXPECT_TRUE(rcpt.ends_with("@slow.test")) << rcpt;  // only the slow one is parked
+    EXPECT_EQ(o.retry_after, std::chrono::milliseconds(200));
+    EXPECT_EQ(o.recipients.front().reply.enhanced.to_string(), "4.4.5");
+    EXPECT_NE(o.recipients.front().reply.text.find("parked"), std::string::npos);
+  }
+  EXPECT_EQ(parked, r.counts.recipients_parked);
+  // Most of the slow destination's work was parked, not waited for: the run ended long
+  // before the slow server could have taken all of it.
+  EXPECT_GE(parked, 200u);
+  EXPECT_EQ(parked + slow->messages().size(), 400u);
+  EXPECT_EQ(r.counts.recipients_not_attempted, 0u);
+}
+
+TEST(Backlog, OffByDefaultNothingIsParked) {
+  auto slow = slow_server();
+  ASSERT_TRUE(slow);
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  BacklogRun r = run(engine::Seconds(0), 40, 300, slow->port(), (*sink)->port());
+  ASSERT_TRUE(r.finished);
+  EXPECT_EQ(r.counts.recipients_parked, 0u);
+  EXPECT_EQ(r.counts.recipients_delivered, 340u);
+  EXPECT_EQ(slow->messages().size(), 40u);
+}
+
+}  // namespace
+}  // namespace ringmail::test
