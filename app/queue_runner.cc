@@ -171,10 +171,10 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     }
     const int64_t now = storage::unix_now_ms();
     if (*next_due && **next_due <= now) continue;  // retries already due: another pass
-    const int64_t backlog_ms = static_cast<int64_t>(c.pool_max_backlog.count() * 1000);
-    if (pass_counts.recipients_parked > 0 && *next_due && **next_due - now <= backlog_ms) {
+    if (options.until_done && *next_due && storage_thread->parked_work_pending()) {
       // Parked work is not done, even for --until-done: it waits only for its destination's
-      // backlog to go down (due within max_backlog), so wait for it and go on.
+      // backlog to go down, so wait for it and go on. (The service below sleeps until the
+      // next due time anyway.)
       if (signals.wait(std::chrono::milliseconds(std::max<int64_t>(**next_due - now, 1))) != 0) {
         interrupted = true;
         break;

@@ -139,4 +139,28 @@ Clock::time_point DestinationPool::next_token_time(Clock::time_point now) const 
   return std::max(due, now);
 }
 
+void DestinationPool::note_finished(Clock::time_point now) {
+  if (rate_window_start_ == Clock::time_point{}) rate_window_start_ = now;
+  ++finished_in_window_;
+  const Clock::duration elapsed = now - rate_window_start_;
+  if (elapsed >= kRateWindow) {
+    finish_rate_ = double(finished_in_window_) / std::chrono::duration<double>(elapsed).count();
+    rate_window_start_ = now;
+    finished_in_window_ = 0;
+  }
+}
+
+Clock::duration DestinationPool::park_for(Clock::time_point now) {
+  double rate = finish_rate_;
+  const double in_window = std::chrono::duration<double>(now - rate_window_start_).count();
+  if (rate_window_start_ != Clock::time_point{} && in_window >= 0.5)
+    rate = std::max(rate, double(finished_in_window_) / in_window);
+  // Nothing finished yet (a server slow to greet): assume one transaction a second per
+  // connection, which is slow, so the estimate errs towards coming back too soon.
+  if (rate <= 0) rate = std::max(1.0, double(connections.size()));
+  const double ahead = double(queue.size() + parked_in_backlog_++);
+  const double seconds = std::clamp(ahead / rate, limits_.max_backlog.count(), 3600.0);
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
 }  // namespace ringmail::engine

@@ -69,6 +69,15 @@ class DestinationPool {
       return false;
     return now - oldest_queued_at >= std::chrono::duration_cast<Clock::duration>(limits_.max_backlog);
   }
+  // How long a transaction parked now should stay away: about the time the pool needs for
+  // what is queued ahead of it, the queue and what was parked before it in this backlog,
+  // at the rate it has been finishing transactions; at least max_backlog, at most an
+  // hour. Spreading the parked work over that time means each recipient comes back about
+  // once, when there is room, instead of every max_backlog.
+  Clock::duration park_for(Clock::time_point now);
+  void note_queued() { parked_in_backlog_ = 0; }  // the backlog is over
+  // A transaction of this pool finished (any outcome): feeds the rate park_for() uses.
+  void note_finished(Clock::time_point now);
   std::vector<uint32_t> connections;    // slots of connections connecting or open
   unsigned connecting = 0;
 
@@ -134,6 +143,12 @@ class DestinationPool {
   std::vector<PoolHost> hosts_;
   double tokens_ = 0;
   Clock::time_point tokens_updated_{};
+  // Finished transactions per second, measured over windows of kRateWindow.
+  static constexpr Clock::duration kRateWindow = std::chrono::seconds(2);
+  Clock::time_point rate_window_start_{};
+  uint64_t finished_in_window_ = 0;
+  double finish_rate_ = 0;
+  uint64_t parked_in_backlog_ = 0;
   smtp::Reply last_failure_;
 };
 

@@ -133,8 +133,9 @@ class Shard final : public dns::SocketWatcher {
   // Onto the pool's queue, or parked when the pool has a backlog (PoolLimits::max_backlog).
   // The caller activates the pool.
   void queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction);
-  // Given back unsent, to be offered again after max_backlog: not an attempt, not a stop.
-  void park(const DestinationPool& pool, smtp::Transaction&& transaction);
+  // Given back unsent, to be offered again after DestinationPool::park_for(): not an
+  // attempt, not a stop.
+  void park(DestinationPool& pool, smtp::Transaction&& transaction);
   void finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPool* pool);
   // `site`: where deferred recipients are counted by site (unless counted as not
   // attempted); null: under "other".

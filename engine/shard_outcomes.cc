@@ -46,16 +46,17 @@ void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction
     park(pool, std::move(transaction));
     return;
   }
+  pool.note_queued();
   stamp_queued(transaction);
   pool.queue.push_back(std::move(transaction));
 }
 
-void Shard::park(const DestinationPool& pool, smtp::Transaction&& transaction) {
+void Shard::park(DestinationPool& pool, smtp::Transaction&& transaction) {
   // Queued here it would wait longer than max_backlog and, once the shard's capacity is
   // full of it, hold up every other destination's work; the source keeps it instead.
   smtp::TransactionOutcome outcome;
   outcome.not_attempted = true;
-  outcome.retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(pool.limits().max_backlog);
+  outcome.retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(pool.park_for(now_));
   const smtp::Reply why = local_reply(
       kCongested, "destination " + pool.destination().key() + " busy: " +
                       std::to_string(pool.queue.size()) + " transactions waiting; parked");
@@ -85,6 +86,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   } else if (!not_attempted_retries_.empty()) {
     not_attempted_retries_.erase(outcome.transaction.id);
   }
+  if (pool) pool->note_finished(now_);
   // By site: tallied here and added once per status, not once per recipient.
   std::array<uint64_t, 3> by_status{};
   for (const smtp::RecipientOutcome& r : outcome.recipients) {

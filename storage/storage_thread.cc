@@ -273,6 +273,8 @@ std::expected<void, StorageError> StorageThread::commit_batch(
     std::vector<ClaimRequest>& claims, std::vector<std::vector<ClaimedItem>>& granted,
     StorageMetrics& metrics) {
   const int64_t now = unix_now_ms();
+  commit_ms_ = now;
+  commit_parked_due_ms_ = 0;
   if (auto ok = store_.connection().begin(); !ok) return ok;
   auto work = [&]() -> std::expected<void, StorageError> {
     for (const DeliveredGroup& g : outcomes.delivered) {
@@ -291,6 +293,8 @@ std::expected<void, StorageError> StorageThread::commit_batch(
         state_changes_.push_back({u.recipient_id, *state, std::move(applied), u.reply, now});
       // kInFlight: the row is no longer this run's, nothing was committed for it.
       if (*state != RecipientState::kInFlight) ++metrics.outcomes[index_of(*state)];
+      if (*state == RecipientState::kQueued && u.retry_after_ms > 0)
+        commit_parked_due_ms_ = std::max(commit_parked_due_ms_, now + u.retry_after_ms);
       const bool delivered = *state == RecipientState::kDelivered;
       return_claimed(u.recipient_id, u.recipient_id, delivered ? std::optional(now) : std::nullopt,
                      metrics);
@@ -430,6 +434,10 @@ void StorageThread::loop() {
       if (!failed) {
         stats_.outcomes_applied += outcomes.count;
         for (auto& g : granted) stats_.claimed += g.size();
+        if (commits) {
+          stats_.latest_parked_due_ms = std::max(stats_.latest_parked_due_ms, commit_parked_due_ms_);
+          if (!claims.empty()) stats_.last_claim_ms = commit_ms_;
+        }
         if (commits) {
           ++stats_.commits;
           metrics_.add(committed);

@@ -36,6 +36,13 @@ struct StorageStats {
   uint64_t outcomes_applied = 0;  // recipients whose outcome is committed
   uint64_t claimed = 0;
   uint64_t commits = 0;
+  // Parked recipients (the engine's retry_after): the latest time one of them is due
+  // again, and the time of the latest claim. Unix ms; 0: none.
+  int64_t latest_parked_due_ms = 0;
+  int64_t last_claim_ms = 0;
+  // A recipient parked in this run may still be waiting: it is due after the latest
+  // claim, which therefore did not take it.
+  bool parked_work_pending() const { return latest_parked_due_ms > last_claim_ms; }
 };
 
 // A recipient's new state as a commit recorded it, for the structured log: outcomes that
@@ -85,6 +92,7 @@ class StorageThread final : public engine::OutcomeSink {
   // recovers them: nothing accepted is lost). Any thread.
   std::optional<StorageError> failure() const;
   StorageStats stats() const;
+  bool parked_work_pending() const { return stats().parked_work_pending(); }
   // A copy of the Prometheus counters and histograms (storage_metrics.h). Any thread;
   // cheap (a few hundred bytes copied under the mutex), meant for each scrape.
   StorageMetrics metrics() const;
@@ -161,6 +169,10 @@ class StorageThread final : public engine::OutcomeSink {
   const StorageOptions options_;
   const RetrySchedule schedule_;
   const StateChangeListener on_state_changes_;
+  // Storage thread only, for this commit: its time, and the latest due time it gave a
+  // parked recipient (StorageStats).
+  int64_t commit_ms_ = 0;
+  int64_t commit_parked_due_ms_ = 0;
   std::vector<StateChange> state_changes_;  // storage thread only: this commit's
   std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
   // Storage thread only: runs of recipients claimed and not all back yet, keyed by their
