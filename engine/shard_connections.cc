@@ -22,7 +22,12 @@ namespace ringmail::engine {
 // ---------------------------------------------------------------------------- connections
 
 void Shard::open_connection(DestinationPool& pool) {
-  if (pool.limits().messages_per_second > 0 && pool.next_token_time(now_) > now_) return;
+  // Rate limited and no token yet: schedule_active_pools() looks at the pool again.
+  // (next_token_time() is time_point::max() while tokens remain.)
+  if (pool.limits().messages_per_second > 0) {
+    const Clock::time_point next_token = pool.next_token_time(now_);
+    if (next_token != Clock::time_point::max() && next_token > now_) return;
+  }
   const std::optional<size_t> host_index = pool.pick_host(now_);
   if (!host_index) return;  // every host set aside: the caller defers the queue
   const PoolHost& host = pool.host(*host_index);

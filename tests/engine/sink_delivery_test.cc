@@ -52,6 +52,21 @@ TEST(SinkDelivery, ThousandsOfMessagesWithoutPipelining) {
   EXPECT_EQ(sink->messages_received(), 2000u);
 }
 
+// [pool] messages_per_second / --rate: the bucket starts full, and a full bucket must let
+// the first connection open (it once held every rate-limited pool back for ever).
+TEST(SinkDelivery, ARateLimitedDestinationDeliversEverything) {
+  auto sink = start_sink({});
+  ASSERT_TRUE(sink);
+  auto options = test_options();
+  options.pool.max_connections = 4;
+  options.pool.messages_per_second = 100;  // one second's burst, then 100/s: ~1 s in all
+  auto run = run_engine(options, "127.0.0.1", sink->port(), make_items(200));
+  ASSERT_TRUE(run.finished);
+  EXPECT_EQ(run.counts.recipients_delivered, 200u);
+  EXPECT_EQ(sink->messages_received(), 200u);
+  EXPECT_GE(run.counts.connections_opened, 1u);
+}
+
 TEST(SinkDelivery, SingleReceiveFallbackDeliversToo) {
   auto sink = start_sink({});
   ASSERT_TRUE(sink);
