@@ -62,11 +62,10 @@ class DestinationPool {
 
   std::deque<smtp::Transaction> queue;  // waiting for a connection
   // True when new work should be parked (PoolLimits::max_backlog): the oldest queued
-  // transaction, queued at `oldest_queued_at`, has waited max_backlog, and the queue
-  // holds more than its connections can take at once.
+  // transaction, queued at `oldest_queued_at`, has waited max_backlog. (The shard also
+  // requires a long enough queue: Shard::queue_or_park.)
   bool backlogged(Clock::time_point oldest_queued_at, Clock::time_point now) const {
-    if (limits_.max_backlog.count() <= 0 || queue.size() < 2 * size_t(limits_.max_connections))
-      return false;
+    if (limits_.max_backlog.count() <= 0) return false;
     return now - oldest_queued_at >= std::chrono::duration_cast<Clock::duration>(limits_.max_backlog);
   }
   // How long a transaction parked now should stay away: about the time the pool needs for

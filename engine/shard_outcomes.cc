@@ -42,9 +42,20 @@ void Shard::count_duration(const smtp::Transaction& transaction) {
 }
 
 void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction) {
-  if (!pool.queue.empty() && pool.backlogged(queued_at(pool.queue.front()), now_)) {
-    park(pool, std::move(transaction));
-    return;
+  // A destination alone on the shard keeps half its capacity before anything is parked:
+  // parking only pays when others need the room, and costs the database writes.
+  const size_t at_least = std::max<size_t>(2 * size_t(pool.limits().max_connections),
+                                           options_.shard_inbox_capacity / 2);
+  if (pool.limits().max_backlog.count() > 0 && pool.queue.size() >= at_least) {
+    // The oldest transaction queued for the first time: one put back at the front after
+    // a failed connection keeps its old stamp and says nothing about the queue's pace.
+    const smtp::Transaction* oldest = nullptr;
+    for (size_t i = 0; i < pool.queue.size() && i < 64 && !oldest; ++i)
+      if (!not_attempted_retries_.contains(pool.queue[i].id)) oldest = &pool.queue[i];
+    if (oldest && pool.backlogged(queued_at(*oldest), now_)) {
+      park(pool, std::move(transaction));
+      return;
+    }
   }
   pool.note_queued();
   stamp_queued(transaction);
@@ -56,7 +67,9 @@ void Shard::park(DestinationPool& pool, smtp::Transaction&& transaction) {
   // full of it, hold up every other destination's work; the source keeps it instead.
   smtp::TransactionOutcome outcome;
   outcome.not_attempted = true;
-  outcome.retry_after = std::chrono::duration_cast<std::chrono::milliseconds>(pool.park_for(now_));
+  // Never 0: the policy tells a parked transaction by its retry_after.
+  outcome.retry_after = std::max(std::chrono::milliseconds(1),
+                                 std::chrono::ceil<std::chrono::milliseconds>(pool.park_for(now_)));
   const smtp::Reply why = local_reply(
       kCongested, "destination " + pool.destination().key() + " busy: " +
                       std::to_string(pool.queue.size()) + " transactions waiting; parked");

@@ -97,7 +97,7 @@ std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
   w.number("tag", l.tag);
   w.text("from", l.sender);
   w.text("rcpt", l.recipient);
-  w.text("status", smtp::to_string(l.status));
+  w.text("status", l.parked ? "parked" : smtp::to_string(l.status));
   w.flag("attempted", l.attempted);
   w.number("code", l.reply.code);
   w.text("enhanced", l.reply.enhanced.to_string());
@@ -158,6 +158,7 @@ void OutcomeLogger::on_transaction_finished(unsigned shard,
            shard,
            outcome.transaction.id,
            !outcome.not_attempted,
+           outcome.not_attempted && outcome.retry_after.count() > 0,
            outcome.transaction.sender,
            outcome.transaction.recipients,
            outcome.transaction.recipient_tags,
@@ -212,6 +213,7 @@ bool OutcomeLogger::drain_once() {
                          r.transaction,
                          i < r.tags.size() ? r.tags[i] : 0,
                          r.attempted,
+                         r.parked,
                          r.sender,
                          r.recipients[i],
                          r.outcomes[i].status,

@@ -46,6 +46,9 @@ struct OutcomeLine {
   uint64_t transaction = 0;
   uint64_t tag = 0;
   bool attempted = true;  // false: nothing of the transaction reached the server
+  // Given back unsent because the destination had a backlog (written as status=parked,
+  // not deferred: the recipient comes back, and counting it as a deferral would mislead).
+  bool parked = false;
   std::string sender;
   std::string recipient;
   smtp::RecipientStatus status = smtp::RecipientStatus::kDeferred;
@@ -108,6 +111,7 @@ class OutcomeLogger final : public engine::OutcomeSink {
     unsigned shard;
     uint64_t transaction;
     bool attempted;
+    bool parked;
     std::string sender;
     std::vector<std::string> recipients;
     std::vector<uint64_t> tags;

@@ -44,8 +44,8 @@ std::vector<MetricFamily> storage_families(const StorageSample& sample) {
   MetricFamily outcomes = family(
       "ringmail_queue_outcomes_total",
       "Recipient outcomes committed to the queue database, by the state they left the "
-      "recipient in (queued: not attempted at a drain, tried again at once); suppressed also "
-      "counts queued recipients suppressed at the start of the run",
+      "recipient in (queued: not attempted, at a drain or parked because its destination had "
+      "a backlog); suppressed also counts queued recipients suppressed at the start of the run",
       MetricType::Counter);
   for (RecipientState s :
        {RecipientState::kDelivered, RecipientState::kDeferred, RecipientState::kBounced,

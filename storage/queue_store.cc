@@ -411,7 +411,8 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
 
   const double unit = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
   PolicyDecision d = decide(facts, schedule, unit);
-  if (postponed && d.state == RecipientState::kDeferred)
+  if (postponed && (d.state == RecipientState::kDeferred ||
+                    (d.state == RecipientState::kQueued && facts.retry_after_ms > 0)))
     d.next_attempt_at_ms = std::max(d.next_attempt_at_ms, postponed->until_ms);
 
   auto st = cached(update_after_attempt_,
