@@ -61,11 +61,10 @@ class DestinationPool {
   size_t host_count() const { return hosts_.size(); }
 
   std::deque<smtp::Transaction> queue;  // waiting for a connection
-  // True when new work should be parked (PoolLimits::max_backlog): the oldest queued
-  // transaction, queued at `oldest_queued_at`, has waited max_backlog. (The shard also
-  // requires a long enough queue: Shard::queue_or_park.)
+  // The oldest queued transaction, queued at `oldest_queued_at`, has waited
+  // PoolLimits::max_backlog. Shard::queue_or_park parks on this, when max_backlog is on and
+  // the queue is long enough.
   bool backlogged(Clock::time_point oldest_queued_at, Clock::time_point now) const {
-    if (limits_.max_backlog.count() <= 0) return false;
     return now - oldest_queued_at >= std::chrono::duration_cast<Clock::duration>(limits_.max_backlog);
   }
   // How long a transaction parked now should stay away: about the time the pool needs for

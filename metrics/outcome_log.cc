@@ -70,6 +70,12 @@ class LineWriter {
     if (json_) json_line_[std::string(key)] = value;
     else append_logfmt(logfmt_line_, key, value ? "true" : "false");
   }
+  // The reply fields both line kinds end with.
+  void reply(const smtp::Reply& r) {
+    number("code", r.code);
+    text("enhanced", r.enhanced.to_string());
+    text("reply", r.text);
+  }
 
   std::string finish() {
     if (!json_) return std::move(logfmt_line_);
@@ -99,9 +105,7 @@ std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
   w.text("rcpt", l.recipient);
   w.text("status", l.parked ? "parked" : smtp::to_string(l.status));
   w.flag("attempted", l.attempted);
-  w.number("code", l.reply.code);
-  w.text("enhanced", l.reply.enhanced.to_string());
-  w.text("reply", l.reply.text);
+  w.reply(l.reply);
   return w.finish();
 }
 
@@ -115,9 +119,7 @@ std::string format_state_change_line(const StateChangeLine& l, LogFormat format)
   w.number("attempts", l.attempts);
   if (l.next_attempt) w.text("next_attempt", rfc3339(*l.next_attempt));
   if (l.suppressed) w.flag("suppressed", true);
-  w.number("code", l.reply.code);
-  w.text("enhanced", l.reply.enhanced.to_string());
-  w.text("reply", l.reply.text);
+  w.reply(l.reply);
   return w.finish();
 }
 
