@@ -120,6 +120,7 @@ class DestinationPool {
   bool up_reported = false;
 
   bool in_active_list = false;  // scheduling flag owned by the shard
+  bool in_token_wait = false;   // in the shard's token_waits_ (one entry at a time)
   // Where this pool's recipients and failed connections are counted by site; set by the
   // shard when it makes the pool (a slot of its DeliveryCounters, which outlive it).
   SiteSlot* site = nullptr;

@@ -136,8 +136,7 @@ __kernel_timespec Shard::next_wait() const {
   Clock::time_point wake = next_deadline_check_;
   if (resolver_)
     if (auto dns_timeout = resolver_->next_timeout()) wake = std::min(wake, now_ + *dns_timeout);
-  if (options_.pool.messages_per_second > 0)
-    for (auto& [key, pool] : pools_) wake = std::min(wake, pool->next_token_time(now_));
+  if (!token_waits_.empty()) wake = std::min(wake, token_waits_.top().first);
   auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - Clock::now()).count();
   if (ns < 0) ns = 0;
   return {.tv_sec = ns / 1'000'000'000, .tv_nsec = ns % 1'000'000'000};

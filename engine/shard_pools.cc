@@ -49,9 +49,12 @@ void Shard::activate(DestinationPool& pool) {
 
 void Shard::schedule_active_pools() {
   // Pools whose rate limit has refilled need another look even without an event.
-  if (options_.pool.messages_per_second > 0)
-    for (auto& [key, pool] : pools_)
-      if (!pool->queue.empty()) activate(*pool);
+  while (!token_waits_.empty() && token_waits_.top().first <= now_) {
+    DestinationPool* pool = token_waits_.top().second;
+    token_waits_.pop();
+    pool->in_token_wait = false;
+    activate(*pool);
+  }
   // Scheduling may activate pools again; those wait for the next turn.
   scheduling_.clear();
   scheduling_.swap(active_pools_);
@@ -77,6 +80,7 @@ void Shard::schedule_pool(DestinationPool& pool) {
     open_connection(pool);
     if (pool.queue.size() == before) break;  // rate limited or could not open
   }
+  wait_for_token(pool);
   // No more work will come: idle connections close now rather than at the idle timeout.
   if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
     for (uint32_t slot : pool.connections) {
@@ -117,6 +121,17 @@ void Shard::feed_connection(uint32_t slot) {
     mark_dirty(slot);
     set_deadline(c);
   }
+  wait_for_token(pool);
+}
+
+void Shard::wait_for_token(DestinationPool& pool) {
+  if (pool.in_token_wait || pool.queue.empty()) return;
+  // time_point::max(): not rate limited, or tokens remain (a connection finishing its
+  // transaction, or the pool's next turn, takes them).
+  const Clock::time_point due = pool.next_token_time(now_);
+  if (due == Clock::time_point::max()) return;
+  pool.in_token_wait = true;
+  token_waits_.emplace(due, &pool);
 }
 
 void Shard::defer_queue_of_dead_pool(DestinationPool& pool) {
