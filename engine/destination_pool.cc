@@ -134,8 +134,8 @@ Clock::time_point DestinationPool::next_token_time(Clock::time_point now) const 
   if (limits_.messages_per_second <= 0 || tokens_ >= 1 || queue.empty())
     return Clock::time_point::max();
   double wait = (1 - tokens_) / limits_.messages_per_second;
-  auto due = tokens_updated_ +
-             std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait));
+  // Rounded up: a wake a tick early would find the bucket just short of a token.
+  auto due = tokens_updated_ + std::chrono::ceil<Clock::duration>(std::chrono::duration<double>(wait));
   return std::max(due, now);
 }
 
