@@ -168,9 +168,13 @@ std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& count
     if (!row) return fail(row);
     if (*row) state = RecipientState::kSuppressed;
   }
+  // first_due_at, from which max_age counts, is when the recipient entered the queue due:
+  // a --send-at in the past is due now, and counting from that past moment would expire a
+  // recipient on its first 4xx (Postfix counts maximal_queue_lifetime from arrival).
   auto st = cached(insert_recipient_,
                    "INSERT INTO recipients(message_id, address, domain, state, next_attempt_at, "
-                   "first_due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?6)");
+                   "first_due_at, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6)");
   if (!st) return fail(st);
   (*st)->bind(1, counts.message_id).bind_static(2, address).bind_static(3, domain);
   (*st)->bind_static(4, to_string(state)).bind(5, due_at_ms).bind(6, now_ms);

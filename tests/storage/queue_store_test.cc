@@ -209,6 +209,19 @@ TEST_F(QueueStoreTest, ClaimLeasesOnlyDueRecipients) {
   EXPECT_FALSE(next->has_value());
 }
 
+// A campaign scheduled in the past is due at once, and its age counts from the enqueue:
+// a first 4xx defers it rather than expiring it as if it had waited since --send-at.
+TEST_F(QueueStoreTest, ASendAtInThePastCountsMaxAgeFromTheEnqueue) {
+  const int64_t long_ago = kNow - 30LL * 24 * 3600 * 1000;  // past the 5-day max_age
+  enqueue(1, std::nullopt, "past", long_ago);
+  EXPECT_EQ(query("SELECT first_due_at FROM recipients"), kNow);
+  EXPECT_EQ(query("SELECT next_attempt_at FROM recipients"), long_ago);
+  auto c = claim(9, 10);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(apply(9, c[0].id, smtp::RecipientStatus::kDeferred, 450, {4, 2, 0}),
+            RecipientState::kDeferred);
+}
+
 TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
   enqueue(4);
   auto c = claim(9, 4);
