@@ -51,6 +51,16 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
     out.interrupted = true;
     return out;
   }
+  if (out.counts.queued + out.counts.suppressed == 0) {
+    // Committing a message with no recipient would use up its idempotency key, so the
+    // corrected file would then add nothing.
+    store->abort_enqueue();
+    return std::unexpected(
+        out.rejected_lines == 0
+            ? fmt::format("{}: no recipients in the file; nothing was enqueued", recipients.path())
+            : fmt::format("{}: no recipient accepted ({} refused lines); nothing was enqueued",
+                          recipients.path(), group_thousands(out.rejected_lines)));
+  }
   if (auto ok = store->finish_enqueue(); !ok) return failed(ok.error(), "; nothing was enqueued");
   return out;
 }

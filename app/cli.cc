@@ -91,14 +91,16 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   CLI::App app("ringmail: a high-throughput bulk SMTP sender", "ringmail");
   app.set_version_flag("--version", "ringmail " RINGMAIL_VERSION);
   app.require_subcommand(1);
-  app.footer(
-      "Exit status: 0 every recipient delivered; 1 some were not (deferred, bounced, refused "
-      "lines, interrupted, suppressed); 2 usage, config or start-up error; 3 the database "
-      "failed during the run (nothing accepted is lost).\n");
+  // Each command says its own exit status (CLI11 copies a parent's footer into every
+  // subcommand made after it, so this one is set last, for `ringmail --help` alone).
 
   SendFlags flags;
   CLI::App* send = app.add_subcommand(
       "send", "Send one message to every recipient of a file, through a relay or to each domain's MX");
+  send->footer(
+      "Exit status: 0 every recipient delivered; 1 some were not (deferred, bounced, "
+      "suppressed, refused lines) or interrupted; 2 usage, config or input error (nothing "
+      "sent); 3 the database or the engine failed during the run (nothing accepted is lost).\n");
   send->add_option("--message", flags.message_path,
                    "RFC 5322 message file (.eml); Date: and Message-ID: are added if missing")
       ->required()
@@ -183,6 +185,10 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   EnqueueFlags enqueue_flags;
   CLI::App* enqueue = app.add_subcommand(
       "enqueue", "Store one message and its recipients in the database (durable on exit 0)");
+  enqueue->footer(
+      "Exit status: 0 every line enqueued, or the idempotency key was already used; 1 some "
+      "lines refused (the others are enqueued); 2 usage, config or input error, or no "
+      "recipient accepted (nothing enqueued).\n");
   enqueue->add_option("--db", enqueue_flags.db, "SQLite database (created if missing); "
                       "config: storage.path, default ringmail.db")->type_name("PATH");
   enqueue->add_option("--from", enqueue_flags.from, "Envelope sender; config: send.from")
@@ -210,6 +216,11 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   RunFlags run_flags;
   CLI::App* run = app.add_subcommand(
       "run", "Deliver due recipients from the database; retry deferred ones when due");
+  run->footer(
+      "Exit status: 0 nothing due now (--until-done), or drained after SIGTERM/SIGINT (a "
+      "service); 1 --until-done interrupted; 2 usage, config or start-up error (nothing "
+      "sent); 3 the database or the engine failed during the run (nothing accepted is lost). "
+      "A second signal exits at once with 128 + its number.\n");
   run->add_option("--db", run_flags.db, "SQLite database; config: storage.path")->type_name("PATH");
   run->add_option("--relay", run_flags.relay, "SMTP relay HOST:PORT; config: send.relay")
       ->type_name("HOST:PORT");
@@ -238,6 +249,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   StatusFlags status_flags;
   CLI::App* status = app.add_subcommand(
       "status", "Counts per state per campaign and domain, oldest deferred, top replies");
+  status->footer("Exit status: 0 printed; 2 usage, config or database error.\n");
   status->add_option("--db", status_flags.db, "SQLite database; config: storage.path")
       ->type_name("PATH");
   status->add_option("--campaign", status_flags.campaign, "Only this campaign")->type_name("NAME");
@@ -248,6 +260,9 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   CLI::App* suppress =
       app.add_subcommand("suppress", "The suppression list: addresses that are never sent to");
   suppress->require_subcommand(1);
+  suppress->footer(
+      "Exit status: 0 done; 1 `import` refused some lines (the others are suppressed); 2 "
+      "usage, config or database error.\n");
   suppress->add_option("--db", suppress_flags.db, "SQLite database; config: storage.path")
       ->type_name("PATH");
   suppress->add_option("--config", suppress_flags.config_path, "TOML config file")
@@ -266,6 +281,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
     sub->add_option("--db", suppress_flags.db, "SQLite database")->type_name("PATH");
   }
 
+  app.footer("`ringmail COMMAND --help` gives a command's options and exit status.\n");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

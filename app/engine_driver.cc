@@ -35,7 +35,7 @@ bool drive_engine(engine::Engine& engine, StopSignals& signals, Console& console
       if (interrupted || already_interrupted) {
         console.print_line("ringmail: second signal: exiting without waiting");
         std::fflush(stdout);
-        std::_Exit(130);
+        std::_Exit(128 + sig);  // as a shell reports death by that signal
       }
       interrupted = true;
       console.print_line(fmt::format(

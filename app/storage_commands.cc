@@ -60,6 +60,8 @@ int run_enqueue(const EnqueueFlags& flags) {
   if (config->from.empty()) return fail("no sender: give --from ADDRESS or set [send] from");
   if (auto ok = validate_mailbox(config->from); !ok)
     return fail(fmt::format("invalid sender address: {}", ok.error()));
+  if (flags.idempotency_key && flags.idempotency_key->empty())
+    return fail("--idempotency-key must not be empty");
   int64_t now = storage::unix_now_ms();
   int64_t due = now;
   if (flags.send_at) {
@@ -94,7 +96,7 @@ int run_enqueue(const EnqueueFlags& flags) {
                           : "",
         rejected ? fmt::format(", {} refused lines", group_thousands(rejected)) : "");
   }
-  return 0;
+  return enqueued->rejected_lines > 0 ? 1 : 0;  // as `suppress import`: the rest is in
 }
 
 // ---------------------------------------------------------------- run
@@ -133,7 +135,9 @@ int run_run(const RunFlags& flags) {
   auto report = deliver_queue(c, **route_resolver, signals, *observability, options);
   if (!report) return fail(report.error());
   if (report->storage_error || report->engine_failure) return 3;
-  return report->result.interrupted ? 1 : 0;
+  // A service (no --until-done) is stopped by a signal, and drained is how it should end:
+  // 0, so `systemctl stop` does not leave the unit failed. --until-done cut short is 1.
+  return report->result.interrupted && flags.until_done ? 1 : 0;
 }
 
 // ---------------------------------------------------------------- status

@@ -87,6 +87,48 @@ TEST_F(StorageCommands, EnqueueIsIdempotentAndRunDeliversEverything) {
   EXPECT_EQ((*sink)->recipients_received(), 3000u);
 }
 
+// Refused lines: exit 1 with the rest enqueued. Nothing accepted: exit 2, nothing
+// committed, so the idempotency key stays free for the corrected file.
+TEST_F(StorageCommands, EnqueueExitStatusSaysWhatWasRefused) {
+  std::ofstream(dir_ / "mixed.txt") << "good1@example.test\nnot an address\ngood2@example.test\n";
+  Result mixed = run(enqueue_args(dir_ / "mixed.txt"));
+  EXPECT_EQ(mixed.exit_code, 1) << mixed.err;
+  EXPECT_NE(mixed.err.find("mixed.txt:2:"), std::string::npos) << mixed.err;
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM recipients"), 2);
+
+  std::ofstream(dir_ / "bad.txt") << "all@@bad\nworse\n";
+  auto bad = enqueue_args(dir_ / "bad.txt");
+  bad.insert(bad.end(), {"--idempotency-key", "k1"});
+  Result refused = run(bad);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("no recipient accepted"), std::string::npos) << refused.err;
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM messages"), 1);  // only the first enqueue's
+
+  auto fixed = enqueue_args(recipients(3));
+  fixed.insert(fixed.end(), {"--idempotency-key", "k1"});
+  Result ok = run(fixed);
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM recipients"), 5);
+
+  auto empty_key = enqueue_args(recipients(3));
+  empty_key.insert(empty_key.end(), {"--idempotency-key", ""});
+  EXPECT_EQ(run(empty_key).exit_code, 2);
+}
+
+// `run` as a service (no --until-done) is stopped by SIGTERM; having drained, it exits 0
+// (systemd would otherwise mark every `systemctl stop` a failure).
+TEST_F(StorageCommands, AServiceStoppedBySigtermExitsZero) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_EQ(run(enqueue_args(recipients(200))).exit_code, 0);
+  Result r = run({"run", "--db", db_.string(), "--relay", (*sink)->address(), "--shards", "1",
+                  "--quiet", "--summary", "json"},
+                 {.signal_after = 1500ms, .signal = SIGTERM});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count("delivered"), 200u);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["interrupted"], true);
+}
+
 TEST_F(StorageCommands, AScheduledCampaignWaitsForItsTime) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
