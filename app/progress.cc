@@ -24,7 +24,8 @@ ProgressCounts make_progress_counts(const engine::DeliverySnapshot& delivery, ui
   c.deferred = delivery.recipients_deferred;
   c.bounced = delivery.recipients_bounced;
   c.rejected = rejected;
-  c.done = delivery.recipients_finished() + rejected;
+  // Dropped unsent at a stop is not done: after a drain the bar shows what was sent.
+  c.done = delivery.recipients_attempted() + rejected;
   const uint64_t read = taken + rejected;
   // The estimate counts lines, not records; never show a total below what was already read.
   c.total = source_exhausted ? read : (estimated_total == 0 ? 0 : std::max(estimated_total, read));

@@ -64,8 +64,8 @@ std::string format_summary_text(const RunResult& r) {
       fmt::format("  messages       {:>12}  {} msg/s\n", group_thousands(d.transactions_finished),
                   rate(d.transactions_finished, r.elapsed_s));
   out +=
-      fmt::format("  recipients     {:>12}  {} rcpt/s\n", group_thousands(d.recipients_finished()),
-                  rate(d.recipients_finished(), r.elapsed_s));
+      fmt::format("  recipients     {:>12}  {} rcpt/s\n", group_thousands(d.recipients_attempted()),
+                  rate(d.recipients_attempted(), r.elapsed_s));
   out += fmt::format("  connections    {:>12}  opened, {} failed\n",
                      group_thousands(d.connections_opened), group_thousands(d.connection_failures));
   auto codes = reply_codes_by_count(d);
@@ -97,10 +97,10 @@ std::string format_summary_json(const RunResult& r) {
       {"not_attempted", not_attempted(r)},
       {"parked", d.recipients_parked},
       {"messages", d.transactions_finished},
-      {"recipients", d.recipients_finished()},
+      {"recipients", d.recipients_attempted()},
       {"elapsed_s", r.elapsed_s},
       {"messages_per_s", per_second(d.transactions_finished, r.elapsed_s)},
-      {"recipients_per_s", per_second(d.recipients_finished(), r.elapsed_s)},
+      {"recipients_per_s", per_second(d.recipients_attempted(), r.elapsed_s)},
       {"connections_opened", d.connections_opened},
       {"connection_failures", d.connection_failures},
       {"reply_codes", std::move(codes)},

@@ -58,7 +58,8 @@ struct DeliverySnapshot {
   // Given back unsent because their destination had a backlog (PoolLimits::max_backlog):
   // the source keeps them for later. A recipient may be parked more than once in a run.
   uint64_t recipients_parked = 0;
-  uint64_t transactions_finished = 0;     // messages: one per SMTP transaction
+  uint64_t transactions_finished = 0;     // messages: one per SMTP transaction (not those
+                                          // dropped unsent at a stop, nor parked ones)
   uint64_t transactions_delivered = 0;    // ... of which at least one recipient delivered
   uint64_t connections_opened = 0;
   uint64_t connection_failures = 0;  // the sum of connection_failures_by_reason
@@ -87,6 +88,11 @@ struct DeliverySnapshot {
   std::vector<SiteSample> sites;
   SiteCounts site_other;
 
+  // Recipients a transaction was made for and ended: what a rate of work done counts
+  // (not those dropped unsent at a stop, nor parked ones).
+  uint64_t recipients_attempted() const {
+    return recipients_delivered + recipients_deferred + recipients_bounced;
+  }
   uint64_t recipients_finished() const {
     return recipients_delivered + recipients_deferred + recipients_bounced + recipients_not_attempted;
   }

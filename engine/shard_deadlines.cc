@@ -103,7 +103,9 @@ void Shard::fail_ring(int error) {
   for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
     Connection& c = connections_[slot];
     if (c.state == Connection::State::kFree) continue;
-    if (c.session) c.session->abort(kConnectionLost, what);
+    // The stop's code: what never reached the server is queued again without an attempt
+    // (as at a drain); a transaction cut mid-way is a deferral all the same.
+    if (c.session) c.session->abort(kShutdown, what);
     collect_outcomes(c);
   }
   give_back_unsent();

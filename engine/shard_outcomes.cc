@@ -102,15 +102,23 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   if (pool) pool->note_finished(now_);
   // By site: tallied here and added once per status, not once per recipient.
   std::array<uint64_t, 3> by_status{};
+  uint64_t stopped = 0;
   for (const smtp::RecipientOutcome& r : outcome.recipients) {
+    // Cut unsent by the stop (the drain timeout closing a connection before its greeting,
+    // say): not attempted, as the queue records it (queued again, no attempt counted).
+    if (outcome.not_attempted && r.reply.code == 0 && r.reply.enhanced == kShutdown) {
+      ++stopped;
+      continue;
+    }
     counters_.count_recipient(r.reply, int(r.status));
     ++by_status[size_t(r.status) < by_status.size() ? size_t(r.status) : 1];
   }
+  if (stopped != 0) counters_.count_not_attempted(stopped);
   SiteSlot& site = pool && pool->site ? *pool->site : counters_.sites().other();
   for (size_t status = 0; status < by_status.size(); ++status)
     if (by_status[status] != 0) site.count_recipients(smtp::RecipientStatus(status), by_status[status]);
   const bool any_delivered = by_status[size_t(smtp::RecipientStatus::kDelivered)] != 0;
-  counters_.count_transaction(any_delivered);
+  if (stopped < outcome.recipients.size()) counters_.count_transaction(any_delivered);
   count_duration(outcome.transaction);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
@@ -130,8 +138,8 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
       counters_.count_recipient(r.reply, int(r.status));
     (site ? *site : counters_.sites().other())
         .count_recipients(smtp::RecipientStatus::kDeferred, outcome.recipients.size());
+    counters_.count_transaction(false);  // a message given up, not one dropped at a stop
   }
-  counters_.count_transaction(false);
   count_duration(outcome.transaction);
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
