@@ -148,7 +148,9 @@ void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::R
 void Shard::finish_locally(smtp::Transaction&& transaction, smtp::RecipientStatus status,
                            const smtp::Reply& why, SiteSlot& site) {
   smtp::TransactionOutcome outcome;
-  outcome.recipients.assign(transaction.recipients.size(), smtp::RecipientOutcome{status, why});
+  // The route's answer (null MX, no such domain) is about the recipients' own domain.
+  outcome.recipients.assign(transaction.recipients.size(),
+                            smtp::RecipientOutcome{status, why, /*about_recipient=*/true});
   outcome.transaction = std::move(transaction);
   for (const smtp::RecipientOutcome& r : outcome.recipients) counters_.count_recipient(r.reply, int(r.status));
   site.count_recipients(status, outcome.recipients.size());

@@ -390,8 +390,12 @@ void ClientSession::on_rcpt(const Reply& reply) {
     if (reply.positive_completion()) {
       outcome.reply.code = reply.code;  // accepted; the dot's reply will replace it
       ++p.accepted;
+    } else if (reply.code == 552) {
+      // RFC 5321 4.5.3.1.10: 552 to RCPT is an old spelling of 452 "too many recipients";
+      // treated as temporary (as Postfix does), or the rest of a batch would be lost.
+      outcome = {RecipientStatus::kDeferred, reply, true};
     } else {
-      outcome = {status_of(reply), reply};
+      outcome = {status_of(reply), reply, true};
     }
   }
   if (pipelining_) return;  // DATA was sent with the RCPTs

@@ -45,6 +45,10 @@ struct RecipientOutcome {
   // locally (connection lost, timeout, protocol error) code is 0, the enhanced code is
   // 4.4.2 (lost) / 4.4.7 (timeout) / 4.5.0 (protocol error) and text says what happened.
   Reply reply;
+  // The reply is about this recipient's own address: the server refused its RCPT (or its
+  // domain has a null MX). Only then can a "bad mailbox" code (5.1.1) be trusted to speak
+  // of the address; the same code to MAIL or to the end of data says nothing of it.
+  bool about_recipient = false;
 };
 
 struct TransactionOutcome {

@@ -47,14 +47,17 @@ PolicyDecision decide(const AttemptFacts& facts, const RetrySchedule& schedule,
     d.state = RecipientState::kDelivered;
     return d;
   }
-  bool permanent = facts.status == smtp::RecipientStatus::kBounced || r.permanent_failure();
+  // The engine decides what is permanent: it defers a whole session a server refused
+  // (554 greeting, 535 to AUTH), since the recipients are not at fault, and a 552 to RCPT
+  // (RFC 5321 4.5.3.1.10), so a 5xx code alone does not bounce.
+  bool permanent = facts.status == smtp::RecipientStatus::kBounced;
   // 5.2.2 "mailbox full" is a persistent transient condition (RFC 3463 X.2.2): worth
   // another try whatever the basic code, as most large receivers say 552 5.2.2 for it.
   if (permanent && r.enhanced.klass == 5 && r.enhanced.subject == 2 && r.enhanced.detail == 2)
     permanent = false;
   if (permanent) {
     d.state = RecipientState::kBounced;
-    d.suppress_address = means_bad_mailbox(r.enhanced);
+    d.suppress_address = facts.about_recipient && means_bad_mailbox(r.enhanced);
     return d;
   }
   // Deferred: 4xx, 421, or a local failure (code 0: connection refused, lost, timeout).

@@ -20,6 +20,9 @@ struct AttemptFacts {
   // With not_attempted: the engine parked it (its destination had a backlog) and asks
   // for it again after this long.
   int64_t retry_after_ms = 0;
+  // The reply answered this recipient's own RCPT (or is its domain's null MX): only then
+  // does a bad-mailbox code put the address on the suppression list.
+  bool about_recipient = false;
   unsigned attempts_before = 0;  // attempts counted before this one
   int64_t now_ms = 0;
   int64_t first_due_at_ms = 0;  // when the recipient was first due (enqueue or send-at)

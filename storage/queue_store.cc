@@ -400,6 +400,7 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
   facts.reply = u.reply;
   facts.not_attempted = u.not_attempted;
   facts.retry_after_ms = u.retry_after_ms;
+  facts.about_recipient = u.about_recipient;
   facts.attempts_before = static_cast<unsigned>(r.column_int(0));
   facts.first_due_at_ms = r.column_int(1);
   facts.now_ms = now_ms;

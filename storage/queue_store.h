@@ -62,6 +62,7 @@ struct RecipientUpdate {
   smtp::Reply reply;
   bool not_attempted = false;
   int64_t retry_after_ms = 0;  // parked by the engine: offer it again after this long
+  bool about_recipient = false;  // smtp::RecipientOutcome::about_recipient
 };
 
 // Where a policy-applied outcome left its recipient, for the structured log.

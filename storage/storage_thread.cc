@@ -57,7 +57,8 @@ void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOut
     const auto id = static_cast<int64_t>(tags[i]);
     if (outcome.not_attempted || r.status != smtp::RecipientStatus::kDelivered) {
       batch.others.push_back({id, r.status, r.reply, outcome.not_attempted,
-                              static_cast<int64_t>(outcome.retry_after.count())});
+                              static_cast<int64_t>(outcome.retry_after.count()),
+                              r.about_recipient});
       continue;
     }
     if (batch.delivered.empty() || batch.delivered.back().reply.code != r.reply.code ||

@@ -199,6 +199,37 @@ TEST_F(StorageCommands, SoftRejectsAreRetriedAndABadMailboxIsBouncedAndSuppresse
   EXPECT_EQ(run({"suppress", "list", "--db", db_.string()}).out.find("user4"), std::string::npos);
 }
 
+// A server refusing the whole session with a 5xx (here its greeting) defers the
+// recipients: they are not at fault, and the failure policy must not bounce them on the
+// code alone. A 5.1.1 to MAIL (the sender refused) bounces but suppresses no recipient.
+TEST_F(StorageCommands, ASessionRefusedWith5xxDefersAndA511ToMailSuppressesNobody) {
+  ScriptedSmtpServerOptions refusing;
+  refusing.greeting = "554 5.3.2 not accepting mail";
+  auto closed = ScriptedSmtpServer::start(refusing);
+  ASSERT_TRUE(closed) << closed.error();
+  ASSERT_EQ(run(enqueue_args(recipients(4))).exit_code, 0);
+  Result r = run(run_args((*closed)->address()));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count("deferred"), 4u);
+  EXPECT_EQ(count("bounced"), 0u);
+
+  ScriptedSmtpServerOptions o;
+  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == "MAIL") return ScriptedReply::line("553 5.1.1 sender address rejected");
+    return std::nullopt;
+  };
+  auto server = ScriptedSmtpServer::start(o);
+  ASSERT_TRUE(server) << server.error();
+  db_ = dir_ / "second.db";  // the first campaign waits for its backoff and the pause
+  ASSERT_EQ(run(enqueue_args(recipients(4))).exit_code, 0);
+  Result second = run(run_args((*server)->address()));
+  EXPECT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(count("bounced"), 4u);
+  Result list = run({"suppress", "list", "--db", db_.string()});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_EQ(list.out, "") << list.out;
+}
+
 // ≥100,000 recipients; `ringmail run` SIGKILLed at ≥10 random moments and restarted until
 // done. Every recipient must end delivered, the server must have seen each at least
 // once, and the duplicates may not exceed what was in flight (leased, outcome not

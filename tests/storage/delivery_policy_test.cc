@@ -38,6 +38,7 @@ TEST(storage_policy, Table) {
     smtp::Reply reply;
     RecipientState state;
     bool suppress;
+    bool about_recipient = true;  // the reply answered the recipient's own RCPT
   };
   const Row rows[] = {
       {S::kDelivered, reply(250, 2, 0, 0), RecipientState::kDelivered, false},
@@ -55,9 +56,18 @@ TEST(storage_policy, Table) {
       {S::kBounced, reply(554), RecipientState::kBounced, false},              // no enhanced
       {S::kBounced, reply(552, 5, 2, 2), RecipientState::kDeferred, false},    // 5.2.2 full
       {S::kBounced, reply(550, 5, 1, 2), RecipientState::kBounced, false},     // bad system
+      // A 5.1.1 to MAIL or to the end of data says nothing of this recipient's mailbox.
+      {S::kBounced, reply(553, 5, 1, 1), RecipientState::kBounced, false, false},
+      // The session refused (554 greeting, 535 to AUTH) or 552 to RCPT: the engine defers,
+      // and a 5xx code does not overrule it.
+      {S::kDeferred, reply(554, 5, 3, 2), RecipientState::kDeferred, false, false},
+      {S::kDeferred, reply(535, 5, 7, 8), RecipientState::kDeferred, false, false},
+      {S::kDeferred, reply(552, 5, 5, 3), RecipientState::kDeferred, false},
   };
   for (const Row& row : rows) {
-    PolicyDecision d = decide(facts(row.status, row.reply), no_jitter(), 0.5);
+    AttemptFacts f = facts(row.status, row.reply);
+    f.about_recipient = row.about_recipient;
+    PolicyDecision d = decide(f, no_jitter(), 0.5);
     EXPECT_EQ(d.state, row.state) << row.reply.to_string();
     EXPECT_EQ(d.suppress_address, row.suppress) << row.reply.to_string();
     EXPECT_TRUE(d.counts_attempt);

@@ -77,6 +77,7 @@ class QueueStoreTest : public ::testing::Test {
     u.reply.enhanced = enhanced;
     u.reply.text = "reply text";
     u.not_attempted = not_attempted;
+    u.about_recipient = true;  // each reply as if it answered the recipient's RCPT
     EXPECT_TRUE(store_->connection().begin());
     auto s = store_->apply(owner, u, schedule_, now);
     EXPECT_TRUE(s) << s.error().message;
