@@ -130,6 +130,7 @@ int run_run(const RunFlags& flags) {
   if (!observability) return fail(observability.error());
   QueueRunOptions options;
   options.until_done = flags.until_done;
+  options.linger = flags.until_done;  // a service serves /metrics all along anyway
   options.quiet = flags.quiet;
   options.summary = flags.summary;
   auto report = deliver_queue(c, **route_resolver, signals, *observability, options);

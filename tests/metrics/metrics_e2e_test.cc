@@ -310,5 +310,30 @@ TEST_F(MetricsE2e, TheRunServiceServesMetricsAcrossPasses) {
   EXPECT_EQ((*sink)->recipients_received(), 500u);
 }
 
+// `run --until-done` keeps the final counts scrapeable for --metrics-linger, as `send`
+// does, so a batch job's last numbers reach Prometheus; SIGTERM ends the wait.
+TEST_F(MetricsE2e, RunUntilDoneLingersWithItsFinalCounts) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  const std::string db = (dir_ / "queue.db").string();
+  PeerProcess enqueue({RINGMAIL_BINARY, "enqueue", "--db", db, "--from", "a@ringmail.test",
+                       "--message", (dir_ / "m.eml").string(), "--recipients",
+                       recipients(users(50)).string(), "--quiet"},
+                      dir_ / "enqueue.out", dir_ / "enqueue.err");
+  ASSERT_EQ(enqueue.wait(30s), 0) << enqueue.err();
+  const uint16_t port = unused_loopback_port();
+  PeerProcess run({RINGMAIL_BINARY, "run", "--db", db, "--relay", (*sink)->address(),
+                   "--until-done", "--quiet", "--summary", "json", "--metrics-listen",
+                   "127.0.0.1:" + std::to_string(port), "--metrics-linger", "30"},
+                  dir_ / "run.out", dir_ / "run.err");
+  auto summary = wait_for_summary(run);
+  ASSERT_FALSE(summary.is_null()) << run.err();
+  EXPECT_EQ(summary["delivered"], 50);
+  auto scrape = http_get(port, "/metrics", 2s);
+  ASSERT_TRUE(scrape) << "no exporter after the run: " << run.err();
+  EXPECT_EQ(sample(scrape->body, "ringmail_recipients_total{outcome=\"delivered\"}"), 50);
+  EXPECT_EQ(run.stop(), 0);
+}
+
 }  // namespace
 }  // namespace ringmail::test
