@@ -20,6 +20,16 @@ std::string_view site_of(const Destination& d) {
   return d.tls_name.empty() ? std::string_view(d.host) : std::string_view(d.tls_name);
 }
 
+// A destination's name in the database's destinations table and `status`: an MX pool's
+// domain; a relay's configured name (else its address) with its port, so two relays on
+// one host (a dead one and a good one, say) are two rows, not one overwriting the other.
+std::string destination_name(const Destination& d) {
+  if (!d.mx_domain.empty()) return d.mx_domain;
+  const std::string& host = d.tls_name.empty() ? d.host : d.tls_name;
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(d.port);
+}
+
 // Domains as the database stores them (storage: lower-cased at enqueue).
 std::string lower_domain(std::string_view domain) {
   std::string out(domain);
@@ -204,7 +214,7 @@ void Shard::report_up(DestinationPool& pool) {
 void Shard::report_destination(DestinationPool& pool, bool paused,
                                std::vector<std::string> domains) {
   DestinationStateChange change;
-  change.name = std::string(site_of(pool.destination()));
+  change.name = destination_name(pool.destination());
   change.domains = std::move(domains);
   change.paused = paused;
   if (paused) {

@@ -19,8 +19,11 @@ std::expected<std::vector<DestinationStatus>, StorageError> QueueStore::paused_d
   auto st = db_.prepare(
       "SELECT name, coalesce(paused_until, 0), failures, coalesce(last_code, 0), "
       "coalesce(last_enhanced, ''), coalesce(last_text, ''), updated_at FROM destinations "
-      "WHERE state = 'paused' ORDER BY name");
+      "WHERE state = 'paused' AND paused_until > ?1 ORDER BY name");
   if (!st) return fail(st);
+  // A pause whose end has passed is no pause: the row stays 'paused' until the next run
+  // reaches that destination (and never changes if nothing goes there any more).
+  st->bind(1, unix_now_ms());
   std::vector<DestinationStatus> out;
   while (true) {
     auto row = st->step();

@@ -216,7 +216,7 @@ class QueueStore {
   // Every recipient, or only those of `message_id`.
   std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError> state_counts(
       std::optional<int64_t> message_id = std::nullopt);
-  // Destinations recorded as paused, by name.
+  // Destinations paused now (recorded as paused, the pause not over), by name.
   std::expected<std::vector<DestinationStatus>, StorageError> paused_destinations();
 
   // --- suppression list (addresses compared lower-cased) ---

@@ -73,7 +73,9 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
   const int64_t before_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-  Result dead = deliver("127.0.0.1:" + std::to_string(unused_loopback_port()));
+  const uint16_t dead_port = unused_loopback_port();
+  const std::string dead_relay = "127.0.0.1:" + std::to_string(dead_port);
+  Result dead = deliver(dead_relay);
   ASSERT_EQ(dead.exit_code, 0) << dead.err;
   auto summary = nlohmann::json::parse(dead.out);
   EXPECT_EQ(summary["delivered"], 0);
@@ -87,7 +89,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
   auto s = status();
   ASSERT_EQ(s["destinations"].size(), 1u) << s.dump();
   const auto& d = s["destinations"][0];
-  EXPECT_EQ(d["name"], "127.0.0.1");
+  EXPECT_EQ(d["name"], dead_relay);
   EXPECT_EQ(d["state"], "paused");
   const int64_t until = d["paused_until_ms"].get<int64_t>();
   EXPECT_GE(until, before_ms + 50'000);  // the 60 s default pause
@@ -109,15 +111,17 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
   // back), and the relay is alive now: everything is delivered and the relay is up.
   ASSERT_GT(sql_int(db_, "UPDATE recipients SET next_attempt_at = next_attempt_at - 120000"), 0);
   ASSERT_EQ(sql_int(db_, "UPDATE destinations SET paused_until = paused_until - 120000"), 1);
-  auto sink = SmtpSinkProcess::start();
+  SmtpSinkOptions revived;
+  revived.port = dead_port;  // the same relay, alive again
+  auto sink = SmtpSinkProcess::start(revived);
   ASSERT_TRUE(sink) << sink.error();
   Result live = deliver((*sink)->address());
   ASSERT_EQ(live.exit_code, 0) << live.err;
   EXPECT_EQ(nlohmann::json::parse(live.out)["delivered"], kRecipients);
   EXPECT_EQ((*sink)->recipients_received(), kRecipients);
   EXPECT_EQ(status()["destinations"].size(), 0u);
-  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM destinations WHERE name = '127.0.0.1' AND "
-                         "state = 'up' AND failures = 0"),
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM destinations WHERE name = '" + dead_relay +
+                             "' AND state = 'up' AND failures = 0"),
             1);
 }
 

@@ -49,13 +49,14 @@ TEST(DestinationState, ARefusingRelayIsReportedPausedOnceWithItsDomain) {
   options.pool.dead_destination_pause = engine::Seconds(600);
   StateSink sink;
   const auto before = std::chrono::system_clock::now();
-  engine::DeliverySnapshot counts = run(options, unused_loopback_port(), 40, sink);
+  const uint16_t port = unused_loopback_port();
+  engine::DeliverySnapshot counts = run(options, port, 40, sink);
   EXPECT_LE(counts.connections_opened, 8u);  // 3 set the host aside, a few were in flight
   auto changes = sink.changes();
   ASSERT_GE(changes.size(), 1u);
   size_t with_domain = 0;
   for (const auto& c : changes) {
-    EXPECT_EQ(c.name, "127.0.0.1");
+    EXPECT_EQ(c.name, "127.0.0.1:" + std::to_string(port));  // a relay: host and port
     EXPECT_TRUE(c.paused);
     EXPECT_GE(c.paused_until, before + std::chrono::seconds(590));
     EXPECT_EQ(c.paused_until, changes.front().paused_until);  // one pause, one end
@@ -101,7 +102,7 @@ TEST(DestinationState, AWorkingRelayIsReportedUpOnce) {
   EXPECT_GE(counts.connections_opened, 1u);
   auto changes = sink.changes();
   ASSERT_EQ(changes.size(), 1u);
-  EXPECT_EQ(changes[0].name, "127.0.0.1");
+  EXPECT_EQ(changes[0].name, "127.0.0.1:" + std::to_string((*server)->port()));
   EXPECT_FALSE(changes[0].paused);
   EXPECT_TRUE(changes[0].domains.empty());
 }

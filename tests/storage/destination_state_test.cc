@@ -206,6 +206,14 @@ TEST_F(DestinationStateTest, StorageThreadAppliesPauseAndUp) {
   EXPECT_EQ(report->paused_destinations[0].name, "relay.test");
   EXPECT_EQ(report->paused_destinations[0].paused_until_ms, until_ms);
   EXPECT_EQ(report->paused_destinations[0].last_text, "too busy");
+  // A pause whose end has passed is not listed, though the row still says paused.
+  ASSERT_TRUE(again->connection().exec(
+      "UPDATE destinations SET paused_until = paused_until - 3600000"));
+  auto later = again->paused_destinations();
+  ASSERT_TRUE(later);
+  EXPECT_TRUE(later->empty());
+  ASSERT_TRUE(again->connection().exec(
+      "UPDATE destinations SET paused_until = paused_until + 3600000"));
 
   auto owner2 = again->register_run(unix_now_ms());
   ASSERT_TRUE(owner2);
