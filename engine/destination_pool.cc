@@ -89,7 +89,10 @@ bool DestinationPool::failing(Clock::time_point now) {
   return next && hosts_[*next].consecutive_failures > 0;
 }
 
-void DestinationPool::record_connection_ready(size_t host) { hosts_[host].consecutive_failures = 0; }
+void DestinationPool::record_connection_ready(size_t host) {
+  hosts_[host].consecutive_failures = 0;
+  proven_ = true;
+}
 
 void DestinationPool::record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now) {
   PoolHost& h = hosts_[host];

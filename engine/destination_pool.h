@@ -86,6 +86,11 @@ class DestinationPool {
 
   // Connection health, per host.
   void record_connection_ready(size_t host);
+  // A connection of this pool has reached EHLO's reply. Until one has, the pool opens no
+  // more connections at once than it takes to find the destination dead
+  // (kDeadAfterFailures): a dead host gets 3 connection attempts, not max_connections,
+  // at every start of a run and every end of a pause.
+  bool proven() const { return proven_; }
   void record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now);
   // True while every host is set aside. Past a host's probe time it may be tried again
   // (one probe), so this is not const.
@@ -142,6 +147,7 @@ class DestinationPool {
   std::vector<PoolHost> hosts_;
   double tokens_ = 0;
   Clock::time_point tokens_updated_{};
+  bool proven_ = false;
   // Finished transactions per second, measured over windows of kRateWindow.
   static constexpr Clock::duration kRateWindow = std::chrono::seconds(2);
   Clock::time_point rate_window_start_{};

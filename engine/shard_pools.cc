@@ -80,7 +80,11 @@ void Shard::schedule_pool(DestinationPool& pool) {
     feed_connection(pool.connections[i]);
   // Then open connections for the work still waiting, one per waiting transaction, up to
   // the limit. Connections still connecting have already taken one transaction each.
-  const size_t max_connections = pool.failing(now_) ? 1 : pool.limits().max_connections;
+  const size_t max_connections =
+      pool.failing(now_) ? 1
+      : pool.proven()    ? pool.limits().max_connections
+                         : std::min<size_t>(pool.limits().max_connections,
+                                            DestinationPool::kDeadAfterFailures);
   while (!draining_ && !pool.queue.empty() && pool.connections.size() < max_connections) {
     if (pool.dead(now_)) {
       defer_queue_of_dead_pool(pool);

@@ -185,6 +185,26 @@ TEST(ScriptedServer, PoolLimitAndConnectionReuse) {
   EXPECT_GE(most, 50u);
 }
 
+// Slow start: a destination gets at most 3 connections until one reaches EHLO's reply,
+// then the rest of max_connections as its work needs them.
+TEST(ScriptedServer, AfterTheFirstWorkingConnectionThePoolOpensTheRest) {
+  ScriptedSmtpServerOptions o;
+  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(20)};
+    return std::nullopt;
+  };
+  auto server = start_server(o);
+  ASSERT_TRUE(server);
+  auto options = test_options();
+  options.pool.max_connections = 8;
+  options.pool.max_recipients_per_transaction = 1;
+  auto run = run_against(*server, options, 200);
+  ASSERT_TRUE(run.finished);
+  EXPECT_EQ(run.counts.recipients_delivered, 200u);
+  EXPECT_GT(server->max_simultaneous_connections(), 3u);
+  EXPECT_LE(server->max_simultaneous_connections(), 8u);
+}
+
 TEST(ScriptedServer, WithoutPipeliningOneCommandAtATime) {
   ScriptedSmtpServerOptions o;
   o.advertise_pipelining = false;
