@@ -14,6 +14,7 @@
 #include "app/human_format.h"
 #include "app/observability.h"
 #include "app/progress.h"
+#include "app/rfc3339.h"
 #include "engine/engine.h"
 #include "metrics/storage_families.h"
 #include "storage/database_job_source.h"
@@ -80,6 +81,15 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     console.print_line(fmt::format("ringmail: {} recipients in flight in a run that is gone are "
                                    "queued again",
                                    group_thousands(report.recovered)));
+  // Leases this run cannot take back: another run's, alive or on another host (a new
+  // container or pod has another host name). Said, so --until-done's "nothing due" is not
+  // mistaken for "everything sent".
+  if (auto foreign = store->leased_by_other_runs(*owner);
+      foreign && foreign->recipients > 0 && style != ProgressStyle::kOff)
+    console.print_line(fmt::format(
+        "ringmail: {} recipients are in flight under another run (still running, or on "
+        "another host); they are queued again when their lease expires, from {}",
+        group_thousands(foreign->recipients), format_rfc3339(foreign->first_expiry_ms)));
 
   // Declared before stop_exporter_first below, so it is destroyed after the exporter
   // stops: a scrape reads its metrics until then.

@@ -210,6 +210,21 @@ std::expected<void, StorageError> QueueStore::unregister_run(int64_t owner) {
   return st->run();
 }
 
+std::expected<QueueStore::ForeignLeases, StorageError> QueueStore::leased_by_other_runs(
+    int64_t owner) {
+  // A scan (no in-flight index, schema.cc version 2), once per run start.
+  auto st = db_.prepare(
+      "SELECT count(*), coalesce(min(lease_expires), 0) FROM recipients "
+      "WHERE state = 'in_flight' AND lease_owner IS NOT ?1");
+  if (!st) return fail(st);
+  st->bind(1, owner);
+  auto row = st->step();
+  if (!row) return fail(row);
+  ForeignLeases out{static_cast<uint64_t>(st->column_int(0)), st->column_int(1)};
+  st->reset();
+  return out;
+}
+
 std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms) {
   if (auto ok = db_.begin(); !ok) return fail(ok);
   auto body = [&]() -> std::expected<uint64_t, StorageError> {

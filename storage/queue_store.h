@@ -149,6 +149,13 @@ class QueueStore {
   // In-flight recipients of runs whose process is gone (same host), or whose lease has
   // expired, go back to queued with their attempts unchanged. Returns how many.
   std::expected<uint64_t, StorageError> recover_leases(int64_t now_ms);
+  // Recipients still in flight under a lease of another run (alive, or on another host,
+  // whose process this host cannot check): how many, and when the first lease expires.
+  struct ForeignLeases {
+    uint64_t recipients = 0;
+    int64_t first_expiry_ms = 0;
+  };
+  std::expected<ForeignLeases, StorageError> leased_by_other_runs(int64_t owner);
   // Queued or deferred recipients on the suppression list become suppressed.
   std::expected<uint64_t, StorageError> apply_suppressions(int64_t now_ms);
 

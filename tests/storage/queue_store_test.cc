@@ -223,6 +223,19 @@ TEST_F(QueueStoreTest, ASendAtInThePastCountsMaxAgeFromTheEnqueue) {
             RecipientState::kDeferred);
 }
 
+// What a starting run cannot take back: leases of another run (alive, or on another host).
+TEST_F(QueueStoreTest, LeasesOfOtherRunsAreCountedWithTheirFirstExpiry) {
+  enqueue(3);
+  ASSERT_EQ(claim(7, 10).size(), 3u);
+  auto foreign = store_->leased_by_other_runs(8);
+  ASSERT_TRUE(foreign);
+  EXPECT_EQ(foreign->recipients, 3u);
+  EXPECT_EQ(foreign->first_expiry_ms, kNow + 3'600'000);
+  auto own = store_->leased_by_other_runs(7);
+  ASSERT_TRUE(own);
+  EXPECT_EQ(own->recipients, 0u);
+}
+
 TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
   enqueue(4);
   auto c = claim(9, 4);
