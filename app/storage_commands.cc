@@ -150,6 +150,13 @@ int run_status(const StatusFlags& flags) {
   if (!store) return fail(store.error());
   auto report = store->status(flags.campaign);
   if (!report) return fail(report.error());
+  // When the queue next has work: a scheduled campaign's time, or the next retry.
+  std::optional<int64_t> next_due;
+  if (!flags.campaign) {
+    auto next = store->next_due_at();
+    if (!next) return fail(next.error());
+    next_due = *next;
+  }
 
   auto group = [](const std::vector<storage::StateCount>& rows) {
     std::map<std::string, std::map<std::string, uint64_t>> out;
@@ -158,6 +165,9 @@ int run_status(const StatusFlags& flags) {
   };
   const auto campaigns = group(report->by_campaign);
   const auto domains = group(report->by_domain);
+  if (flags.campaign && campaigns.empty())
+    return fail(fmt::format("no recipients of a campaign named '{}' in {}", *flags.campaign,
+                            config->storage.path));
   if (flags.json) {
     nlohmann::json j;
     auto table = [](const std::map<std::string, std::map<std::string, uint64_t>>& m) {
@@ -207,6 +217,8 @@ int run_status(const StatusFlags& flags) {
                         {"last_text", d.last_text},
                         {"updated_at", format_rfc3339(d.updated_at_ms)}});
     j["destinations"] = paused;
+    if (!flags.campaign)
+      j["next_due_at"] = next_due ? nlohmann::json(format_rfc3339(*next_due)) : nlohmann::json();
     std::cout << j.dump() << std::endl;
     return 0;
   }
@@ -227,6 +239,7 @@ int run_status(const StatusFlags& flags) {
   if (campaigns.empty()) std::cout << "no recipients\n";
   print("campaign", campaigns);
   print("domain", domains);
+  if (next_due) std::cout << fmt::format("next due: {}\n", format_rfc3339(*next_due));
   if (report->oldest_deferred) {
     const auto& o = *report->oldest_deferred;
     std::cout << fmt::format(

@@ -144,6 +144,13 @@ TEST_F(StorageCommands, AScheduledCampaignWaitsForItsTime) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(count("queued"), 10u);
   EXPECT_EQ((*sink)->messages_received(), 0u);
+  // status says when the queue next has work; an unknown campaign is an error.
+  EXPECT_EQ(status()["next_due_at"], "2999-01-01T00:00:00Z");
+  Result text = run({"status", "--db", db_.string()});
+  EXPECT_NE(text.out.find("next due: 2999-01-01T00:00:00Z"), std::string::npos) << text.out;
+  Result unknown = run({"status", "--db", db_.string(), "--campaign", "no-such"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("no-such"), std::string::npos) << unknown.err;
 }
 
 TEST_F(StorageCommands, SoftRejectsAreRetriedAndABadMailboxIsBouncedAndSuppressed) {
