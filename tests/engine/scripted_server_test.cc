@@ -161,14 +161,19 @@ TEST(ScriptedServer, RefusedGreetingDefersWithTheServersReply) {
   EXPECT_EQ(run.by_recipient.begin()->second.reply.code, 554);
 }
 
-TEST(ScriptedServer, PoolLimitAndConnectionReuse) {
+// A server whose reply to the end of data takes `delay`: slow final replies keep every
+// connection busy, so the pool wants to open more.
+ScriptedSmtpServerOptions slow_final_replies(std::chrono::milliseconds delay) {
   ScriptedSmtpServerOptions o;
-  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
-    // Slow final replies keep every connection busy, so the pool wants to open more.
-    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(2)};
+  o.script = [delay](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, delay};
     return std::nullopt;
   };
-  auto server = start_server(o);
+  return o;
+}
+
+TEST(ScriptedServer, PoolLimitAndConnectionReuse) {
+  auto server = start_server(slow_final_replies(std::chrono::milliseconds(2)));
   ASSERT_TRUE(server);
   auto options = test_options();
   options.pool.max_connections = 3;
@@ -188,12 +193,7 @@ TEST(ScriptedServer, PoolLimitAndConnectionReuse) {
 // Slow start: a destination gets at most 3 connections until one reaches EHLO's reply,
 // then the rest of max_connections as its work needs them.
 TEST(ScriptedServer, AfterTheFirstWorkingConnectionThePoolOpensTheRest) {
-  ScriptedSmtpServerOptions o;
-  o.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
-    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, std::chrono::milliseconds(20)};
-    return std::nullopt;
-  };
-  auto server = start_server(o);
+  auto server = start_server(slow_final_replies(std::chrono::milliseconds(20)));
   ASSERT_TRUE(server);
   auto options = test_options();
   options.pool.max_connections = 8;
