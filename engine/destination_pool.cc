@@ -99,10 +99,12 @@ void DestinationPool::record_connection_failure(size_t host, const smtp::Reply& 
   ++h.consecutive_failures;
   last_failure_ = why;
   if (h.consecutive_failures >= failures_to_set_aside()) h.set_aside_until = now + pause();
+  if (dead(now)) proven_ = false;  // after the pause, slow start again
 }
 
 void DestinationPool::mark_down(const smtp::Reply& why, Clock::time_point now) {
   last_failure_ = why;
+  proven_ = false;
   for (PoolHost& h : hosts_) {
     h.consecutive_failures = failures_to_set_aside();
     h.set_aside_until = now + pause();
@@ -134,12 +136,19 @@ bool DestinationPool::take_send_token(Clock::time_point now) {
 }
 
 Clock::time_point DestinationPool::next_token_time(Clock::time_point now) const {
-  if (limits_.messages_per_second <= 0 || tokens_ >= 1 || queue.empty())
-    return Clock::time_point::max();
-  double wait = (1 - tokens_) / limits_.messages_per_second;
+  if (limits_.messages_per_second <= 0 || queue.empty()) return Clock::time_point::max();
+  // The bucket as it stands now, not at its last refill (only take_send_token refills):
+  // a pool whose connections are all busy takes no token, and a due time computed from
+  // the stale bucket would lie in the past and wake the shard on every turn.
+  const double elapsed = tokens_updated_ == Clock::time_point{}
+                             ? 0.0
+                             : std::chrono::duration<double>(now - tokens_updated_).count();
+  const double tokens = std::min(std::max(1.0, limits_.messages_per_second),
+                                 tokens_ + elapsed * limits_.messages_per_second);
+  if (tokens >= 1) return Clock::time_point::max();  // a connection's next event takes it
+  const double wait = (1 - tokens) / limits_.messages_per_second;
   // Rounded up: a wake a tick early would find the bucket just short of a token.
-  auto due = tokens_updated_ + std::chrono::ceil<Clock::duration>(std::chrono::duration<double>(wait));
-  return std::max(due, now);
+  return now + std::chrono::ceil<Clock::duration>(std::chrono::duration<double>(wait));
 }
 
 void DestinationPool::note_finished(Clock::time_point now) {

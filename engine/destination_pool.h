@@ -86,10 +86,10 @@ class DestinationPool {
 
   // Connection health, per host.
   void record_connection_ready(size_t host);
-  // A connection of this pool has reached EHLO's reply. Until one has, the pool opens no
-  // more connections at once than it takes to find the destination dead
-  // (kDeadAfterFailures): a dead host gets 3 connection attempts, not max_connections,
-  // at every start of a run and every end of a pause.
+  // A connection of this pool has reached EHLO's reply since the pool was made or last
+  // found dead. Until one has, the pool opens no more connections at once than it takes
+  // to find the destination dead (kDeadAfterFailures): a dead host gets 3 connection
+  // attempts, not max_connections, at every start of a run and every end of a pause.
   bool proven() const { return proven_; }
   void record_connection_failure(size_t host, const smtp::Reply& why, Clock::time_point now);
   // True while every host is set aside. Past a host's probe time it may be tried again

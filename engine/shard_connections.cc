@@ -239,9 +239,9 @@ void Shard::after_session_event(uint32_t slot) {
     start_tls(slot);
   if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
     c.reached_ready = true;
-    const bool first = !c.pool->proven();
     c.pool->record_connection_ready(c.host_index);
-    if (first) activate(*c.pool);  // the rest of its connections may open now
+    // Proven (again): the rest of its connections may open now (once per connection).
+    activate(*c.pool);
     report_up(*c.pool);
   }
   if (session.phase() == smtp::SessionPhase::kClosed && session.auth_failed() && !c.failure_noted) {
