@@ -43,13 +43,17 @@ class TlsSmtpServer {
     thread_ = std::thread([this] { serve(); });
   }
   ~TlsSmtpServer() {
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
     ::close(listen_fd_);
     SSL_CTX_free(ctx_);
   }
   uint16_t port() const { return port_; }
-  // Valid once the engine has finished (the connection is over by then).
-  ClientEnding ending() const { return ending_.load(); }
+  // Waits for the server's side of the connection to end: the engine having finished
+  // only means the client closed, and the server thread may not have read that yet.
+  ClientEnding ending() {
+    if (thread_.joinable()) thread_.join();
+    return ending_.load();
+  }
   size_t messages() const { return messages_.load(); }
 
  private:
