@@ -93,8 +93,10 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
   // Judged by where this send's recipients stand in the database, not by the engine's
   // attempts: a recipient deferred and then delivered in a later pass counts as delivered.
   uint64_t waiting = 0;  // not final: sent by a later `ringmail run`
+  // (enqueue_campaign refuses a file with no accepted recipient, so states are never empty
+  // when the run could read them.)
   bool all_delivered = enqueued->rejected_lines == 0 && !report->result.interrupted &&
-                       (counts.queued + counts.suppressed == 0 || !report->states.empty());
+                       !report->states.empty();
   for (auto& [state, n] : report->states) {
     if (!storage::is_final(state)) waiting += n;
     if (state != storage::RecipientState::kDelivered && n > 0) all_delivered = false;

@@ -99,7 +99,6 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   } else if (!not_attempted_retries_.empty()) {
     not_attempted_retries_.erase(outcome.transaction.id);
   }
-  if (pool) pool->note_finished(now_);
   // By site: tallied here and added once per status, not once per recipient.
   std::array<uint64_t, 3> by_status{};
   uint64_t stopped = 0;
@@ -118,8 +117,13 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   for (size_t status = 0; status < by_status.size(); ++status)
     if (by_status[status] != 0) site.count_recipients(smtp::RecipientStatus(status), by_status[status]);
   const bool any_delivered = by_status[size_t(smtp::RecipientStatus::kDelivered)] != 0;
-  if (stopped < outcome.recipients.size()) counters_.count_transaction(any_delivered);
-  count_duration(outcome.transaction);
+  if (stopped < outcome.recipients.size()) {
+    // Only transactions that ended by the server's or the connection's doing say
+    // anything of the destination's pace (park_for).
+    if (pool) pool->note_finished(now_);
+    counters_.count_transaction(any_delivered);
+  }
+  count_duration(outcome.transaction);  // from its queue to its outcome, as every given-back one
   if (sink_) sink_->on_transaction_finished(index_, outcome);
   inbox_.outstanding.fetch_sub(1, std::memory_order_relaxed);
 }
