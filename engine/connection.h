@@ -92,6 +92,7 @@ class ConnectionTable {
     --in_use_;
   }
   Connection& operator[](uint32_t slot) { return slots_[slot]; }
+  const Connection& operator[](uint32_t slot) const { return slots_[slot]; }
   // The live connection a completion belongs to, or null when it is gone.
   Connection* find(uint32_t slot, uint32_t generation) {
     if (slot >= slots_.size()) return nullptr;

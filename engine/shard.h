@@ -137,6 +137,8 @@ class Shard final : public dns::SocketWatcher {
   // Onto the pool's queue, or parked when the pool has a backlog (PoolLimits::max_backlog).
   // The caller activates the pool.
   void queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction);
+  // Transactions of the pool on the shard: queued, and on its connections.
+  size_t held_by(const DestinationPool& pool) const;
   // Given back unsent, to be offered again after DestinationPool::park_for(): not an
   // attempt, not a stop.
   void park(DestinationPool& pool, smtp::Transaction&& transaction);

@@ -41,12 +41,23 @@ void Shard::count_duration(const smtp::Transaction& transaction) {
   counters_.count_transaction_duration(now_ - queued_at(transaction));
 }
 
+size_t Shard::held_by(const DestinationPool& pool) const {
+  size_t held = pool.queue.size();
+  for (uint32_t slot : pool.connections)
+    if (const Connection& c = connections_[slot]; c.session) held += c.session->queued_transactions();
+  return held;
+}
+
 void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction) {
   // A destination alone on the shard keeps half its capacity before anything is parked:
-  // parking only pays when others need the room, and costs the database writes.
+  // parking only pays when others need the room, and costs the database writes. What it
+  // holds counts its transactions on connections too: they fill the capacity as well (with
+  // a small capacity, a slow pool's queue alone could otherwise leave nothing for others).
   const size_t at_least = std::max<size_t>(2 * size_t(pool.limits().max_connections),
                                            options_.shard_inbox_capacity / 2);
-  if (pool.limits().max_backlog.count() > 0 && pool.queue.size() >= at_least) {
+  // At most two transactions per connection: the exact count is taken only near the bound.
+  const bool near = pool.queue.size() + 2 * pool.connections.size() >= at_least;
+  if (pool.limits().max_backlog.count() > 0 && near && held_by(pool) >= at_least) {
     // The oldest transaction queued for the first time: one put back at the front after
     // a failed connection keeps its old stamp and says nothing about the queue's pace.
     const smtp::Transaction* oldest = nullptr;
