@@ -116,7 +116,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
   for (const smtp::RecipientOutcome& r : outcome.recipients) {
     // Cut unsent by the stop (the drain timeout closing a connection before its greeting,
     // say): not attempted, as the queue records it (queued again, no attempt counted).
-    if (outcome.not_attempted && r.reply.code == 0 && r.reply.enhanced == kShutdown) {
+    if (outcome.not_attempted && smtp::is_stop_reply(r.reply)) {
       ++stopped;
       continue;
     }

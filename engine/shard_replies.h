@@ -5,6 +5,7 @@
 #include <string>
 
 #include "smtp/reply.h"
+#include "smtp/transaction.h"
 
 namespace ringmail::engine {
 
@@ -19,7 +20,7 @@ constexpr smtp::EnhancedCode kNoAnswer{4, 4, 1};
 constexpr smtp::EnhancedCode kConnectionLost{4, 4, 2};
 constexpr smtp::EnhancedCode kBadDestination{4, 4, 3};
 constexpr smtp::EnhancedCode kTimedOut{4, 4, 7};
-constexpr smtp::EnhancedCode kShutdown{4, 3, 2};
+constexpr smtp::EnhancedCode kShutdown = smtp::kStoppedCode;  // see smtp::is_stop_reply
 constexpr smtp::EnhancedCode kCongested{4, 4, 5};  // parked: the destination has a backlog
 constexpr smtp::EnhancedCode kSecurityFailure{4, 7, 0};
 

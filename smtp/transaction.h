@@ -38,6 +38,13 @@ enum class RecipientStatus : uint8_t {
 
 const char* to_string(RecipientStatus status);
 
+// The sender's own reply to work it dropped unsent because it was stopping (a drain, its
+// timeout, a ring failure): code 0 with RFC 3463 4.3.2. The engine counts such recipients
+// as not attempted and the failure policy queues them again without an attempt; both ask
+// this one predicate, so they cannot disagree.
+inline constexpr EnhancedCode kStoppedCode{4, 3, 2};
+inline bool is_stop_reply(const Reply& reply) { return reply.code == 0 && reply.enhanced == kStoppedCode; }
+
 struct RecipientOutcome {
   RecipientStatus status = RecipientStatus::kDeferred;
   // The reply that decided it: the RCPT reply for a refused recipient, the MAIL or DATA

@@ -27,8 +27,7 @@ PolicyDecision decide(const AttemptFacts& facts, const RetrySchedule& schedule,
   // down"): no attempt to count, due again at once. Not attempted for any other reason
   // (the destination is down, a connection could not be made) is a deferral like any
   // connection failure, so a dead host is not retried in a tight loop.
-  const smtp::EnhancedCode shutting_down{4, 3, 2};
-  if (facts.not_attempted && facts.reply.code == 0 && facts.reply.enhanced == shutting_down) {
+  if (facts.not_attempted && smtp::is_stop_reply(facts.reply)) {
     d.state = RecipientState::kQueued;
     d.counts_attempt = false;
     d.next_attempt_at_ms = facts.now_ms;
