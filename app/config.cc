@@ -336,6 +336,13 @@ constexpr KeyRule kRules[] = {
      }},
     {"storage", "idle_poll",
      [](const toml::node& n, Config& c) { return read_seconds(n, c.storage.idle_poll, false); }},
+    {"storage", "message_cache_mb",
+     [](const toml::node& n, Config& c) -> Status {
+       size_t mb = 0;
+       if (auto ok = read_integer(n, mb, 1, 65536); !ok) return ok;
+       c.storage.message_cache_bytes = mb << 20;
+       return {};
+     }},
     {"retry", "first_delay",
      [](const toml::node& n, Config& c) { return read_seconds(n, c.retry.first_delay, true); }},
     {"retry", "factor",

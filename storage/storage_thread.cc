@@ -31,6 +31,7 @@ StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions opt
       options_(std::move(options)),
       schedule_(schedule),
       on_state_changes_(std::move(on_state_changes)),
+      messages_(options_.message_cache_bytes),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
         store_.tune_for_delivery();
@@ -257,14 +258,13 @@ void StorageThread::fail(StorageError error) {
   if (!failure_) failure_ = std::move(error);
 }
 
-std::expected<const StorageThread::Message*, StorageError> StorageThread::message(int64_t id) {
-  auto it = messages_.find(id);
-  if (it != messages_.end()) return &it->second;
+std::expected<const MessageCache::Message*, StorageError> StorageThread::message(int64_t id) {
+  if (const MessageCache::Message* cached = messages_.find(id)) return cached;
   auto loaded = store_.load_message(id);
   if (!loaded) return std::unexpected(loaded.error());
-  Message m{std::make_shared<const std::string>(std::move(loaded->sender)),
-            std::make_shared<const std::string>(std::move(loaded->encoded_body))};
-  return &messages_.emplace(id, std::move(m)).first->second;
+  return &messages_.insert(
+      id, {std::make_shared<const std::string>(std::move(loaded->sender)),
+           std::make_shared<const std::string>(std::move(loaded->encoded_body))});
 }
 
 std::expected<void, StorageError> StorageThread::commit_batch(

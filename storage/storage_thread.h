@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/seams.h"
+#include "storage/message_cache.h"
 #include "storage/queue_store.h"
 #include "storage/storage_metrics.h"
 
@@ -105,10 +106,6 @@ class StorageThread final : public engine::OutcomeSink {
     size_t limit;
     std::promise<std::expected<std::vector<ClaimedItem>, StorageError>> reply;
   };
-  struct Message {
-    std::shared_ptr<const std::string> sender;
-    smtp::EncodedBody body;
-  };
   // Delivered recipients that share one reply (those of one transaction): applied by one
   // statement per run of consecutive ids. `ids` ascending, no duplicates.
   struct DeliveredGroup {
@@ -161,7 +158,7 @@ class StorageThread final : public engine::OutcomeSink {
   // skipped.
   void return_claimed(int64_t lo, int64_t hi, std::optional<int64_t> delivered_at_ms,
                       StorageMetrics& metrics);
-  std::expected<const Message*, StorageError> message(int64_t id);
+  std::expected<const MessageCache::Message*, StorageError> message(int64_t id);
   void fail(StorageError error);
 
   QueueStore store_;  // storage thread only
@@ -174,7 +171,7 @@ class StorageThread final : public engine::OutcomeSink {
   int64_t commit_ms_ = 0;
   int64_t commit_parked_due_ms_ = 0;
   std::vector<StateChange> state_changes_;  // storage thread only: this commit's
-  std::unordered_map<int64_t, Message> messages_;  // storage thread only: bodies by id
+  MessageCache messages_;  // storage thread only: senders and bodies by message id
   // Storage thread only: runs of recipients claimed and not all back yet, keyed by their
   // first id (runs never overlap). A run is erased when its last id is back.
   std::map<int64_t, ClaimedRun> claimed_;

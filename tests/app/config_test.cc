@@ -107,6 +107,14 @@ interval = 1
   EXPECT_EQ(config->progress.plain_interval, engine::Seconds(1));
 }
 
+TEST(app_config, MessageCacheIsGivenInMebibytes) {
+  EXPECT_EQ(Config{}.storage.message_cache_bytes, size_t{64} << 20);
+  auto config = parse_config("[storage]\nmessage_cache_mb = 3\n", "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->storage.message_cache_bytes, size_t{3} << 20);
+  EXPECT_FALSE(parse_config("[storage]\nmessage_cache_mb = 0\n", "cfg.toml"));
+}
+
 TEST(app_config, DottedKeysAtTheTopLevelWorkToo) {
   auto config = parse_config("pool.max_connections = 3\n", "cfg.toml");
   ASSERT_TRUE(config) << config.error();
