@@ -66,7 +66,7 @@ std::string format_summary_text(const RunResult& r) {
   out +=
       fmt::format("  recipients     {:>12}  {} rcpt/s\n", group_thousands(d.recipients_attempted()),
                   rate(d.recipients_attempted(), r.elapsed_s));
-  out += fmt::format("  connections    {:>12}  opened, {} failed\n",
+  out += fmt::format("  connections    {:>12}  attempted, {} failed\n",
                      group_thousands(d.connections_opened), group_thousands(d.connection_failures));
   auto codes = reply_codes_by_count(d);
   if (!codes.empty()) {
