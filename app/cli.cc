@@ -281,6 +281,24 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
     sub->add_option("--db", suppress_flags.db, "SQLite database")->type_name("PATH");
   }
 
+  PurgeFlags purge_flags;
+  CLI::App* purge = app.add_subcommand(
+      "purge", "Remove recipients whose outcome is final and older than an age, with their "
+               "attempt log");
+  purge->footer(
+      "Removes delivered, bounced, expired and suppressed recipients last changed before "
+      "the age; never a queued, deferred or in-flight one. A message left with no "
+      "recipient keeps its idempotency key but not its body. Safe while `run` works on the "
+      "same database.\nExit status: 0 done; 2 usage, config or database error.\n");
+  purge->add_option("--db", purge_flags.db, "SQLite database; config: storage.path")
+      ->type_name("PATH");
+  purge->add_option("--older-than", purge_flags.older_than,
+                    "Last changed at least this long ago: 90s, 30m, 12h, 30d")
+      ->required()->type_name("AGE");
+  purge->add_option("--campaign", purge_flags.campaign, "Only this campaign")->type_name("NAME");
+  purge->add_flag("--dry-run", purge_flags.dry_run, "Count what would go; change nothing");
+  purge->add_option("--config", purge_flags.config_path, "TOML config file")->type_name("FILE");
+
   app.footer("`ringmail COMMAND --help` gives a command's options and exit status.\n");
   try {
     app.parse(argc, argv);
@@ -301,6 +319,7 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
     return run_flags;
   }
   if (status->parsed()) return status_flags;
+  if (purge->parsed()) return purge_flags;
   if (suppress->parsed()) {
     suppress_flags.action = s_add->parsed()      ? SuppressAction::kAdd
                             : s_remove->parsed() ? SuppressAction::kRemove

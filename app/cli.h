@@ -118,7 +118,16 @@ struct SuppressFlags {
   std::string reason = "manual";
 };
 
-using Command = std::variant<SendFlags, EnqueueFlags, RunFlags, StatusFlags, SuppressFlags>;
+struct PurgeFlags {
+  std::optional<std::string> db;
+  std::optional<std::string> config_path;
+  std::string older_than;  // an age (app/age.h)
+  std::optional<std::string> campaign;
+  bool dry_run = false;
+};
+
+using Command =
+    std::variant<SendFlags, EnqueueFlags, RunFlags, StatusFlags, SuppressFlags, PurgeFlags>;
 
 // Parses argv for any subcommand; like parse_command_line() otherwise.
 std::expected<Command, int> parse_command(int argc, const char* const* argv, std::ostream& out,

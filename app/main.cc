@@ -19,6 +19,7 @@ struct Dispatch {
   int operator()(const ringmail::app::SuppressFlags& f) const {
     return ringmail::app::run_suppress(f);
   }
+  int operator()(const ringmail::app::PurgeFlags& f) const { return ringmail::app::run_purge(f); }
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 
+#include "app/age.h"
 #include "app/campaign_enqueue.h"
 #include "app/config.h"
 #include "app/queue_runner.h"
@@ -327,6 +328,41 @@ int run_suppress(const SuppressFlags& flags) {
     }
   }
   return 2;
+}
+
+// ---------------------------------------------------------------- purge
+
+int run_purge(const PurgeFlags& flags) {
+  auto config = load_config(flags.config_path, flags.db);
+  if (!config) return fail(config.error());
+  auto age = parse_age_ms(flags.older_than);
+  if (!age) return fail(age.error());
+  auto store = storage::QueueStore::open(config->storage, storage::OpenMode::kReadWriteExisting);
+  if (!store) return fail(store.error());
+  std::optional<int64_t> campaign;
+  if (flags.campaign) {
+    auto id = store->campaign_id(*flags.campaign);
+    if (!id) return fail(id.error());
+    if (!*id)
+      return fail(fmt::format("no campaign named '{}' in {}", *flags.campaign,
+                              config->storage.path));
+    campaign = *id;
+  }
+  const int64_t before = storage::unix_now_ms() - *age;
+  auto counts = store->purge_final(before, campaign, flags.dry_run);
+  if (!counts) return fail(counts.error());
+  std::string states;
+  for (auto& [state, n] : counts->recipients)
+    states += fmt::format("{}{} {}", states.empty() ? "" : ", ", to_string(state),
+                          group_thousands(n));
+  std::cout << fmt::format("{} {} recipients last changed before {}{}", flags.dry_run ? "would purge" : "purged",
+                           group_thousands(counts->recipients_total()), format_rfc3339(before),
+                           states.empty() ? "" : " (" + states + ")");
+  if (!flags.dry_run)
+    std::cout << fmt::format(", {} attempt log rows, {} message bodies",
+                             group_thousands(counts->attempts), group_thousands(counts->bodies));
+  std::cout << '\n';
+  return 0;
 }
 
 }  // namespace ringmail::app

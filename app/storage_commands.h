@@ -1,4 +1,4 @@
-// The durable commands: `ringmail enqueue`, `run`, `status` and `suppress`, over the
+// The durable commands: `ringmail enqueue`, `run`, `status`, `suppress` and `purge`, over the
 // SQLite queue of storage/.
 #pragma once
 
@@ -16,5 +16,7 @@ int run_enqueue(const EnqueueFlags& flags);
 int run_run(const RunFlags& flags);
 int run_status(const StatusFlags& flags);
 int run_suppress(const SuppressFlags& flags);
+// 0: purged (or counted, --dry-run); 2: usage, config or database error.
+int run_purge(const PurgeFlags& flags);
 
 }  // namespace ringmail::app

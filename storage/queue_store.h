@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <span>
@@ -117,6 +118,14 @@ struct StatusReport {
   std::vector<ReplyCount> top_replies;  // last reply of each recipient, most frequent first
 };
 
+// What a purge removed (or, dry, would remove).
+struct PurgeCounts {
+  std::map<RecipientState, uint64_t> recipients;  // by their final state
+  uint64_t attempts = 0;  // rows of the attempt log removed with them
+  uint64_t bodies = 0;    // messages left with no recipient whose body was dropped
+  uint64_t recipients_total() const;
+};
+
 struct Suppression {
   std::string address;
   std::string reason;
@@ -225,6 +234,20 @@ class QueueStore {
       std::optional<int64_t> message_id = std::nullopt);
   // Destinations paused now (recorded as paused, the pause not over), by name.
   std::expected<std::vector<DestinationStatus>, StorageError> paused_destinations();
+
+  // --- retention (queue_retention.cc) ---
+  // The id of the campaign named `name`; nullopt: none.
+  std::expected<std::optional<int64_t>, StorageError> campaign_id(std::string_view name);
+  // Recipients in a final state (delivered, bounced, expired, suppressed) last changed
+  // before `before_ms`, of one campaign when given, are removed with their attempt log,
+  // `batch` ids per transaction so a run on the same database waits at most one batch for
+  // the write lock. Then every message left with no recipient keeps its row (its
+  // idempotency key still refuses a repeat) but drops its body. `dry_run`: counts what
+  // would go and changes nothing. Queued, deferred and in-flight recipients are never
+  // touched. Freed pages are reused by later enqueues; the file does not shrink.
+  std::expected<PurgeCounts, StorageError> purge_final(int64_t before_ms,
+                                                       std::optional<int64_t> campaign_id,
+                                                       bool dry_run, int64_t batch = 10000);
 
   // --- suppression list (addresses compared lower-cased) ---
   std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,

@@ -87,6 +87,43 @@ TEST_F(StorageCommands, EnqueueIsIdempotentAndRunDeliversEverything) {
   EXPECT_EQ((*sink)->recipients_received(), 3000u);
 }
 
+// `purge` after a delivered campaign: the final recipients go, the message keeps its
+// idempotency key (a repeat still adds nothing) but not its body; queued ones stay.
+TEST_F(StorageCommands, PurgeRemovesDeliveredRecipientsAndKeepsTheKey) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  auto args = enqueue_args(recipients(50));
+  args.insert(args.end(), {"--idempotency-key", "receipts-1", "--campaign", "receipts"});
+  ASSERT_EQ(run(args).exit_code, 0);
+  ASSERT_EQ(run(run_args((*sink)->address())).exit_code, 0);
+  auto later = enqueue_args(recipients(5));
+  later.insert(later.end(), {"--send-at", "2999-01-01T00:00:00Z", "--campaign", "later"});
+  ASSERT_EQ(run(later).exit_code, 0);
+
+  Result young = run({"purge", "--db", db_.string(), "--older-than", "1d"});
+  EXPECT_EQ(young.exit_code, 0) << young.err;
+  EXPECT_NE(young.out.find("purged 0 recipients"), std::string::npos) << young.out;
+  Result dry = run({"purge", "--db", db_.string(), "--older-than", "0s", "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("would purge 50 recipients"), std::string::npos) << dry.out;
+  EXPECT_EQ(count("delivered"), 50u);
+
+  Result purged = run({"purge", "--db", db_.string(), "--older-than", "0s"});
+  EXPECT_EQ(purged.exit_code, 0) << purged.err;
+  EXPECT_NE(purged.out.find("purged 50 recipients"), std::string::npos) << purged.out;
+  EXPECT_NE(purged.out.find("(delivered 50)"), std::string::npos) << purged.out;
+  EXPECT_EQ(count("delivered"), 0u);
+  EXPECT_EQ(count("queued"), 5u);
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM messages WHERE length(body) = 0"), 1);
+  ASSERT_EQ(run(args).exit_code, 0);  // the key is remembered: nothing added
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM recipients"), 5);
+
+  EXPECT_EQ(run({"purge", "--db", db_.string(), "--older-than", "30"}).exit_code, 2);
+  EXPECT_EQ(run({"purge", "--db", db_.string(), "--older-than", "0s", "--campaign", "nope"})
+                .exit_code,
+            2);
+}
+
 // Refused lines: exit 1 with the rest enqueued. Nothing accepted: exit 2, nothing
 // committed, so the idempotency key stays free for the corrected file.
 TEST_F(StorageCommands, EnqueueExitStatusSaysWhatWasRefused) {

@@ -236,6 +236,69 @@ TEST_F(QueueStoreTest, LeasesOfOtherRunsAreCountedWithTheirFirstExpiry) {
   EXPECT_EQ(own->recipients, 0u);
 }
 
+// purge_final removes final recipients older than the cut-off with their attempt log,
+// never a queued, deferred or in-flight one, and a message's body only when none of its
+// recipients is left; its idempotency key keeps refusing a repeat.
+TEST_F(QueueStoreTest, PurgeRemovesOnlyOldFinalRecipients) {
+  using S = smtp::RecipientStatus;
+  const int64_t old_message = enqueue(6, "old-key").message_id;
+  auto c = claim(9, 6);
+  ASSERT_EQ(c.size(), 6u);
+  apply(9, c[0].id, S::kDelivered, 250, {2, 0, 0});
+  apply(9, c[1].id, S::kBounced, 550, {5, 1, 1});  // logged, and suppressed
+  apply(9, c[2].id, S::kDeferred, 450, {4, 2, 0});  // logged, stays deferred
+  apply(9, c[3].id, S::kDelivered, 250, {2, 0, 0}, kNow + 10'000);  // newer than the cut-off
+  const int64_t done_message = enqueue(2, "done-key", "c2", kNow, "other.test").message_id;
+  auto d = claim(9, 2);
+  ASSERT_EQ(d.size(), 2u);
+  // c[4] stays in flight, c[5] goes back to queued.
+  ASSERT_TRUE(store_->release(9, c[5].id, kNow));
+  apply(9, d[0].id, S::kDelivered, 250, {2, 0, 0});
+  apply(9, d[1].id, S::kDelivered, 250, {2, 0, 0});
+  ASSERT_EQ(query("SELECT count(*) FROM attempts"), 2);
+
+  auto dry = store_->purge_final(kNow + 1, std::nullopt, true, 3);
+  ASSERT_TRUE(dry) << dry.error().message;
+  EXPECT_EQ(dry->recipients_total(), 4u);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 8);  // a dry run changes nothing
+
+  auto purged = store_->purge_final(kNow + 1, std::nullopt, false, 3);  // batches of 3 ids
+  ASSERT_TRUE(purged) << purged.error().message;
+  EXPECT_EQ(purged->recipients[RecipientState::kDelivered], 3u);
+  EXPECT_EQ(purged->recipients[RecipientState::kBounced], 1u);
+  EXPECT_EQ(purged->recipients_total(), 4u);
+  EXPECT_EQ(purged->attempts, 1u);  // the bounce's; the deferral's stays with its row
+  EXPECT_EQ(purged->bodies, 1u);    // the second message's: no recipient of it is left
+  auto left = states();
+  EXPECT_EQ(left[RecipientState::kDelivered], 1u);
+  EXPECT_EQ(left[RecipientState::kDeferred], 1u);
+  EXPECT_EQ(left[RecipientState::kInFlight], 1u);
+  EXPECT_EQ(left[RecipientState::kQueued], 1u);
+  EXPECT_EQ(left[RecipientState::kBounced], 0u);
+  EXPECT_EQ(query("SELECT count(*) FROM attempts"), 1);
+  EXPECT_EQ(query("SELECT length(body) FROM messages WHERE id = " + std::to_string(done_message)),
+            0);
+  EXPECT_GT(query("SELECT length(body) FROM messages WHERE id = " + std::to_string(old_message)),
+            0);
+  EXPECT_EQ(query("SELECT count(*) FROM suppressions"), 1);  // the list is not the queue's
+  EXPECT_TRUE(enqueue(2, "done-key", "c2", kNow, "other.test").duplicate);
+
+  // One campaign only; an unknown name has no id.
+  auto c1 = store_->campaign_id("c1");
+  ASSERT_TRUE(c1 && *c1);
+  auto none = store_->campaign_id("nope");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+  enqueue(1, "third", "c2", kNow, "third.test");
+  auto e = claim(9, 10);  // the queued c[5] and the new one
+  ASSERT_EQ(e.size(), 2u);
+  for (auto& r : e) apply(9, r.id, S::kDelivered, 250, {2, 0, 0});
+  auto only_c1 = store_->purge_final(kNow + 20'000, *c1, false);
+  ASSERT_TRUE(only_c1) << only_c1.error().message;
+  EXPECT_EQ(only_c1->recipients_total(), 2u);  // c[3] and c[5]; not the c2 one
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'delivered'"), 1);
+}
+
 TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {
   enqueue(4);
   auto c = claim(9, 4);
