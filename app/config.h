@@ -70,7 +70,7 @@ struct Config {
     std::string relay;  // empty: the domain's MX
     std::optional<engine::TlsPolicy::Mode> tls;
     std::optional<bool> implicit;
-    AuthSettings auth;  // user empty: the default [auth] applies
+    AuthSettings auth;  // user empty: no AUTH ([auth] is send.relay's alone)
     bool has_own_security() const { return tls || implicit || !auth.user.empty(); }
   };
   std::map<std::string, Route> routes;

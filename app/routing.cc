@@ -39,14 +39,17 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
       destination.port = config.mx_port;  // this domain's own MX, with its own TLS policy
       destination.mx_domain = domain;
     }
-    if (route.has_own_security()) {
-      // A profile of its own: the defaults, with what this route says instead.
-      engine::TransportSecurity security = config.engine.security;
-      if (route.relay.empty()) {
-        // By MX: the relay's credentials and implicit TLS are not this route's.
-        security.auth.reset();
-        security.implicit_tls = false;
-      }
+    // [auth] and implicit TLS belong to send.relay alone: a route, by MX or through a relay
+    // of its own, is another server, which must never be offered that password. So a
+    // route gets a profile of its own when it says something of its own or when there is
+    // something of the relay's to leave out.
+    const engine::TransportSecurity& defaults = config.engine.security;
+    if (route.has_own_security() || defaults.auth || defaults.implicit_tls) {
+      // The defaults without the relay's credentials and implicit TLS, with what this
+      // route says instead.
+      engine::TransportSecurity security = defaults;
+      security.auth.reset();
+      security.implicit_tls = false;
       if (route.tls) security.tls.mode = *route.tls;
       if (route.implicit) security.implicit_tls = *route.implicit;
       if (!route.auth.user.empty()) {

@@ -365,5 +365,42 @@ TEST_F(SendCommand, SubmissionWithStarttlsAndAuthFromAnEnvironmentVariable) {
   EXPECT_NE(missing.err.find("RINGMAIL_E2E_PASSWORD"), std::string::npos) << missing.err;
 }
 
+// The main relay's [auth] is its own: a route to another server, given as a plain
+// "host:port" or as a table with a TLS policy of its own, is never offered the password.
+TEST_F(SendCommand, TheRelaysCredentialsAreNeverOfferedToARoute) {
+  auto ca = TestCa::create(dir_, "mx.ringmail.test");
+  ASSERT_TRUE(ca) << ca.error();
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  o.cert_file = ca->server_cert();
+  o.key_file = ca->server().key_pem;
+  o.auth_user = "shop";
+  o.auth_password = "route-Pa55word";
+  auto relay = AiosmtpdServer::start(o);
+  ASSERT_TRUE(relay) << relay.error();
+  auto other = AiosmtpdServer::start(o);  // offers AUTH too, and would accept it
+  ASSERT_TRUE(other) << other.error();
+  std::ofstream(dir_ / "routes.toml")
+      << "[tls]\nserver_name = \"mx.ringmail.test\"\n[routes]\n"
+      << "\"plain.test\" = \"" << (*other)->address() << "\"\n"
+      << "\"table.test\" = { relay = \"" << (*other)->address() << "\", tls = \"required\" }\n";
+  std::ofstream(dir_ / "mixed.txt") << "a@example.test\nb@plain.test\nc@table.test\n";
+  setenv("RINGMAIL_E2E_PASSWORD", "route-Pa55word", 1);
+  Result r = run({"send", "--relay", (*relay)->address(), "--from", "a@ringmail.test",
+                  "--message", (dir_ / "m.eml").string(), "--recipients",
+                  (dir_ / "mixed.txt").string(), "--summary", "json", "--quiet", "--no-db",
+                  "--tls", "verify", "--tls-ca-file", ca->ca_pem().string(), "--config",
+                  (dir_ / "routes.toml").string(), "--auth-user", "shop",
+                  "--auth-password-env", "RINGMAIL_E2E_PASSWORD"});
+  unsetenv("RINGMAIL_E2E_PASSWORD");
+  EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["delivered"], 3) << r.out;
+  ASSERT_EQ((*relay)->message_count(), 1u);
+  EXPECT_EQ((*relay)->messages().front().auth_user, "shop");
+  EXPECT_EQ((*other)->message_count(), 2u);
+  EXPECT_TRUE((*other)->auth_attempts().empty());
+  for (const auto& m : (*other)->messages()) EXPECT_EQ(m.auth_user, "");
+}
+
 }  // namespace
 }  // namespace ringmail::test
