@@ -237,7 +237,9 @@ void Shard::after_session_event(uint32_t slot) {
   if (!c.tls && session.wants_tls_handshake() && !c.send_in_flight &&
       session.pending_output_bytes() == 0)
     start_tls(slot);
-  if (!c.reached_ready && session.phase() == smtp::SessionPhase::kReady) {
+  // accepted(), not the kReady phase: a connection asked to QUIT before its greeting (one
+  // message per connection) goes from EHLO straight to its transaction and QUIT.
+  if (!c.reached_ready && session.accepted()) {
     c.reached_ready = true;
     c.pool->record_connection_ready(c.host_index);
     // Proven (again): the rest of its connections may open now (once per connection).

@@ -214,6 +214,7 @@ void ClientSession::dispatch(Command command, Reply& reply) {
 void ClientSession::on_greeting(const Reply& reply) {
   if (reply.positive_completion()) {
     if (quit_requested_ && pending_.empty()) {
+      accepted_ = true;
       queue_quit();  // nothing to send: no point in EHLO
       return;
     }
@@ -355,6 +356,7 @@ void ClientSession::redact_credentials(std::string& text) const {
 void ClientSession::handshake_done() {
   // Only now is the last EHLO reply known (the one after STARTTLS, if any).
   pipelining_ = capabilities_.pipelining && options_.allow_pipelining;
+  accepted_ = true;
   phase_ = quit_requested_ ? SessionPhase::kQuitting : SessionPhase::kReady;
 }
 
@@ -553,6 +555,7 @@ void ClientSession::tls_established() {
   capabilities_ = Capabilities{};  // RFC 3207 §4.2: forget what was learnt in plaintext
   parser_.reset();
   if (quit_requested_ && pending_.empty()) {
+    accepted_ = true;
     queue_quit();
     return;
   }

@@ -179,6 +179,11 @@ class ClientSession {
   const Capabilities& capabilities() const;
   // Transactions completed (end-of-data reply received, success or failure) on this session.
   uint64_t transactions_completed() const;
+  // The server accepted the session: greeting, EHLO and any STARTTLS and AUTH went through
+  // (it may have gone straight on to QUIT, skipping kReady, when quit() came early), or a
+  // positive greeting was answered with QUIT because there was nothing to send. Stays
+  // true to the end: what the engine counts as the host being up.
+  bool accepted() const { return accepted_; }
   // The connection is encrypted: implicit TLS, or tls_established() was called.
   bool secure() const;
   // The server accepted our AUTH (235).
@@ -372,6 +377,7 @@ class ClientSession {
   bool quit_queued_ = false;
   bool output_withdrawn_ = false;  // the session failed: nothing more is offered
   bool secure_ = false;            // implicit TLS, or STARTTLS completed
+  bool accepted_ = false;          // accepted()
   bool starttls_refused_ = false;  // a 4xx/5xx to STARTTLS under kIfOffered: plaintext
   bool authenticated_ = false;
   bool auth_failed_ = false;

@@ -201,5 +201,22 @@ TEST(SinkDelivery, ConnectionReuseLimitOpensFreshConnections) {
   EXPECT_EQ(run.counts.connections_opened, 10u);
 }
 
+// One message per connection: each connection is asked to QUIT as it takes its message,
+// before its greeting, so its session goes from EHLO straight to the transaction and QUIT
+// without an idle ready state. That is still a host that works: it once counted as a
+// failed connection, and after three the destination was given up as dead.
+TEST(SinkDelivery, OneMessagePerConnectionIsNotAFailure) {
+  auto sink = start_sink({});
+  ASSERT_TRUE(sink);
+  auto options = test_options();
+  options.pool.max_connections = 1;
+  options.pool.max_messages_per_connection = 1;
+  auto run = run_engine(options, "127.0.0.1", sink->port(), make_items(7));
+  ASSERT_TRUE(run.finished);
+  EXPECT_EQ(run.counts.recipients_delivered, 7u);
+  EXPECT_EQ(run.counts.connections_opened, 7u);
+  EXPECT_EQ(run.counts.connection_failures, 0u);
+}
+
 }  // namespace
 }  // namespace ringmail::test

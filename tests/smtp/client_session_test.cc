@@ -209,8 +209,10 @@ TEST(ClientSessionTest, QuitWaitsForQueuedTransactions) {
   s.add_transaction(txn(1, {"a@x"}, body("hi")));
   s.quit();
   EXPECT_FALSE(s.can_accept_transaction());
+  EXPECT_FALSE(s.accepted());
   ready(s);
-  EXPECT_EQ(s.phase(), SessionPhase::kQuitting);
+  EXPECT_EQ(s.phase(), SessionPhase::kQuitting);  // never kReady...
+  EXPECT_TRUE(s.accepted());                      // ...yet the server took the session
   EXPECT_EQ(send_all(s), "MAIL FROM:<s@example.org>\r\nRCPT TO:<a@x>\r\nDATA\r\n");
   s.receive("250 ok\r\n250 ok\r\n354 go\r\n");
   // With PIPELINING, QUIT goes with the last dot (RFC 2920); the dot's reply still decides.
@@ -221,6 +223,15 @@ TEST(ClientSessionTest, QuitWaitsForQueuedTransactions) {
   s.receive("221 bye\r\n");
   EXPECT_EQ(s.phase(), SessionPhase::kClosed);
   EXPECT_EQ(s.transactions_completed(), 1u);
+  EXPECT_TRUE(s.accepted());
+}
+
+TEST(ClientSessionTest, ARefusedGreetingIsNotAccepted) {
+  ClientSession s({});
+  s.add_transaction(txn(1, {"a@x"}, body("hi")));
+  s.quit();
+  s.receive("554 go away\r\n");
+  EXPECT_FALSE(s.accepted());
 }
 
 TEST(ClientSessionTest, EmptyBodySendsOnlyTheDot) {
