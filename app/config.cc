@@ -5,6 +5,7 @@
 
 #include <sys/prctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cmath>
@@ -589,6 +590,30 @@ void keep_credentials_out_of_core_dumps(const Config& config) {
   bool any = config.engine.security.auth.has_value();
   for (const auto& profile : config.engine.route_security) any |= profile.auth.has_value();
   if (any) ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+std::optional<std::string> credentials_without_verify_warning(const Config& config) {
+  const auto exposed = [](const engine::TransportSecurity& s) {
+    return s.auth.has_value() && s.tls.mode != engine::TlsPolicy::kVerify;
+  };
+  std::string where;
+  if (exposed(config.engine.security)) {
+    // The mode's word as the config spells it (engine's to_string is not linked here).
+    std::string_view mode = "?";
+    for (std::string_view name : {"disabled", "opportunistic", "required", "verify"})
+      if (parse_tls_mode(name) == config.engine.security.tls.mode) mode = name;
+    where = fmt::format("[auth] (tls {})", mode);
+  }
+  const auto routes = std::count_if(config.engine.route_security.begin(),
+                                    config.engine.route_security.end(), exposed);
+  if (routes > 0)
+    where += fmt::format("{}{} route(s) with an auth_user of their own",
+                         where.empty() ? "" : " and ", routes);
+  if (where.empty()) return std::nullopt;
+  return fmt::format(
+      "credentials of {} go without a verified certificate: an active attacker on the path "
+      "can collect them; only tls verify protects them",
+      where);
 }
 
 std::expected<void, std::string> validate_for_send(const Config& config) {

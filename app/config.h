@@ -127,6 +127,12 @@ std::expected<std::optional<smtp::AuthCredentials>, std::string> credentials_of(
 // ptrace by other users), so a crash cannot leak the password. Start-up only.
 void keep_credentials_out_of_core_dumps(const Config& config);
 
+// One line when credentials go with a TLS mode other than verify ([auth], or a route's
+// own): the certificate is then not checked, so an active attacker can present any and
+// collect the password. Postfix does the same below its "verify" level, so this only
+// warns. Call after make_route_resolver() (routes' profiles).
+std::optional<std::string> credentials_without_verify_warning(const Config& config);
+
 const char* to_string(ProgressMode mode);
 const char* to_string(OutcomeLogFormat format);
 

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <iostream>
+
 #include "app/message_file.h"
 #include "app/relay.h"
 #include "app/routing.h"
@@ -28,6 +30,8 @@ std::expected<SendPlan, std::string> prepare_send(const SendFlags& flags) {
   auto resolver = make_route_resolver(config);  // routes' profiles start from the defaults
   if (!resolver) return std::unexpected(resolver.error());
   keep_credentials_out_of_core_dumps(config);
+  if (auto warning = credentials_without_verify_warning(config))
+    std::cerr << "ringmail: warning: " << *warning << '\n';
 
   auto body = load_message_file(flags.message_path, message_id_domain(config));
   if (!body) return std::unexpected(body.error());

@@ -125,6 +125,8 @@ int run_run(const RunFlags& flags) {
   auto route_resolver = make_route_resolver(c);  // routes' profiles start from the defaults
   if (!route_resolver) return fail(route_resolver.error());
   keep_credentials_out_of_core_dumps(c);
+  if (auto warning = credentials_without_verify_warning(c))
+    std::cerr << "ringmail: warning: " << *warning << '\n';
 
   StopSignals signals;  // before any thread exists
   auto observability = start_observability(c);

@@ -102,9 +102,16 @@ class DestinationPool {
   // Every host down at once, e.g. after a 535 to AUTH: retrying cannot help until the
   // configuration changes, so work is deferred without a connection until the probe time.
   void mark_down(const smtp::Reply& why, Clock::time_point now);
-  // An opportunistic STARTTLS handshake failed here: later connections stay in plaintext
-  // (as Postfix does) rather than failing the same way every time.
-  bool starttls_broken = false;
+  // An opportunistic STARTTLS handshake failed here: connections opened in the next
+  // PoolLimits::dead_destination_pause skip STARTTLS rather than failing the same way
+  // every time (the transactions that failure gave back are retried in plaintext at
+  // once). Postfix falls back for the failed delivery alone; forever would be worse, as
+  // one cut handshake (or an attacker's) would strip TLS from every domain sharing an MX
+  // pool for the whole run. The dead-destination pause is the operator's existing answer
+  // to "how long does a destination's failure last" (60 s by default): a broken server
+  // costs one failed handshake per pause, a glitch costs a minute of plaintext.
+  void note_starttls_failed(Clock::time_point now) { starttls_broken_until_ = now + pause(); }
+  bool starttls_broken(Clock::time_point now) const { return now < starttls_broken_until_; }
 
   void remove_connection(uint32_t slot) {
     auto it = std::find(connections.begin(), connections.end(), slot);
@@ -155,6 +162,7 @@ class DestinationPool {
   double finish_rate_ = 0;
   uint64_t parked_in_backlog_ = 0;
   smtp::Reply last_failure_;
+  Clock::time_point starttls_broken_until_{};
 };
 
 }  // namespace ringmail::engine

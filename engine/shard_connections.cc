@@ -332,7 +332,7 @@ void Shard::fail_connection(uint32_t slot, smtp::EnhancedCode code, const std::s
       counters_.count_tls_failure();
       const TransportSecurity& security = security_for(*c.pool);
       if (security.tls.mode == TlsPolicy::kOpportunistic && !security.implicit_tls)
-        c.pool->starttls_broken = true;
+        c.pool->note_starttls_failed(now_);
     }
     c.session->abort(code, reason);
   }

@@ -44,7 +44,8 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
     switch (security.tls.mode) {
       case TlsPolicy::kDisabled: o.starttls = smtp::StartTlsPolicy::kNever; break;
       case TlsPolicy::kOpportunistic:
-        o.starttls = pool.starttls_broken ? smtp::StartTlsPolicy::kNever : smtp::StartTlsPolicy::kIfOffered;
+        o.starttls = pool.starttls_broken(now_) ? smtp::StartTlsPolicy::kNever
+                                                : smtp::StartTlsPolicy::kIfOffered;
         break;
       case TlsPolicy::kRequired:
       case TlsPolicy::kVerify: o.starttls = smtp::StartTlsPolicy::kRequired; break;
@@ -59,12 +60,12 @@ smtp::SessionOptions Shard::session_options_for(const DestinationPool& pool) con
 void Shard::start_tls(uint32_t slot) {
   Connection& c = connections_[slot];
   const PoolHost& host = c.pool->host(c.host_index);
-  // The session cache is keyed by host and port: resumption only makes sense with the
-  // same server.
   TlsClientContext* context = tls_context_for(*c.pool);
+  const std::string& server_name = host.tls_name.empty() ? host.address : host.tls_name;
   std::expected<TlsEngine, std::string> engine =
-      context ? TlsEngine::create(*context, host.tls_name.empty() ? host.address : host.tls_name,
-                                  host.address + ":" + std::to_string(c.pool->destination().port))
+      context ? TlsEngine::create(*context, server_name,
+                                  tls_session_key(server_name, host.address, c.pool->destination().port,
+                                                  c.pool->destination().security_profile))
               : std::unexpected(std::string("TLS is disabled for this route"));
   if (engine) {
     c.tls.emplace(std::move(*engine));
@@ -90,7 +91,7 @@ void Shard::receive_tls(uint32_t slot, std::string_view ciphertext) {
         counters_.count_tls_failure();
         if (security_for(*c.pool).tls.mode == TlsPolicy::kOpportunistic &&
             !security_for(*c.pool).implicit_tls)
-          c.pool->starttls_broken = true;
+          c.pool->note_starttls_failed(now_);
         session.tls_failed(tls.error());
         return;
       case HandshakeStatus::kDone:

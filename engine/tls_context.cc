@@ -59,6 +59,27 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
 
 }  // namespace
 
+const char* to_string(TlsPolicy::Mode mode) {
+  switch (mode) {
+    case TlsPolicy::kDisabled: return "disabled";
+    case TlsPolicy::kOpportunistic: return "opportunistic";
+    case TlsPolicy::kRequired: return "required";
+    case TlsPolicy::kVerify: return "verify";
+  }
+  return "unknown";
+}
+
+std::string tls_session_key(std::string_view server_name, std::string_view address, uint16_t port,
+                            uint16_t profile) {
+  std::string key;
+  key.reserve(server_name.size() + address.size() + 16);
+  key.append(server_name).append("@");
+  if (address.find(':') != std::string_view::npos) key.append("[").append(address).append("]");
+  else key.append(address);
+  key.append(":").append(std::to_string(port)).append("/").append(std::to_string(profile));
+  return key;
+}
+
 std::string take_openssl_errors(std::string_view fallback) {
   std::string text;
   const char* data = nullptr;

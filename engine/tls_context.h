@@ -31,6 +31,9 @@ struct TlsPolicy {
   bool resume_sessions = true;
 };
 
+// "disabled", "opportunistic", "required", "verify": the words of --tls and tls.mode.
+const char* to_string(TlsPolicy::Mode mode);
+
 struct SslCtxFree {
   void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
 };
@@ -39,6 +42,15 @@ struct SslSessionFree {
 };
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 using SslSessionPtr = std::unique_ptr<SSL_SESSION, SslSessionFree>;
+
+// The session cache key of a connection to `address`:`port` expecting `server_name` (SNI
+// and the certificate check) under security profile `profile`. It names everything a
+// resumed session vouches for: OpenSSL does not check the certificate again when it
+// resumes, so a session verified for one name must never be offered to a connection that
+// expects another name at the same address (whoever got a ticket there for a name of its
+// own would pass for any other). E.g. "mx.example.com@192.0.2.1:25/0".
+std::string tls_session_key(std::string_view server_name, std::string_view address, uint16_t port,
+                            uint16_t profile);
 
 // Everything on this thread's OpenSSL error queue as one line ("lib: reason; ..."), capped
 // at about 1 KiB; the queue is empty afterwards. `fallback` when the queue was empty.

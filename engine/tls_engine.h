@@ -53,8 +53,8 @@ class TlsEngine {
   // `server_name` is sent as SNI (unless it is an IP literal) and checked against the
   // certificate (DNS name or IP address); the check fails the handshake only in kVerify,
   // otherwise it shows in info(). `session_key` names the destination in the context's
-  // session cache ("mx.example.com:25"); empty: no resumption. The context must outlive
-  // the engine. Fails for a kDisabled context.
+  // session cache (tls_session_key(): name, address, port, profile); empty: no
+  // resumption. The context must outlive the engine. Fails for a kDisabled context.
   static std::expected<TlsEngine, std::string> create(TlsClientContext& context,
                                                       std::string_view server_name,
                                                       std::string_view session_key);

@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <concepts>
 #include <cstring>
 #include <ctime>
+#include <string_view>
 
 namespace ringmail::metrics {
 namespace {
@@ -70,6 +72,25 @@ class LineWriter {
     if (json_) json_line_[std::string(key)] = value;
     else append_logfmt(logfmt_line_, key, value ? "true" : "false");
   }
+  // `tls=none` for plaintext, else `tls`, `cipher` and `verified` from the words of
+  // TransactionOutcome::transport_security: "<version> <cipher> verified|unverified
+  // [resumed]" (engine/shard_outcomes.cc writes it).
+  void transport_security(std::string_view security) {
+    auto next_word = [&security] {
+      const size_t end = std::min(security.find(' '), security.size());
+      std::string_view word = security.substr(0, end);
+      security.remove_prefix(std::min(end + 1, security.size()));
+      return word;
+    };
+    const std::string_view version = next_word();
+    if (version.empty()) {
+      text("tls", "none");
+      return;
+    }
+    text("tls", version);
+    text("cipher", next_word());
+    flag("verified", next_word() == "verified");
+  }
   // The reply fields both line kinds end with.
   void reply(const smtp::Reply& r) {
     number("code", r.code);
@@ -105,6 +126,7 @@ std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
   w.text("rcpt", l.recipient);
   w.text("status", l.parked ? "parked" : smtp::to_string(l.status));
   w.flag("attempted", l.attempted);
+  w.transport_security(l.transport_security);
   w.reply(l.reply);
   return w.finish();
 }
@@ -164,7 +186,8 @@ void OutcomeLogger::on_transaction_finished(unsigned shard,
            outcome.transaction.sender,
            outcome.transaction.recipients,
            outcome.transaction.recipient_tags,
-           outcome.recipients};
+           outcome.recipients,
+           outcome.transport_security};
   // Only this shard and the logger's O(1) swap ever take this lock.
   std::lock_guard lock(q.mutex);
   if (q.lines + lines > options_.max_queued_lines_per_shard) {
@@ -219,7 +242,8 @@ bool OutcomeLogger::drain_once() {
                          r.sender,
                          r.recipients[i],
                          r.outcomes[i].status,
-                         r.outcomes[i].reply};
+                         r.outcomes[i].reply,
+                         r.transport_security};
         text += format_outcome_line(line, options_.format);
         text += '\n';
         written_.fetch_add(1, std::memory_order_relaxed);

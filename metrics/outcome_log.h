@@ -53,6 +53,9 @@ struct OutcomeLine {
   std::string recipient;
   smtp::RecipientStatus status = smtp::RecipientStatus::kDeferred;
   smtp::Reply reply;
+  // TransactionOutcome::transport_security ("TLSv1.3 TLS_AES_256_GCM_SHA384 verified",
+  // empty for plaintext), written as `tls`, `cipher` and `verified`.
+  std::string transport_security{};
 };
 
 // The line without its '\n'. logfmt values are quoted when they hold a space, '=', '"'
@@ -116,6 +119,7 @@ class OutcomeLogger final : public engine::OutcomeSink {
     std::vector<std::string> recipients;
     std::vector<uint64_t> tags;
     std::vector<smtp::RecipientOutcome> outcomes;
+    std::string transport_security;
   };
   struct alignas(64) ShardQueue {  // a cache line each: shards do not share one
     std::mutex mutex;

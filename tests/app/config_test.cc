@@ -315,5 +315,27 @@ TEST(app_config, TlsAndAuthKeys) {
   EXPECT_NE(bad.error().find("cfg.toml:2"), std::string::npos) << bad.error();
 }
 
+// Credentials with a TLS mode that does not check the certificate: one warning line that
+// names where, never the password; none under verify or without credentials.
+TEST(app_config, CredentialsWithoutVerifyAreWarnedOf) {
+  Config config;
+  EXPECT_FALSE(credentials_without_verify_warning(config));
+  config.engine.security.auth = smtp::AuthCredentials{"shop", "s3cret-Pa55"};
+  config.engine.security.tls.mode = engine::TlsPolicy::kRequired;
+  auto warning = credentials_without_verify_warning(config);
+  ASSERT_TRUE(warning);
+  EXPECT_NE(warning->find("[auth] (tls required)"), std::string::npos) << *warning;
+  EXPECT_NE(warning->find("only tls verify protects them"), std::string::npos) << *warning;
+  EXPECT_EQ(warning->find("s3cret"), std::string::npos);
+  config.engine.security.tls.mode = engine::TlsPolicy::kVerify;
+  EXPECT_FALSE(credentials_without_verify_warning(config));
+  engine::TransportSecurity route;
+  route.auth = smtp::AuthCredentials{"u", "route-pw"};
+  config.engine.route_security.push_back(route);  // opportunistic by default
+  warning = credentials_without_verify_warning(config);
+  ASSERT_TRUE(warning);
+  EXPECT_NE(warning->find("1 route(s)"), std::string::npos) << *warning;
+}
+
 }  // namespace
 }  // namespace ringmail::app

@@ -32,7 +32,7 @@ OutcomeLine sample_line() {
 TEST(metrics_outcome_log, LogfmtQuotesWhatNeedsIt) {
   EXPECT_EQ(format_outcome_line(sample_line(), LogFormat::kLogfmt),
             "ts=2023-11-14T22:13:20.123Z event=recipient_outcome shard=3 transaction=42 tag=7 "
-            "from=bulk@example.com rcpt=a@example.org status=bounced attempted=true code=550 "
+            "from=bulk@example.com rcpt=a@example.org status=bounced attempted=true tls=none code=550 "
             "enhanced=5.1.1 reply=\"no such \\\"user\\\"\\nhere\\\\\"");
   OutcomeLine l = sample_line();
   l.reply = {};
@@ -40,8 +40,27 @@ TEST(metrics_outcome_log, LogfmtQuotesWhatNeedsIt) {
   l.recipient = "x=y@a b\r\x01";
   EXPECT_EQ(format_outcome_line(l, LogFormat::kLogfmt),
             "ts=2023-11-14T22:13:20.123Z event=recipient_outcome shard=3 transaction=42 tag=7 "
-            "from=\"\" rcpt=\"x=y@a b\\r\\x01\" status=bounced attempted=true code=0 "
+            "from=\"\" rcpt=\"x=y@a b\\r\\x01\" status=bounced attempted=true tls=none code=0 "
             "enhanced=\"\" reply=\"\"");
+}
+
+TEST(metrics_outcome_log, TlsVersionCipherAndVerificationAreWritten) {
+  OutcomeLine l = sample_line();
+  l.transport_security = "TLSv1.3 TLS_AES_256_GCM_SHA384 verified resumed";
+  const std::string logfmt = format_outcome_line(l, LogFormat::kLogfmt);
+  EXPECT_NE(logfmt.find(" attempted=true tls=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 verified=true code=550 "),
+            std::string::npos)
+      << logfmt;
+  l.transport_security = "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 unverified";
+  auto j = nlohmann::json::parse(format_outcome_line(l, LogFormat::kJson));
+  EXPECT_EQ(j["tls"], "TLSv1.2");
+  EXPECT_EQ(j["cipher"], "ECDHE-ECDSA-AES128-GCM-SHA256");
+  EXPECT_EQ(j["verified"], false);
+  l.transport_security = "";
+  j = nlohmann::json::parse(format_outcome_line(l, LogFormat::kJson));
+  EXPECT_EQ(j["tls"], "none");
+  EXPECT_FALSE(j.contains("cipher"));
+  EXPECT_FALSE(j.contains("verified"));
 }
 
 TEST(metrics_outcome_log, JsonLinesAreValidJsonEvenForInvalidUtf8) {
@@ -113,6 +132,23 @@ TEST_F(OutcomeLogFile, ConcurrentShardsEveryLineWrittenOnce) {
     EXPECT_EQ(l.find("never logged"), std::string::npos);
   }
   EXPECT_EQ(recipients.size(), written.size());
+}
+
+TEST_F(OutcomeLogFile, TheTransportSecurityOfAnOutcomeReachesEachOfItsLines) {
+  auto logger = OutcomeLogger::open((dir_ / "out.log").string(), {});
+  ASSERT_TRUE(logger) << logger.error();
+  auto protected_outcome = outcome(1, 2);
+  protected_outcome.transport_security = "TLSv1.3 TLS_AES_128_GCM_SHA256 unverified";
+  (*logger)->on_transaction_finished(0, protected_outcome);
+  (*logger)->on_transaction_finished(0, outcome(2, 1));
+  (*logger)->flush();
+  auto written = lines("out.log");
+  ASSERT_EQ(written.size(), 3u);
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_NE(written[i].find(" tls=TLSv1.3 cipher=TLS_AES_128_GCM_SHA256 verified=false "),
+              std::string::npos)
+        << written[i];
+  EXPECT_NE(written[2].find(" tls=none code=250 "), std::string::npos) << written[2];
 }
 
 TEST_F(OutcomeLogFile, DropsAndCountsRatherThanBlockingAShard) {
