@@ -136,8 +136,17 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                 options.expected_recipients + options.rejected_lines);
   };
 
+  // As a service, one pass: its source follows the database (waits for work to become
+  // due rather than ending), so one engine with its pools, connections, DNS cache and TLS
+  // sessions lives as long as the process, and a receipt enqueued while a slow
+  // destination is still being worked through goes out at once instead of waiting for
+  // that destination to finish. --until-done runs passes until nothing is due.
+  std::optional<std::chrono::milliseconds> follow;
+  if (!options.until_done)
+    follow = std::chrono::milliseconds(
+        std::max<int64_t>(1, static_cast<int64_t>(c.storage.idle_poll.count() * 1000)));
   while (true) {
-    storage::DatabaseJobSource source(*storage_thread, c.storage.claim_batch);
+    storage::DatabaseJobSource source(*storage_thread, c.storage.claim_batch, follow);
     engine::DeliverySnapshot pass_counts;
     {
       std::unique_ptr<engine::Engine> engine;

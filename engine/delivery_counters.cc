@@ -131,6 +131,7 @@ void DeliverySnapshot::add(const DeliverySnapshot& other) {
   dns_cache_hits += other.dns_cache_hits;
   dns_failures += other.dns_failures;
   ring_completions += other.ring_completions;
+  destination_pools += other.destination_pools;
   transaction_duration.add(other.transaction_duration);
   dns_lookup_duration.add(other.dns_lookup_duration);
   merge_sites(sites, other.sites);
@@ -191,6 +192,7 @@ DeliverySnapshot DeliveryCounters::snapshot() const {
   s.dns_cache_hits = dns_cache_hits_.load(std::memory_order_relaxed);
   s.dns_failures = dns_failures_.load(std::memory_order_relaxed);
   s.ring_completions = ring_completions_.load(std::memory_order_relaxed);
+  s.destination_pools = pools_.load(std::memory_order_relaxed);
   s.transaction_duration = transaction_duration_.read();
   s.dns_lookup_duration = dns_duration_.read();
   sites_.read(s.sites, s.site_other);

@@ -77,6 +77,7 @@ struct DeliverySnapshot {
   uint64_t dns_cache_hits = 0;          // routes answered from the cache or a lookup in flight
   uint64_t dns_failures = 0;            // lookups that ended in a temporary failure
   uint64_t ring_completions = 0;    // CQEs reaped
+  uint64_t destination_pools = 0;   // pools the shards hold now (a gauge; idle ones are swept)
   // From the shard taking a transaction off its inbox to its outcome, one sample per
   // transaction that was queued on a pool (resolution: one loop turn).
   DurationHistogram transaction_duration;
@@ -125,6 +126,7 @@ class DeliveryCounters {
     if (resumed) bump(tls_resumed_);
   }
   void count_tls_failure() { bump(tls_failures_); }
+  void set_destination_pools(size_t pools) { pools_.store(pools, std::memory_order_relaxed); }
   // The shard's resolver keeps its own totals; they are published as they are.
   void set_dns_totals(uint64_t lookups, uint64_t cache_hits, uint64_t failures) {
     dns_lookups_.store(lookups, std::memory_order_relaxed);
@@ -167,6 +169,7 @@ class DeliveryCounters {
   std::atomic<uint64_t> closed_{0}, ring_submissions_{0}, ring_completions_{0};
   std::atomic<uint64_t> tls_handshakes_{0}, tls_resumed_{0}, tls_failures_{0};
   std::atomic<uint64_t> dns_lookups_{0}, dns_cache_hits_{0}, dns_failures_{0};
+  std::atomic<uint64_t> pools_{0};
   AtomicHistogram transaction_duration_, dns_duration_;
   SiteCounters sites_;
 };

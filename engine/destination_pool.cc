@@ -78,6 +78,12 @@ std::optional<size_t> DestinationPool::pick_host(Clock::time_point now) {
   return best;
 }
 
+bool DestinationPool::any_host_set_aside(Clock::time_point now) const {
+  for (const PoolHost& h : hosts_)
+    if (h.consecutive_failures >= failures_to_set_aside() && now < h.set_aside_until) return true;
+  return false;
+}
+
 std::optional<size_t> DestinationPool::best_usable_host(Clock::time_point now) {
   for (size_t i = 0; i < hosts_.size(); ++i)
     if (usable(i, now)) return i;

@@ -133,6 +133,10 @@ class DestinationPool {
 
   bool in_active_list = false;  // scheduling flag owned by the shard
   bool in_token_wait = false;   // in the shard's token_waits_ (one entry at a time)
+  // Activated since the shard's last sweep of idle pools (Shard::sweep_idle_pools).
+  bool used_since_sweep = true;
+  // Some host is set aside past `now` (a pause not over). Unlike dead(), no side effect.
+  bool any_host_set_aside(Clock::time_point now) const;
   // Where this pool's recipients and failed connections are counted by site; set by the
   // shard when it makes the pool (a slot of its DeliveryCounters, which outlive it).
   SiteSlot* site = nullptr;

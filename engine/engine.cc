@@ -40,6 +40,7 @@ struct Engine::Impl {
   std::thread feeder;
 
   std::atomic<bool> drain{false};
+  std::atomic<JobSource*> source{nullptr};  // set by start(), before the feeder runs
   mutable std::mutex failure_mutex;
   std::optional<std::string> failure;
   std::atomic<uint64_t> taken{0};
@@ -78,6 +79,7 @@ struct Engine::Impl {
   void drain_all() {
     drain.store(true);
     for (auto& inbox : inboxes) inbox->request_drain();
+    if (JobSource* s = source.load()) s->interrupt();  // a feeder waiting for work stops
   }
 
   void shard_failed(unsigned shard, const std::string& what) {
@@ -123,7 +125,14 @@ void Engine::Impl::feed(JobSource& source) {
   bool have_last = false;
   while (!drain.load(std::memory_order_relaxed)) {
     std::optional<DeliveryItem> item = source.next();
-    if (!item) break;
+    if (!item) {
+      // Nothing now: what the batcher holds goes to the shards before any wait, so a
+      // receipt never waits for the next one.
+      batcher.flush();
+      push_all();
+      if (drain.load(std::memory_order_relaxed) || !source.wait_for_more()) break;
+      continue;
+    }
     taken.fetch_add(1, std::memory_order_relaxed);
     std::string_view domain = domain_of(item->recipient);
     // Consecutive recipients often share a domain; skip the resolver call for them.
@@ -199,9 +208,11 @@ void Engine::start(JobSource& source) {
     std::lock_guard lock(m.done_mutex);
     ++m.threads_running;  // the feeder
   }
+  m.source.store(&source);
   m.feeder = std::thread([&m, &source] {
     pthread_setname_np(pthread_self(), "ringmail-feed");
     m.feed(source);
+    m.source.store(nullptr);  // no wait to interrupt any more; the source may go
     m.thread_exited();
   });
 }

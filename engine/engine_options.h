@@ -94,6 +94,10 @@ struct EngineOptions {
   // Tests only: a shard acts as if its ring failed (-EIO) once this many submission
   // entries have gone to the kernel, so the failure path can be tested. 0: never.
   uint64_t fail_ring_after_submissions = 0;
+  // A destination pool unused for one to two of these is forgotten (Shard::sweep_idle_pools),
+  // so a long-running service does not keep a pool for every destination it ever saw.
+  // Not in the config file; tests shorten it.
+  Seconds idle_pool_sweep{30};
   SiteMetrics site_metrics;
 };
 

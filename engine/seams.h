@@ -28,8 +28,15 @@ struct DeliveryItem {
 class JobSource {
  public:
   virtual ~JobSource() = default;
-  // The next item, or nullopt when the source is exhausted.
+  // The next item, or nullopt when the source has nothing now.
   virtual std::optional<DeliveryItem> next() = 0;
+  // After next() said nothing: blocks until there may be more (true: call next() again)
+  // or the source has ended (false). The feeder hands everything it holds to the shards
+  // before it waits, so nothing taken waits with it. A source that follows new work (a
+  // database served by a long-running `run`) waits here; the default ends at once.
+  virtual bool wait_for_more() { return false; }
+  // Any thread: ends a wait_for_more() in progress and every later one (a drain).
+  virtual void interrupt() {}
 };
 
 // Called by the feeder thread, never by a shard.

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "engine/completion_token.h"
+#include "engine/shard_internal.h"
 #include "engine/shard_replies.h"
 
 namespace ringmail::engine {
@@ -61,6 +62,7 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
 void Shard::run() {
   now_ = Clock::now();
   next_deadline_check_ = now_ + kDeadlineCheckInterval;
+  next_pool_sweep_ = now_ + to_duration(options_.idle_pool_sweep);
   arm_inbox_read();
   take_inbox();
   while (true) {
@@ -100,10 +102,15 @@ void Shard::run() {
       check_deadlines();
       next_deadline_check_ = now_ + kDeadlineCheckInterval;
     }
+    if (now_ >= next_pool_sweep_) {
+      sweep_idle_pools();
+      next_pool_sweep_ = now_ + to_duration(options_.idle_pool_sweep);
+    }
     // c-ares retries and gives up on its own clock; its next deadline bounds our wait.
     if (resolver_ && resolver_->pending() > 0) resolver_->on_timer();
   }
   quiesce();
+  counters_.set_destination_pools(0);  // the pools go with the shard
 }
 
 void Shard::quiesce() {

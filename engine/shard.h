@@ -70,6 +70,8 @@ class Shard final : public dns::SocketWatcher {
   // ---- Pools
   DestinationPool& pool_for(const Destination& destination, const std::string& key);
   void activate(DestinationPool& pool);
+  // Forgets pools idle since the last sweep (called every EngineOptions::idle_pool_sweep).
+  void sweep_idle_pools();
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
   void defer_queue_of_dead_pool(DestinationPool& pool);
@@ -198,6 +200,7 @@ class Shard final : public dns::SocketWatcher {
 
   Clock::time_point now_;
   Clock::time_point next_deadline_check_;
+  Clock::time_point next_pool_sweep_;
   bool draining_ = false;
   Clock::time_point drain_deadline_{};
   std::string stop_reason_ = "shutting down before this was attempted";  // see stop_reply()

@@ -141,7 +141,9 @@ DestinationPool& Shard::pool_for_exchangers(const dns::Route& route, const Desti
   identity.mx_domain = destination.mx_domain;  // marks an MX pool (see security_for)
   auto pool = std::make_unique<DestinationPool>(std::move(identity), std::move(hosts), options_.pool);
   pool->site = &counters_.sites().slot_for(destination.mx_domain);
-  return *pools_.emplace(std::move(key), std::move(pool)).first->second;
+  DestinationPool& made = *pools_.emplace(std::move(key), std::move(pool)).first->second;
+  counters_.set_destination_pools(pools_.size());
+  return made;
 }
 
 void Shard::watch(int fd, bool readable, bool writable) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -46,15 +47,44 @@ DestinationPool& Shard::pool_for(const Destination& destination, const std::stri
   auto it = pools_.find(key);
   if (it == pools_.end()) {
     it = pools_.emplace(key, std::make_unique<DestinationPool>(destination, options_.pool)).first;
+    counters_.set_destination_pools(pools_.size());
     it->second->site = &counters_.sites().slot_for(site_of(destination));
   }
   return *it->second;
 }
 
 void Shard::activate(DestinationPool& pool) {
+  pool.used_since_sweep = true;
   if (pool.in_active_list) return;
   pool.in_active_list = true;
   active_pools_.push_back(&pool);
+}
+
+void Shard::sweep_idle_pools() {
+  // A pool is kept while anything may still point at it: its queue or connections, a
+  // closing connection (its completions still arrive), the scheduling lists, a token
+  // wait, or a pause not over (its memory of the failures is what keeps a dead host from
+  // being hammered). Otherwise a pool not activated for a whole sweep interval goes: a
+  // service that sees a domain once must not keep its pool forever, and a pool made
+  // again later starts from the current DNS answer.
+  std::unordered_set<const DestinationPool*> referenced;
+  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+    const Connection& c = connections_[slot];
+    if (c.state != Connection::State::kFree && c.pool) referenced.insert(c.pool);
+  }
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    DestinationPool& pool = *it->second;
+    const bool idle = pool.queue.empty() && pool.connections.empty() && pool.connecting == 0 &&
+                      !pool.in_active_list && !pool.in_token_wait &&
+                      !referenced.contains(&pool) && !pool.any_host_set_aside(now_);
+    if (idle && !pool.used_since_sweep) {
+      it = pools_.erase(it);
+      continue;
+    }
+    pool.used_since_sweep = false;
+    ++it;
+  }
+  counters_.set_destination_pools(pools_.size());
 }
 
 void Shard::schedule_active_pools() {

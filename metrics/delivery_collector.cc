@@ -170,6 +170,11 @@ std::vector<MetricFamily> engine_families(const EngineSample& sample) {
       "ringmail_connections_open", "SMTP connections connecting, open or closing right now",
       double(d.connections_opened > d.connections_closed ? d.connections_opened - d.connections_closed
                                                           : 0)));
+  out.push_back(gauge_family(
+      "ringmail_destination_pools",
+      "Destination pools the shards hold now (made at a destination's first use, forgotten "
+      "after 30-60 s unused)",
+      double(d.destination_pools)));
   out.push_back(duration_histogram("ringmail_transaction_duration_seconds",
                                    "Time from a shard taking an SMTP transaction off its inbox to "
                                    "the transaction's outcome (queueing on the pool, connecting, "

@@ -1,9 +1,47 @@
 #include "storage/database_job_source.h"
 
+#include <algorithm>
+
 namespace ringmail::storage {
 
-DatabaseJobSource::DatabaseJobSource(StorageThread& storage, size_t claim_batch)
-    : storage_(storage), claim_batch_(claim_batch) {}
+DatabaseJobSource::DatabaseJobSource(StorageThread& storage, size_t claim_batch,
+                                     std::optional<std::chrono::milliseconds> follow_poll)
+    : storage_(storage), claim_batch_(claim_batch), follow_poll_(follow_poll) {}
+
+void DatabaseJobSource::stop() {
+  {
+    std::lock_guard lock(wait_mutex_);
+    stopped_.store(true, std::memory_order_relaxed);
+  }
+  wake_.notify_all();
+}
+
+bool DatabaseJobSource::wait_for_more() {
+  if (!follow_poll_ || stopped_.load(std::memory_order_relaxed) || storage_.failure()) {
+    exhausted_.store(true, std::memory_order_relaxed);
+    return false;
+  }
+  // Until the next retry or scheduled campaign is due, at most the poll interval: rows
+  // another process enqueues meanwhile are not announced. At least a few milliseconds,
+  // so a due time that a claim somehow did not take cannot make this spin.
+  std::chrono::milliseconds wait = *follow_poll_;
+  auto next_due = storage_.next_due_at();
+  if (!next_due) {
+    exhausted_.store(true, std::memory_order_relaxed);
+    return false;  // the storage thread has failed; the run reports it
+  }
+  if (*next_due)
+    wait = std::min(wait, std::chrono::milliseconds(**next_due - unix_now_ms()));
+  wait = std::max(wait, std::chrono::milliseconds(5));
+  std::unique_lock lock(wait_mutex_);
+  wake_.wait_for(lock, wait, [&] { return stopped_.load(std::memory_order_relaxed); });
+  if (stopped_.load(std::memory_order_relaxed)) {
+    exhausted_.store(true, std::memory_order_relaxed);
+    return false;
+  }
+  exhausted_.store(false, std::memory_order_relaxed);
+  return true;
+}
 
 std::optional<engine::DeliveryItem> DatabaseJobSource::next() {
   if (exhausted_.load(std::memory_order_relaxed)) return std::nullopt;
@@ -18,7 +56,8 @@ std::optional<engine::DeliveryItem> DatabaseJobSource::next() {
     current_.clear();
     next_index_ = 0;
     if (!batch || batch->empty()) {
-      exhausted_.store(true, std::memory_order_relaxed);
+      // Following, nothing due is not the end: wait_for_more() decides.
+      if (!follow_poll_ || !batch) exhausted_.store(true, std::memory_order_relaxed);
       return std::nullopt;
     }
     current_ = std::move(*batch);

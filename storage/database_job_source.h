@@ -1,12 +1,17 @@
 // The engine's JobSource during `run`: due recipients claimed from the database in
 // batches through the StorageThread (so SQLite stays off the feeder and the shards
-// alike), the next batch requested while the current one is handed out.
+// alike), the next batch requested while the current one is handed out. A following
+// source (`run` as a service) waits for work to become due instead of ending, so one
+// engine, its pools and connections serve the whole life of the process.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <future>
+#include <mutex>
 #include <optional>
 
 #include "engine/seams.h"
@@ -16,15 +21,22 @@ namespace ringmail::storage {
 
 class DatabaseJobSource final : public engine::JobSource {
  public:
-  // `storage` must outlive this source.
-  DatabaseJobSource(StorageThread& storage, size_t claim_batch);
+  // `storage` must outlive this source. With `follow_poll` the source follows the
+  // database: when nothing is due, wait_for_more() sleeps until the next due time or at
+  // most that long (work enqueued by another process is seen then) and claims again.
+  // Without it the source ends when nothing is due (`--until-done`, `send`).
+  DatabaseJobSource(StorageThread& storage, size_t claim_batch,
+                    std::optional<std::chrono::milliseconds> follow_poll = std::nullopt);
 
   // Feeder thread only. nullopt when nothing is due now, or the storage has failed, or
   // stop() was called.
   std::optional<engine::DeliveryItem> next() override;
+  // Feeder thread only: following, waits as said above; false once stopped or failed.
+  bool wait_for_more() override;
+  void interrupt() override { stop(); }
 
-  // Any thread: the next call to next() ends the source.
-  void stop() { stopped_.store(true, std::memory_order_relaxed); }
+  // Any thread: the next call to next() ends the source, and a wait ends now.
+  void stop();
   // After the engine has finished: gives every claimed recipient never handed out back
   // to the queue (at a drain, or the prefetched batch).
   void release_unsent();
@@ -37,6 +49,9 @@ class DatabaseJobSource final : public engine::JobSource {
 
   StorageThread& storage_;
   const size_t claim_batch_;
+  const std::optional<std::chrono::milliseconds> follow_poll_;
+  std::mutex wait_mutex_;
+  std::condition_variable wake_;  // stop() ends a wait_for_more()
   std::vector<ClaimedItem> current_;
   size_t next_index_ = 0;
   std::optional<ClaimFuture> prefetch_;

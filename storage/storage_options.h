@@ -33,7 +33,7 @@ struct StorageOptions {
   size_t commit_batch = 2000;     // ... or until this many are waiting
   size_t claim_batch = 1000;      // recipients claimed per database round trip
   Seconds lease_duration{3600};   // an in-flight lease older than this is reclaimed
-  Seconds idle_poll{5};           // `run` without --until-done looks for new work this often
+  Seconds idle_poll{1};           // `run` without --until-done looks for new work this often
   // Senders and bodies kept for claims to come (least recently claimed dropped first).
   size_t message_cache_bytes = size_t{64} << 20;
 };

@@ -166,6 +166,58 @@ TEST_F(StorageCommands, AServiceStoppedBySigtermExitsZero) {
   EXPECT_EQ(nlohmann::json::parse(r.out)["interrupted"], true);
 }
 
+// `run` as a service keeps one engine and follows the database: a receipt enqueued while
+// a slow destination is still being worked through goes out at once, not when that
+// destination is done (it once waited for the end of the engine's pass).
+TEST_F(StorageCommands, AServiceSendsAReceiptWhileASlowDestinationIsBusy) {
+  ScriptedSmtpServerOptions so;
+  so.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, 300ms};
+    return std::nullopt;
+  };
+  auto slow = ScriptedSmtpServer::start(so);
+  ASSERT_TRUE(slow) << slow.error();
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  std::ofstream(dir_ / "service.toml")
+      << "[storage]\nidle_poll = 0.2\n[pool]\nmax_connections = 1\nmax_backlog = 0\n"
+      << "max_recipients_per_transaction = 1\n[routes]\n"
+      << "\"slow.test\" = \"127.0.0.1:" << (*slow)->port() << "\"\n"
+      << "\"fast.test\" = \"" << (*sink)->address() << "\"\n";
+  {
+    std::ofstream rcpts(dir_ / "slow.txt");
+    for (int i = 0; i < 15; ++i) rcpts << "s" << i << "@slow.test\n";
+  }
+  std::ofstream(dir_ / "receipt.txt") << "order-1@fast.test\n";
+  ASSERT_EQ(run(enqueue_args(dir_ / "slow.txt")).exit_code, 0);
+  RingmailProcess service({"run", "--db", db_.string(), "--config", (dir_ / "service.toml").string(),
+                           "--shards", "1", "--quiet", "--summary", "json"},
+                          dir_, {.signal_after = 7s});
+  // The slow campaign is under way (about 4.5 s of it), then an order lands.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (count("delivered") < 2 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(run(enqueue_args(dir_ / "receipt.txt")).exit_code, 0);
+  int64_t slow_done_when_receipt_went = -1;
+  while (std::chrono::steady_clock::now() < until) {
+    if (sql_int(db_, "SELECT count(*) FROM recipients WHERE state = 'delivered' AND "
+                     "domain = 'fast.test'") == 1) {
+      slow_done_when_receipt_went = sql_int(
+          db_, "SELECT count(*) FROM recipients WHERE state = 'delivered' AND domain = 'slow.test'");
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GE(slow_done_when_receipt_went, 0) << "the receipt was not delivered";
+  EXPECT_LT(slow_done_when_receipt_went, 12) << "the receipt waited for the slow destination";
+  Result r = service.wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Whatever of the slow campaign the stop cut short is queued again, nothing lost.
+  EXPECT_EQ(count("delivered") + count("queued"), 16u);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["passes"], 1);  // one engine all along
+  EXPECT_EQ((*sink)->recipients_received(), 1u);
+}
+
 TEST_F(StorageCommands, AScheduledCampaignWaitsForItsTime) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();

@@ -37,6 +37,7 @@ EngineSample known_sample() {
   d.connections_opened = 6;
   d.connections_closed = 4;
   d.connection_failures = 1;
+  d.destination_pools = 3;
   d.recipients_by_reply_code[250] = 90;
   d.recipients_by_reply_code[451] = 4;
   d.recipients_by_reply_code[0] = 3;
@@ -81,6 +82,8 @@ TEST(metrics_collector, ExpositionOfAKnownSnapshot) {
            "ringmail_connection_failures_total 1",
            "# TYPE ringmail_connections_open gauge",
            "ringmail_connections_open 2",
+           "# TYPE ringmail_destination_pools gauge",
+           "ringmail_destination_pools 3",
            "# TYPE ringmail_transaction_duration_seconds histogram",
            "ringmail_transaction_duration_seconds_bucket{le=\"0.001\"} 2",
            "ringmail_transaction_duration_seconds_bucket{le=\"0.005\"} 2",
