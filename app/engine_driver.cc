@@ -13,6 +13,7 @@ StopSignals::StopSignals() {
   sigemptyset(&set_);
   sigaddset(&set_, SIGINT);
   sigaddset(&set_, SIGTERM);
+  sigaddset(&set_, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set_, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -21,6 +22,7 @@ int StopSignals::wait(std::chrono::milliseconds timeout) {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
   const timespec t{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   const int sig = sigtimedwait(&set_, nullptr, &t);
+  if (sig == SIGHUP && on_hangup_) on_hangup_();
   return sig == SIGINT || sig == SIGTERM ? sig : 0;
 }
 

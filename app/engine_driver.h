@@ -1,11 +1,13 @@
 // What every command that runs the engine shares: SIGINT/SIGTERM turned into a drain (a
-// second one exits at once), and the wait loop that ticks progress until the run ends.
+// second one exits at once), SIGHUP into a reopened log, and the wait loop that ticks
+// progress until the run ends.
 #pragma once
 
 #include <signal.h>
 
 #include <chrono>
 #include <functional>
+#include <utility>
 
 #include "app/console.h"
 #include "engine/engine.h"
@@ -15,15 +17,21 @@ namespace ringmail::app {
 // Blocks SIGINT and SIGTERM in the calling thread (construct it before any other thread
 // exists, so all inherit the mask and a signal waits for us instead of killing the process
 // mid-transaction) and ignores SIGPIPE (a peer closing early is an error on that write).
+// SIGHUP is blocked too: it asks `on_hangup` (logrotate's "reopen your log"), rather than
+// killing the process without a drain as its default action would.
 class StopSignals {
  public:
   StopSignals();
-  // A pending SIGINT/SIGTERM, waiting up to `timeout` for one; 0 when none came.
+  // A pending SIGINT/SIGTERM, waiting up to `timeout` for one; 0 when none came. A SIGHUP
+  // meanwhile calls on_hangup and ends the wait early with 0.
   int wait(std::chrono::milliseconds timeout);
   const sigset_t& set() const { return set_; }
+  // Called on the thread that waits, for each SIGHUP.
+  void on_hangup(std::function<void()> hook) { on_hangup_ = std::move(hook); }
 
  private:
   sigset_t set_;
+  std::function<void()> on_hangup_;
 };
 
 struct DriveHooks {

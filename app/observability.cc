@@ -4,6 +4,8 @@
 #include <thread>
 #include <vector>
 
+#include "app/engine_driver.h"
+
 namespace ringmail::app {
 
 std::expected<Observability, std::string> start_observability(const Config& config) {
@@ -48,6 +50,12 @@ void Observability::expose(metrics::EngineSampler sampler,
   for (metrics::FamilyProvider& p : extra) providers.push_back(std::move(p));
   exporter->expose(
       std::make_shared<metrics::RingmailCollector>(std::move(sampler), std::move(providers), sites));
+}
+
+void reopen_log_on_hangup(StopSignals& signals, Observability& observability) {
+  signals.on_hangup([log = observability.outcome_log.get()] {
+    if (log) log->reopen();
+  });
 }
 
 }  // namespace ringmail::app

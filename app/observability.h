@@ -58,4 +58,9 @@ struct StopExporterFirst {
 // metrics address being taken is only a warning on stderr.
 std::expected<Observability, std::string> start_observability(const Config& config);
 
+// SIGHUP (logrotate's postrotate) reopens the outcome log, if there is one. `observability`
+// must outlive every wait on `signals`.
+class StopSignals;
+void reopen_log_on_hangup(StopSignals& signals, Observability& observability);
+
 }  // namespace ringmail::app

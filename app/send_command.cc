@@ -47,6 +47,7 @@ int send_through_database(const SendFlags& flags, SendPlan& plan) {
     std::cerr << "ringmail: " << observability.error() << '\n';
     return 2;
   }
+  reopen_log_on_hangup(signals, *observability);
   Console console(std::cerr, false);
   const std::string& db = plan.config.storage.path;
   const Clock::time_point enqueue_start = Clock::now();
@@ -128,6 +129,7 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
     std::cerr << "ringmail: " << observability.error() << '\n';
     return 2;
   }
+  reopen_log_on_hangup(signals, *observability);
   std::unique_ptr<metrics::OutcomeLogger>& outcome_log = observability->outcome_log;
   std::unique_ptr<metrics::Exporter>& exporter = observability->exporter;
   const MetricsSettings& metrics_settings = plan.config.metrics;

@@ -131,6 +131,7 @@ int run_run(const RunFlags& flags) {
   StopSignals signals;  // before any thread exists
   auto observability = start_observability(c);
   if (!observability) return fail(observability.error());
+  reopen_log_on_hangup(signals, *observability);
   QueueRunOptions options;
   options.until_done = flags.until_done;
   options.linger = flags.until_done;  // a service serves /metrics all along anyway

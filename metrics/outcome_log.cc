@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <string_view>
+#include <utility>
 
 namespace ringmail::metrics {
 namespace {
@@ -160,6 +161,7 @@ std::expected<std::unique_ptr<OutcomeLogger>, std::string> OutcomeLogger::open(
     return std::unexpected(fmt::format("cannot open log file '{}': {}", path, std::strerror(errno)));
   auto logger = std::make_unique<OutcomeLogger>(f, options);
   logger->owns_out_ = true;
+  logger->path_ = path;  // before any reopen() can be asked: the caller has no logger yet
   return logger;
 }
 
@@ -271,18 +273,38 @@ bool OutcomeLogger::drain_once() {
 void OutcomeLogger::run() {
   std::unique_lock lock(control_mutex_);
   while (true) {
-    control_cv_.wait_for(lock, options_.drain_interval,
-                         [&] { return stopping_ || flush_requests_ > flushes_done_; });
+    control_cv_.wait_for(lock, options_.drain_interval, [&] {
+      return stopping_ || reopen_requested_ || flush_requests_ > flushes_done_;
+    });
     const bool stop = stopping_;
     const uint64_t requested = flush_requests_;
     const bool flush_asked = requested > flushes_done_;
+    const bool reopen = std::exchange(reopen_requested_, false);
     lock.unlock();
-    if (drain_once() || flush_asked) std::fflush(out_);
+    if (drain_once() || flush_asked || reopen) std::fflush(out_);
+    if (reopen && owns_out_) {
+      // Lines queued before the request are in the old file; the new one gets the rest.
+      if (std::FILE* f = std::fopen(path_.c_str(), "ae")) {
+        std::fclose(out_);
+        out_ = f;
+      } else {
+        std::fprintf(stderr, "ringmail: cannot reopen log file '%s': %s (still writing the old one)\n",
+                     path_.c_str(), std::strerror(errno));
+      }
+    }
     lock.lock();
     flushes_done_ = requested;
     control_cv_.notify_all();
     if (stop) return;
   }
+}
+
+void OutcomeLogger::reopen() {
+  {
+    std::lock_guard lock(control_mutex_);
+    reopen_requested_ = true;
+  }
+  control_cv_.notify_all();
 }
 
 void OutcomeLogger::flush() {

@@ -100,6 +100,11 @@ class OutcomeLogger final : public engine::OutcomeSink {
 
   // Any thread: waits until every line queued before the call is written and flushed.
   void flush();
+  // Any thread: the logger thread reopens the file it opened (logrotate's SIGHUP after
+  // renaming it), after writing what was queued to the old one. No effect on stderr or a
+  // FILE* given by the caller. If the path cannot be opened, the old file is kept and
+  // the reason is printed on stderr.
+  void reopen();
 
   uint64_t lines_written() const { return written_.load(std::memory_order_relaxed); }
   uint64_t lines_dropped() const;
@@ -133,6 +138,7 @@ class OutcomeLogger final : public engine::OutcomeSink {
 
   std::FILE* out_;
   bool owns_out_ = false;
+  std::string path_;  // the file open() opened; reopen() opens it again
   OutcomeLogOptions options_;
   std::vector<std::unique_ptr<ShardQueue>> queues_;
   struct StateQueue {
@@ -145,6 +151,7 @@ class OutcomeLogger final : public engine::OutcomeSink {
   std::mutex control_mutex_;
   std::condition_variable control_cv_;
   bool stopping_ = false;
+  bool reopen_requested_ = false;
   uint64_t flush_requests_ = 0, flushes_done_ = 0;
   std::thread thread_;
 };

@@ -49,6 +49,7 @@ class RingmailProcess {
   RingmailProcess& operator=(const RingmailProcess&) = delete;
 
   bool running();
+  pid_t pid() const { return pid_; }  // to send a signal of the test's own
   // Waits for the exit, sending the options' signal when due. A binary still running at
   // `timeout` is killed and the test fails, instead of hanging CI.
   RingmailResult wait(std::chrono::seconds timeout = std::chrono::seconds(60));

@@ -218,6 +218,50 @@ TEST_F(StorageCommands, AServiceSendsAReceiptWhileASlowDestinationIsBusy) {
   EXPECT_EQ((*sink)->recipients_received(), 1u);
 }
 
+// logrotate: rename the outcome log, then SIGHUP. The service goes on (it used to die of
+// the signal, 129, without a drain) and writes the rest to a new file of the old name.
+TEST_F(StorageCommands, SighupReopensTheOutcomeLogAndTheServiceGoesOn) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_EQ(run(enqueue_args(recipients(3))).exit_code, 0);
+  const fs::path log = dir_ / "outcomes.log";
+  std::ofstream(dir_ / "poll.toml") << "[storage]\nidle_poll = 0.1\n";
+  RingmailProcess service({"run", "--db", db_.string(), "--relay", (*sink)->address(),
+                           "--config", (dir_ / "poll.toml").string(), "--shards", "1", "--quiet",
+                           "--log-file", log.string()},
+                          dir_, {.signal_after = 20s});
+  auto wait_for = [&](uint64_t delivered) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (count("delivered") < delivered && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(20ms);
+    return count("delivered") == delivered;
+  };
+  ASSERT_TRUE(wait_for(3));
+  std::this_thread::sleep_for(200ms);  // the log thread writes every 50 ms
+  fs::rename(log, dir_ / "outcomes.log.1");
+  ASSERT_EQ(::kill(service.pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(service.running());
+  std::ofstream(dir_ / "more.txt") << "later1@example.test\nlater2@example.test\n";
+  ASSERT_EQ(run(enqueue_args(dir_ / "more.txt")).exit_code, 0);
+  ASSERT_TRUE(wait_for(5));
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(::kill(service.pid(), SIGTERM), 0);
+  Result r = service.wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto lines_of = [](const fs::path& p) {
+    std::ifstream f(p);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(f, l);)
+      if (l.find("event=recipient_outcome") != std::string::npos) out.push_back(l);
+    return out;
+  };
+  EXPECT_EQ(lines_of(dir_ / "outcomes.log.1").size(), 3u);
+  auto after = lines_of(log);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_NE(after[0].find("rcpt=later"), std::string::npos) << after[0];
+}
+
 TEST_F(StorageCommands, AScheduledCampaignWaitsForItsTime) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();

@@ -172,6 +172,32 @@ TEST_F(OutcomeLogFile, DropsAndCountsRatherThanBlockingAShard) {
   EXPECT_EQ(lines("out.log").size(), 10u);
 }
 
+// logrotate renames the file and sends SIGHUP: lines before the reopen stay in the
+// renamed file, the rest go to a new file of the old name. A path that cannot be opened
+// again keeps the old file.
+TEST_F(OutcomeLogFile, ReopenStartsANewFileUnderTheSameName) {
+  auto logger = OutcomeLogger::open((dir_ / "out.log").string(), {});
+  ASSERT_TRUE(logger) << logger.error();
+  (*logger)->on_transaction_finished(0, outcome(1, 2));
+  (*logger)->flush();
+  std::filesystem::rename(dir_ / "out.log", dir_ / "out.log.1");
+  (*logger)->on_transaction_finished(0, outcome(2, 1));  // queued before the reopen
+  (*logger)->reopen();
+  (*logger)->flush();
+  (*logger)->on_transaction_finished(0, outcome(3, 3));
+  (*logger)->flush();
+  EXPECT_EQ(lines("out.log.1").size(), 3u);
+  EXPECT_EQ(lines("out.log").size(), 3u);
+  EXPECT_NE(lines("out.log")[0].find("rcpt=r3-0@x.test"), std::string::npos);
+
+  std::filesystem::rename(dir_ / "out.log", dir_ / "out.log.2");
+  std::filesystem::create_directory(dir_ / "out.log");  // cannot be opened as a file
+  (*logger)->reopen();
+  (*logger)->on_transaction_finished(0, outcome(4, 1));
+  (*logger)->flush();
+  EXPECT_EQ(lines("out.log.2").size(), 4u);  // still the old file
+}
+
 TEST_F(OutcomeLogFile, OpenNamesTheFileItCannotOpen) {
   auto logger = OutcomeLogger::open((dir_ / "missing" / "x.log").string(), {});
   ASSERT_FALSE(logger);
