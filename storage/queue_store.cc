@@ -425,7 +425,13 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
   const Postponed* postponed = nullptr;
   if (!postponed_.empty()) {
     auto it = postponed_.find(std::string(r.column_text(3)));
-    if (it != postponed_.end()) postponed = &it->second;
+    if (it != postponed_.end()) {
+      if (it->second.until_ms > now_ms) {
+        postponed = &it->second;
+      } else {
+        postponed_.erase(it);  // that pause is over, whether or not "up" was reported
+      }
+    }
   }
   r.reset();
 
@@ -571,6 +577,12 @@ std::expected<void, StorageError> QueueStore::record_destination(std::string_vie
 std::expected<uint64_t, StorageError> QueueStore::postpone_domain(std::string_view name,
                                                                   std::string_view domain,
                                                                   int64_t until_ms) {
+  // Pauses that are over go now and then, so a service that meets many dead domains
+  // (whose pools may be forgotten before they report "up") keeps only live ones.
+  if (postponed_.size() >= 1024) {
+    const int64_t now_ms = unix_now_ms();
+    std::erase_if(postponed_, [&](const auto& entry) { return entry.second.until_ms <= now_ms; });
+  }
   Postponed& p = postponed_[std::string(domain)];
   p.until_ms = std::max(p.until_ms, until_ms);
   p.name = std::string(name);

@@ -416,6 +416,9 @@ void StorageThread::loop() {
         committed.commit_batch_size.observe(static_cast<double>(changes));
       }
     }
+    // Counted before the claims are handed over (moved out) below.
+    uint64_t claimed_now = 0;
+    for (const auto& g : granted) claimed_now += g.size();
     for (size_t i = 0; i < claims.size(); ++i) {
       if (failed) {
         claims[i].reply.set_value(std::unexpected(*failed));
@@ -434,7 +437,7 @@ void StorageThread::loop() {
       std::lock_guard lock(mutex_);
       if (!failed) {
         stats_.outcomes_applied += outcomes.count;
-        for (auto& g : granted) stats_.claimed += g.size();
+        stats_.claimed += claimed_now;
         if (commits) {
           stats_.latest_parked_due_ms = std::max(stats_.latest_parked_due_ms, commit_parked_due_ms_);
           if (!claims.empty()) stats_.last_claim_ms = commit_ms_;

@@ -180,6 +180,7 @@ TEST_F(StorageMetricsTest, OutcomesAttemptsLatencyAndCommits) {
   EXPECT_GE(m.commit_duration.sum, 0.0);
   // Claims 9 + 4, outcomes 7 + 4 + 2, releases 2.
   EXPECT_DOUBLE_EQ(m.commit_batch_size.sum, 9 + 4 + 7 + 4 + 2 + 2);
+  EXPECT_EQ(stats.claimed, 9u + 4u);  // once read after the claims were handed over: 0
 }
 
 TEST_F(StorageMetricsTest, ReleasedRecipientsAreForgottenAndAttemptsCarriedPerRun) {
