@@ -156,6 +156,10 @@ constexpr KeyRule kRules[] = {
      [](const toml::node& n, Config& c) {
        return read_integer(n, c.engine.shard_inbox_capacity, 1, 1u << 24);
      }},
+    {"engine", "max_connections_per_shard",
+     [](const toml::node& n, Config& c) {
+       return read_integer(n, c.engine.max_connections_per_shard, 0, 1u << 20);
+     }},
     {"engine", "max_not_attempted_retries",
      [](const toml::node& n, Config& c) {
        return read_integer(n, c.engine.max_not_attempted_retries, 0, 1000);

@@ -135,6 +135,8 @@ class DestinationPool {
   bool in_token_wait = false;   // in the shard's token_waits_ (one entry at a time)
   // Activated since the shard's last sweep of idle pools (Shard::sweep_idle_pools).
   bool used_since_sweep = true;
+  // In the shard's list of pools waiting for a connection slot (max_connections_per_shard).
+  bool in_slot_wait = false;
   // Some host is set aside past `now` (a pause not over). Unlike dead(), no side effect.
   bool any_host_set_aside(Clock::time_point now) const;
   // Where this pool's recipients and failed connections are counted by site; set by the

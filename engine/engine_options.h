@@ -89,6 +89,12 @@ struct EngineOptions {
   Seconds drain_timeout{30};  // after SIGTERM, how long transactions in flight may finish
   // Transactions waiting in one shard's inbox before the feeder blocks (bounds memory).
   size_t shard_inbox_capacity = 4096;
+  // Most connections one shard has at once, over all its destinations (Postfix's process
+  // limit, PowerMTA's max-smtp-out): beyond it a pool waits for a connection to close,
+  // and an idle pooled connection of another destination is closed to make room. 0:
+  // from the open-file limit, (RLIMIT_NOFILE - 256) / shards, so a burst of thousands of
+  // domains cannot run the process out of file descriptors (EMFILE would defer work).
+  size_t max_connections_per_shard = 0;
   // Times a transaction nothing of which reached a server is retried on another connection.
   unsigned max_not_attempted_retries = 3;
   // Tests only: a shard acts as if its ring failed (-EIO) once this many submission

@@ -2,6 +2,8 @@
 // from, and the dispatch of each completion to the part of the Shard that owns it.
 #include "engine/shard.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <utility>
@@ -35,6 +37,16 @@ Shard::Shard(unsigned index, const EngineOptions& options, ShardInbox& inbox, Ou
       on_ring_failure_(std::move(on_ring_failure)),
       ring_(kRingEntries) {
   counters_.sites().configure(options_.site_metrics.sites, options_.site_metrics.max_tracked_per_shard);
+  connection_cap_ = options_.max_connections_per_shard;
+  if (connection_cap_ == 0) {
+    // What the file limit leaves each shard, keeping 256 for the database, the log, the
+    // metrics listener and its clients, DNS sockets and the rings.
+    rlimit files{};
+    const rlim_t soft = ::getrlimit(RLIMIT_NOFILE, &files) == 0 ? files.rlim_cur : 1024;
+    const unsigned shards = std::max(1u, options_.shards);
+    const size_t usable = soft == RLIM_INFINITY ? size_t{1} << 20 : size_t(soft);
+    connection_cap_ = std::max<size_t>(16, usable > 256 ? (usable - 256) / shards : 0);
+  }
   if (options_.multishot_receive)
     receive_buffers_ = std::make_unique<ReceiveBufferRing>(ring_, kReceiveBuffers, kReceiveBufferBytes);
   multishot_receive_ = receive_buffers_ && receive_buffers_->available();

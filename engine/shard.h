@@ -7,6 +7,7 @@
 #include <chrono>
 #include <expected>
 #include <functional>
+#include <deque>
 #include <memory>
 #include <queue>
 #include <string>
@@ -72,6 +73,11 @@ class Shard final : public dns::SocketWatcher {
   void activate(DestinationPool& pool);
   // Forgets pools idle since the last sweep (called every EngineOptions::idle_pool_sweep).
   void sweep_idle_pools();
+  // At the shard's connection limit: the pool waits for a slot, and one idle connection of
+  // another pool is asked to QUIT to make one. True when the pool may open a connection.
+  bool connection_slot_for(DestinationPool& pool);
+  // A connection slot came free: the first waiting pool gets another look.
+  void wake_slot_waiter();
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
   void defer_queue_of_dead_pool(DestinationPool& pool);
@@ -172,6 +178,10 @@ class Shard final : public dns::SocketWatcher {
   ConnectionTable connections_;
   std::unordered_map<std::string, std::unique_ptr<DestinationPool>> pools_;
   std::vector<DestinationPool*> active_pools_;
+  // The shard's connection limit (EngineOptions::max_connections_per_shard, resolved) and
+  // the pools waiting for a slot under it, first come first served.
+  size_t connection_cap_ = 0;
+  std::deque<DestinationPool*> slot_waits_;
   std::vector<DestinationPool*> scheduling_;  // active_pools_ being worked through
   // Rate-limited pools whose queue waits for a token, by when it is due: each is woken
   // (activated) at that time, so a turn costs O(log pools) rather than a look at every

@@ -387,6 +387,7 @@ void Shard::release(uint32_t slot) {
   if (c.ops_in_flight != 0) return;  // the close completed first; the rest follow
   connections_.release(slot);
   counters_.count_connection_closed();
+  wake_slot_waiter();
 }
 
 }  // namespace ringmail::engine

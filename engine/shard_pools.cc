@@ -75,7 +75,7 @@ void Shard::sweep_idle_pools() {
   for (auto it = pools_.begin(); it != pools_.end();) {
     DestinationPool& pool = *it->second;
     const bool idle = pool.queue.empty() && pool.connections.empty() && pool.connecting == 0 &&
-                      !pool.in_active_list && !pool.in_token_wait &&
+                      !pool.in_active_list && !pool.in_token_wait && !pool.in_slot_wait &&
                       !referenced.contains(&pool) && !pool.any_host_set_aside(now_);
     if (idle && !pool.used_since_sweep) {
       it = pools_.erase(it);
@@ -102,6 +102,11 @@ void Shard::schedule_active_pools() {
     pool->in_active_list = false;
     schedule_pool(*pool);
   }
+  // Slots still free (a woken pool may not have used its own: rate limited, or its work
+  // went to a connection of its own): more waiters get a look next turn.
+  for (size_t free = connections_.in_use() < connection_cap_ ? connection_cap_ - connections_.in_use() : 0;
+       free > 0 && !slot_waits_.empty() && active_pools_.size() < 64; --free)
+    wake_slot_waiter();
 }
 
 void Shard::schedule_pool(DestinationPool& pool) {
@@ -120,6 +125,7 @@ void Shard::schedule_pool(DestinationPool& pool) {
       defer_queue_of_dead_pool(pool);
       break;
     }
+    if (!connection_slot_for(pool)) break;  // woken when a connection of the shard closes
     size_t before = pool.queue.size();
     open_connection(pool);
     if (pool.queue.size() == before) break;  // rate limited or could not open
@@ -136,6 +142,39 @@ void Shard::schedule_pool(DestinationPool& pool) {
         set_deadline(c);
       }
     }
+  }
+}
+
+bool Shard::connection_slot_for(DestinationPool& pool) {
+  if (connections_.in_use() < connection_cap_) return true;
+  if (!pool.in_slot_wait) {
+    pool.in_slot_wait = true;
+    slot_waits_.push_back(&pool);
+  }
+  // Make room: an idle connection of a pool with nothing queued is worth less than this
+  // pool's waiting work. One per waiting turn; its close wakes the first waiter.
+  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+    Connection& c = connections_[slot];
+    if (c.state == Connection::State::kOpen && c.pool != &pool && c.pool->queue.empty() &&
+        c.session->idle() && !c.quit_requested) {
+      c.quit_requested = true;
+      c.session->quit();
+      mark_dirty(slot);
+      set_deadline(c);
+      break;
+    }
+  }
+  return false;
+}
+
+void Shard::wake_slot_waiter() {
+  while (!slot_waits_.empty()) {
+    DestinationPool* pool = slot_waits_.front();
+    slot_waits_.pop_front();
+    pool->in_slot_wait = false;
+    if (pool->queue.empty()) continue;  // its work went elsewhere (a drain, a connection)
+    activate(*pool);
+    return;
   }
 }
 

@@ -28,6 +28,7 @@ void expect_engine_options_equal(const engine::EngineOptions& a, const engine::E
   EXPECT_EQ(a.pool.messages_per_second, b.pool.messages_per_second);
   EXPECT_EQ(a.drain_timeout, b.drain_timeout);
   EXPECT_EQ(a.shard_inbox_capacity, b.shard_inbox_capacity);
+  EXPECT_EQ(a.max_connections_per_shard, b.max_connections_per_shard);
   EXPECT_EQ(a.max_not_attempted_retries, b.max_not_attempted_retries);
 }
 
@@ -60,6 +61,7 @@ helo_name = "mta1.example.com"
 pipelining = false
 drain_timeout = 2.5
 shard_inbox_capacity = 128
+max_connections_per_shard = 500
 max_not_attempted_retries = 0
 
 [timeouts]
@@ -91,6 +93,7 @@ interval = 1
   EXPECT_FALSE(e.pipelining);
   EXPECT_EQ(e.drain_timeout, engine::Seconds(2.5));
   EXPECT_EQ(e.shard_inbox_capacity, 128u);
+  EXPECT_EQ(e.max_connections_per_shard, 500u);
   EXPECT_EQ(e.max_not_attempted_retries, 0u);
   EXPECT_EQ(e.timeouts.connect, engine::Seconds(1));
   EXPECT_EQ(e.timeouts.greeting, engine::Seconds(2));

@@ -3,10 +3,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/engine.h"
@@ -25,6 +28,74 @@ class VectorJobSource final : public engine::JobSource {
  private:
   std::vector<engine::DeliveryItem> items_;
   size_t next_ = 0;
+};
+
+// A source that follows new work (as `run` does as a service): items pushed by the
+// test; waits for more until interrupted (at most 10 s a wait).
+class FollowingSource final : public engine::JobSource {
+ public:
+  void push(std::vector<engine::DeliveryItem> items) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& i : items) items_.push_back(std::move(i));
+    }
+    wake_.notify_all();
+  }
+  std::optional<engine::DeliveryItem> next() override {
+    std::lock_guard lock(mutex_);
+    if (items_.empty()) return std::nullopt;
+    engine::DeliveryItem item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+  bool wait_for_more() override {
+    std::unique_lock lock(mutex_);
+    ++waits_;
+    wake_.wait_for(lock, std::chrono::seconds(10), [&] { return interrupted_ || !items_.empty(); });
+    return !interrupted_;
+  }
+  void interrupt() override {
+    {
+      std::lock_guard lock(mutex_);
+      interrupted_ = true;
+    }
+    wake_.notify_all();
+  }
+  int waits() {
+    std::lock_guard lock(mutex_);
+    return waits_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<engine::DeliveryItem> items_;
+  bool interrupted_ = false;
+  int waits_ = 0;
+};
+
+// Polls `done` every 20 ms for at most `limit`.
+template <typename F>
+bool eventually(F done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// Domain dN.test (N a digit) goes to 127.0.0.1 at the Nth port: N destinations.
+class PortPerDomain final : public engine::RouteResolver {
+ public:
+  explicit PortPerDomain(std::vector<uint16_t> ports) : ports_(std::move(ports)) {}
+  engine::Destination route(std::string_view domain) override {
+    const size_t n = size_t(domain[1] - '0');
+    return engine::Destination{"127.0.0.1", ports_.at(n)};
+  }
+
+ private:
+  std::vector<uint16_t> ports_;
 };
 
 class RecordingSink final : public engine::OutcomeSink {

@@ -3,10 +3,7 @@
 // and the pools of destinations no longer in use are forgotten. Real smtp-sinks.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <deque>
 #include <map>
-#include <thread>
 
 #include "tests/engine/engine_harness.h"
 #include "tests/support/smtp_sink_process.h"
@@ -15,73 +12,6 @@ namespace ringmail::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Items pushed by the test; waits for more until interrupted.
-class FollowingSource final : public engine::JobSource {
- public:
-  void push(std::vector<engine::DeliveryItem> items) {
-    {
-      std::lock_guard lock(mutex_);
-      for (auto& i : items) items_.push_back(std::move(i));
-    }
-    wake_.notify_all();
-  }
-  std::optional<engine::DeliveryItem> next() override {
-    std::lock_guard lock(mutex_);
-    if (items_.empty()) return std::nullopt;
-    engine::DeliveryItem item = std::move(items_.front());
-    items_.pop_front();
-    return item;
-  }
-  bool wait_for_more() override {
-    std::unique_lock lock(mutex_);
-    ++waits_;
-    wake_.wait_for(lock, 10s, [&] { return interrupted_ || !items_.empty(); });
-    return !interrupted_;
-  }
-  void interrupt() override {
-    {
-      std::lock_guard lock(mutex_);
-      interrupted_ = true;
-    }
-    wake_.notify_all();
-  }
-  int waits() {
-    std::lock_guard lock(mutex_);
-    return waits_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<engine::DeliveryItem> items_;
-  bool interrupted_ = false;
-  int waits_ = 0;
-};
-
-// Domain dN.test goes to the Nth port.
-class PortPerDomain final : public engine::RouteResolver {
- public:
-  explicit PortPerDomain(std::vector<uint16_t> ports) : ports_(std::move(ports)) {}
-  engine::Destination route(std::string_view domain) override {
-    const size_t n = size_t(domain[1] - '0');
-    return engine::Destination{"127.0.0.1", ports_.at(n)};
-  }
-
- private:
-  std::vector<uint16_t> ports_;
-};
-
-// Polls `done` every 20 ms for at most `limit`.
-template <typename F>
-bool eventually(F done, std::chrono::milliseconds limit = 10s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
 
 std::unique_ptr<SmtpSinkProcess> start_sink() {
   auto sink = SmtpSinkProcess::start({});
