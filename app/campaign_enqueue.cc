@@ -13,6 +13,10 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
   auto failed = [](const storage::StorageError& e, std::string_view tail = {}) {
     return std::unexpected(e.message + storage_error_hint(e) + std::string(tail));
   };
+  // Before the database is opened, so an empty file leaves no database behind.
+  if (recipients.has_no_records())
+    return std::unexpected(fmt::format("no recipients in {}", recipients.path()));
+  recipients.report_duplicates(true);
   auto store = storage::QueueStore::open(options, storage::OpenMode::kReadWriteCreate);
   if (!store) return std::unexpected(store.error().message + storage_error_hint(store.error()));
   const int64_t now = storage::unix_now_ms();
@@ -34,7 +38,9 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
       return out;
     }
     if (!record->has_value()) {
-      if (++out.rejected_lines <= kMaxReported) console.print_line(record->error().to_string());
+      // A duplicate is enqueued once and does not make the enqueue partial.
+      uint64_t& count = record->error().duplicate() ? out.duplicate_lines : out.rejected_lines;
+      if (++count <= kMaxReported) console.print_line(record->error().to_string());
       continue;
     }
     const Recipient& r = **record;
@@ -46,6 +52,9 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
   if (out.rejected_lines > kMaxReported)
     console.print_line(fmt::format("{}: ... {} more refused lines", recipients.path(),
                                    group_thousands(out.rejected_lines - kMaxReported)));
+  if (out.duplicate_lines > 0)
+    console.print_line(fmt::format("{}: {} duplicates skipped", recipients.path(),
+                                   group_thousands(out.duplicate_lines)));
   if (stop_requested && stop_requested()) {
     store->abort_enqueue();
     out.interrupted = true;
@@ -57,7 +66,7 @@ std::expected<EnqueuedCampaign, std::string> enqueue_campaign(
     store->abort_enqueue();
     return std::unexpected(
         out.rejected_lines == 0
-            ? fmt::format("{}: no recipients in the file; nothing was enqueued", recipients.path())
+            ? fmt::format("no recipients in {}", recipients.path())
             : fmt::format("{}: no recipient accepted ({} refused lines); nothing was enqueued",
                           recipients.path(), group_thousands(out.rejected_lines)));
   }

@@ -14,7 +14,11 @@ void add_routing_options(CLI::App& command, RoutingFlags& flags) {
       .add_option("--dns-server", flags.dns_servers,
                   "DNS server for MX lookups (repeatable); config: dns.servers, default "
                   "/etc/resolv.conf. Used for domains without --relay or a [routes] entry")
-      ->type_name("HOST:PORT");
+      ->type_name("HOST:PORT")
+      ->check([](const std::string& s) {
+        auto ok = validate_dns_server(s);
+        return ok ? std::string() : ok.error();
+      });
   command
       .add_option("--mx-port", flags.mx_port,
                   "SMTP port towards mail exchangers; config: dns.smtp_port, default 25")
@@ -48,12 +52,23 @@ void add_security_options(CLI::App& command, SecurityFlags& flags) {
                    "Allow AUTH over a connection without TLS; config: auth.allow_plaintext");
 }
 
+// A value given twice takes the last one, as a later flag overrides an earlier one in most
+// tools: `scripts/demo --rcpt-per-txn 1` appends to the demo's own `--rcpt-per-txn 10`.
+// Options that take many values (--dns-server, suppress's addresses) keep all of them.
+void let_the_last_value_win(CLI::App& command) {
+  for (CLI::Option* option : command.get_options()) {
+    if (option->get_items_expected_max() <= 1)
+      option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
+}
+
 // --metrics-listen, --no-metrics, --metrics-linger, --log-file, --log-format.
 void add_observability_options(CLI::App& command, ObservabilityFlags& flags) {
   command
       .add_option("--metrics-listen", flags.metrics_listen,
-                  "Serve Prometheus metrics at http://ADDR:PORT/metrics (numeric IPv4:PORT or "
-                  "[IPv6]:PORT); config: metrics.listen, default 127.0.0.1:9464")
+                  "Serve Prometheus metrics at http://ADDR:PORT/metrics (numeric IPv4:PORT, "
+                  "e.g. 0.0.0.0:9464; port 0: any free port, printed on stderr at start); "
+                  "config: metrics.listen, default 127.0.0.1:9464")
       ->type_name("ADDR:PORT");
   command.add_flag("--no-metrics", flags.no_metrics,
                    "Do not serve metrics; config: metrics.enabled");
@@ -140,7 +155,8 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
       ->type_name("N")
       ->check(CLI::Range(1u, Limits::kMaxMessagesPerConnection).description(""));
   send->add_option("--rate", flags.messages_per_second,
-                   "Most messages (transactions) per second; 0: unlimited; "
+                   "Most messages (transactions) per second per destination (per shard "
+                   "owning it), a burst of up to one second's worth allowed; 0: unlimited; "
                    "config: pool.messages_per_second, default 0")
       ->type_name("MSGS_PER_S")
       ->check(CLI::Range(0.0, Limits::kMaxRate).description(""));
@@ -254,6 +270,11 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
       ->type_name("PATH");
   status->add_option("--campaign", status_flags.campaign, "Only this campaign")->type_name("NAME");
   status->add_flag("--json", status_flags.json, "One JSON object on stdout");
+  status->add_option("--domains", status_flags.domains,
+                     "Destination domains shown by name, most queued, in flight and deferred "
+                     "first (then most recipients); the others are summed on one line "
+                     "(\"other_domains\" in JSON); 0: all. Default 20")
+      ->type_name("N");
   status->add_option("--config", status_flags.config_path, "TOML config file")->type_name("FILE");
 
   SuppressFlags suppress_flags;
@@ -279,6 +300,8 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   s_import->add_option("--reason", suppress_flags.reason, "Why (default: manual)");
   for (CLI::App* sub : {s_add, s_remove, s_list, s_import}) {
     sub->add_option("--db", suppress_flags.db, "SQLite database")->type_name("PATH");
+    sub->add_option("--config", suppress_flags.config_path, "TOML config file")
+        ->type_name("FILE");
   }
 
   PurgeFlags purge_flags;
@@ -299,6 +322,9 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
   purge->add_flag("--dry-run", purge_flags.dry_run, "Count what would go; change nothing");
   purge->add_option("--config", purge_flags.config_path, "TOML config file")->type_name("FILE");
 
+  for (CLI::App* command :
+       {send, enqueue, run, status, suppress, s_add, s_remove, s_list, s_import, purge})
+    let_the_last_value_win(*command);
   app.footer("`ringmail COMMAND --help` gives a command's options and exit status.\n");
   try {
     app.parse(argc, argv);

@@ -105,6 +105,9 @@ struct StatusFlags {
   std::optional<std::string> config_path;
   std::optional<std::string> campaign;
   bool json = false;
+  // Destination domains listed by name, most unfinished (queued, in flight, deferred)
+  // first; the rest are summed into one line. 0: every domain.
+  unsigned domains = 20;
 };
 
 enum class SuppressAction { kAdd, kRemove, kList, kImport };

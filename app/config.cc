@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <arpa/inet.h>
 #include <sys/prctl.h>
 
 #include <algorithm>
@@ -233,6 +234,7 @@ constexpr KeyRule kRules[] = {
        for (const toml::node& e : *a) {
          std::string s;
          if (auto ok = read_string(e, s); !ok) return ok;
+         if (auto ok = validate_dns_server(s); !ok) return std::unexpected("entry " + ok.error());
          c.engine.mx.resolver.servers.push_back(std::move(s));
        }
        return {};
@@ -551,6 +553,46 @@ std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
   for (const KeyRule& r : kRules) keys.push_back(fmt::format("{}.{}", r.table, r.key));
   return keys;
+}
+
+std::expected<void, std::string> validate_dns_server(std::string_view server) {
+  auto is_address = [](int family, std::string_view text) {
+    if (text.empty() || text.size() >= INET6_ADDRSTRLEN) return false;
+    std::string copy(text);  // inet_pton wants a terminated string
+    unsigned char out[sizeof(in6_addr)];
+    return inet_pton(family, copy.c_str(), out) == 1;
+  };
+  auto check_port = [&](std::string_view port) -> std::expected<void, std::string> {
+    unsigned value = 0;
+    bool digits = !port.empty() && port.size() <= 5;
+    for (char c : port) {
+      digits = digits && c >= '0' && c <= '9';
+      if (digits) value = value * 10 + unsigned(c - '0');
+    }
+    if (!digits || value < 1 || value > 65535)
+      return std::unexpected(fmt::format("\"{}\": the port must be from 1 to 65535", server));
+    return {};
+  };
+  if (server.starts_with('[')) {
+    const size_t close = server.find(']');
+    if (close != std::string_view::npos && is_address(AF_INET6, server.substr(1, close - 1))) {
+      if (close + 1 == server.size()) {
+        return std::unexpected(fmt::format(
+            "\"{}\": an IPv6 address in brackets needs a port ([::1]:53); without one, leave the "
+            "brackets out (::1)",
+            server));
+      }
+      if (server[close + 1] == ':') return check_port(server.substr(close + 2));
+    }
+  } else if (is_address(AF_INET6, server) || is_address(AF_INET, server)) {
+    return {};
+  } else if (const size_t colon = server.find(':');
+             colon != std::string_view::npos && is_address(AF_INET, server.substr(0, colon))) {
+    return check_port(server.substr(colon + 1));
+  }
+  return std::unexpected(fmt::format(
+      "\"{}\" is not IPv4, IPv4:PORT, IPv6 or [IPv6]:PORT (numeric: a host name is not looked up)",
+      server));
 }
 
 std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_view s) {

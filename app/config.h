@@ -114,6 +114,11 @@ std::expected<void, std::string> validate_for_send(const Config& config);
 // "disabled" | "opportunistic" | "required" | "verify".
 std::expected<engine::TlsPolicy::Mode, std::string> parse_tls_mode(std::string_view text);
 
+// One DNS server (dns.servers, --dns-server) in a form c-ares takes: "IPv4", "IPv4:PORT",
+// "IPv6" or "[IPv6]:PORT"; numeric only (a host name is not looked up), port 1-65535, 53
+// when left out. Checked at start-up: c-ares would refuse it only later, on each shard.
+std::expected<void, std::string> validate_dns_server(std::string_view server);
+
 // Fills config.engine.security.auth from [auth] (reading the password's environment
 // variable). An error when a user is given without a password, or the variable is unset.
 std::expected<void, std::string> resolve_credentials(Config& config);

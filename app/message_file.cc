@@ -39,11 +39,42 @@ bool is_field_name(std::string_view name) {
   return true;
 }
 
+constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
+
 }  // namespace
 
-std::expected<std::string, std::string> add_missing_header_fields(
+std::string MessageProblem::to_string(std::string_view file) const {
+  if (line == 0) return fmt::format("{}: {}", file, reason);
+  return fmt::format("{}:{}: {}", file, line, reason);
+}
+
+std::expected<void, MessageProblem> check_message_lines(std::string_view message) {
+  uint64_t line = 1;
+  size_t length = 0;  // octets of the current line so far, without its ending
+  for (size_t i = 0; i < message.size(); ++i) {
+    const char c = message[i];
+    if (c == '\n' || c == '\r') {
+      if (c == '\n') ++line;
+      length = 0;
+      continue;
+    }
+    if (c == '\0') return std::unexpected(MessageProblem{line, "NUL byte"});
+    ++length;
+    if (length > kMaxMessageLineOctets) {
+      // Measured to the line's end, so the report says how much has to go.
+      size_t end = message.find_first_of("\r\n", i);
+      if (end == std::string_view::npos) end = message.size();
+      return std::unexpected(
+          MessageProblem{line, fmt::format("line longer than {} octets ({})", kMaxMessageLineOctets,
+                                           length + (end - i - 1))});
+    }
+  }
+  return {};
+}
+
+std::expected<std::string, MessageProblem> add_missing_header_fields(
     std::string_view message, const HeaderFieldDefaults& defaults) {
-  if (message.empty()) return std::unexpected("the message is empty");
+  if (message.empty()) return std::unexpected(MessageProblem{0, "the message is empty"});
 
   bool has_date = false;
   bool has_message_id = false;
@@ -62,15 +93,15 @@ std::expected<std::string, std::string> add_missing_header_fields(
     }
     if (line.front() == ' ' || line.front() == '\t') {
       if (fields == 0) {
-        return std::unexpected("line 1 of the header is a continuation line, not a field");
+        return std::unexpected(
+            MessageProblem{line_number, "the header starts with a continuation line, not a field"});
       }
     } else {
       size_t colon = line.find(':');
       if (colon == std::string_view::npos || !is_field_name(line.substr(0, colon))) {
-        return std::unexpected(fmt::format(
-            "line {} of the header is not a header field ('Name: value'); the header ends at "
-            "the first empty line",
-            line_number));
+        return std::unexpected(MessageProblem{
+            line_number,
+            "not a header field ('Name: value'); the header ends at the first empty line"});
       }
       std::string_view name = line.substr(0, colon);
       while (name.ends_with(' ') || name.ends_with('\t')) name.remove_suffix(1);
@@ -84,7 +115,7 @@ std::expected<std::string, std::string> add_missing_header_fields(
     }
     pos = nl + 1;
   }
-  if (fields == 0) return std::unexpected("the message has no header fields");
+  if (fields == 0) return std::unexpected(MessageProblem{0, "the message has no header fields"});
 
   std::string added;
   if (header_end == message.size() && !message.ends_with('\n')) added += eol;
@@ -137,11 +168,15 @@ std::expected<smtp::EncodedBody, std::string> load_message_file(
   std::ostringstream content;
   content << in.rdbuf();
   if (in.bad()) return std::unexpected(fmt::format("cannot read message file '{}'", path));
+  std::string_view text = content.view();
+  // Editors on Windows save UTF-8 with a byte order mark, which would hide the first field.
+  if (text.starts_with(kUtf8Bom)) text.remove_prefix(kUtf8Bom.size());
+  if (auto ok = check_message_lines(text); !ok) return std::unexpected(ok.error().to_string(path));
 
   HeaderFieldDefaults defaults{format_rfc5322_date(std::chrono::system_clock::now()),
                                make_message_id(message_id_domain)};
-  auto message = add_missing_header_fields(content.view(), defaults);
-  if (!message) return std::unexpected(fmt::format("message file '{}': {}", path, message.error()));
+  auto message = add_missing_header_fields(text, defaults);
+  if (!message) return std::unexpected(message.error().to_string(path));
   return std::make_shared<const std::string>(smtp::encode_data_body(*message));
 }
 

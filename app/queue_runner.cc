@@ -264,7 +264,8 @@ void print_queue_run(const QueueRunReport& report, SummaryFormat format, bool qu
     out << format_summary_text(report.result);
     std::string line = "database:";
     for (auto& [s, n] : states) line += fmt::format(" {} {}", to_string(s), group_thousands(n));
-    out << line << fmt::format(" ({} passes, {} commits)\n", report.passes, report.stats.commits)
+    out << line << fmt::format(" ({}, {})\n", counted(report.passes, "pass", "passes"),
+                                   counted(report.stats.commits, "commit", "commits"))
         << std::flush;
   }
   if (report.storage_error) {

@@ -1,5 +1,6 @@
 // The engine's work for one `ringmail send`: every valid recipient of a recipients file,
-// each sent the same message from the same sender. Refused lines are reported and counted.
+// each sent the same message from the same sender. Refused lines are reported and counted;
+// an address repeated in the file is reported and skipped, counted apart.
 #pragma once
 
 #include <atomic>
@@ -16,7 +17,8 @@ namespace ringmail::app {
 class RecipientsJobSource final : public engine::JobSource {
  public:
   // `console` must outlive this source. At most `max_reported` refused lines are printed,
-  // then one "... N more" line when the file is exhausted.
+  // then one "... N more" line when the file is exhausted; likewise at most `max_reported`
+  // duplicates, then one "N duplicates skipped" line.
   RecipientsJobSource(RecipientsFile recipients, std::string sender, smtp::EncodedBody body,
                       Console& console, uint64_t max_reported = 20);
 
@@ -26,6 +28,7 @@ class RecipientsJobSource final : public engine::JobSource {
   // Any thread, any time.
   uint64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
   uint64_t rejected() const { return rejected_.load(std::memory_order_relaxed); }
+  uint64_t duplicates() const { return duplicates_.load(std::memory_order_relaxed); }
   bool exhausted() const { return exhausted_.load(std::memory_order_acquire); }
 
  private:
@@ -36,6 +39,7 @@ class RecipientsJobSource final : public engine::JobSource {
   const uint64_t max_reported_;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> rejected_{0};
+  std::atomic<uint64_t> duplicates_{0};
   std::atomic<bool> exhausted_{false};
 };
 

@@ -208,8 +208,11 @@ int run_send(const SendFlags& flags) {
     std::cerr << "ringmail: " << plan.error() << '\n';
     return 2;
   }
-  if (plan->estimated_total == 0) {
-    std::cerr << "ringmail: " << flags.recipients_path << ": warning: no recipient lines\n";
+  // Both paths refuse a file with nothing to send, as `enqueue` does, before a database,
+  // a metrics port or a log is opened.
+  if (plan->recipients.has_no_records()) {
+    std::cerr << "ringmail: no recipients in " << flags.recipients_path << '\n';
+    return 2;
   }
   return flags.no_db ? send_from_memory(flags, *plan) : send_through_database(flags, *plan);
 }

@@ -162,36 +162,89 @@ int run_status(const StatusFlags& flags) {
     next_due = *next;
   }
 
+  using StateCounts = std::map<std::string, uint64_t>;  // state name -> recipients
   auto group = [](const std::vector<storage::StateCount>& rows) {
-    std::map<std::string, std::map<std::string, uint64_t>> out;
+    std::map<std::string, StateCounts> out;
     for (auto& r : rows) out[r.group][std::string(to_string(r.state))] += r.count;
     return out;
   };
+  auto count_of = [](const StateCounts& states, std::initializer_list<storage::RecipientState> of) {
+    uint64_t n = 0;
+    for (storage::RecipientState s : of) {
+      auto it = states.find(std::string(to_string(s)));
+      if (it != states.end()) n += it->second;
+    }
+    return n;
+  };
+  auto total_of = [](const StateCounts& states) {
+    uint64_t n = 0;
+    for (auto& [state, count] : states) n += count;
+    return n;
+  };
   const auto campaigns = group(report->by_campaign);
-  const auto domains = group(report->by_domain);
+  const auto all_domains = group(report->by_domain);
   if (flags.campaign && campaigns.empty())
     return fail(fmt::format("no recipients of a campaign named '{}' in {}", *flags.campaign,
                             config->storage.path));
+  // A big queue can hold 200,000 domains: name the `--domains N` with the most work left
+  // (queued, in flight, deferred), then the most recipients, and sum the rest into one row.
+  std::vector<std::pair<std::string, StateCounts>> domains;  // the shown ones, in that order
+  StateCounts other_domains;
+  uint64_t other_domain_count = 0;
+  {
+    struct RankedDomain {
+      uint64_t unfinished, total;
+      const std::string* name;
+      const StateCounts* states;
+    };
+    std::vector<RankedDomain> order;
+    order.reserve(all_domains.size());
+    for (auto& [name, states] : all_domains) {
+      const uint64_t unfinished = count_of(states, {storage::RecipientState::kQueued,
+                                                    storage::RecipientState::kInFlight,
+                                                    storage::RecipientState::kDeferred});
+      order.push_back({unfinished, total_of(states), &name, &states});
+    }
+    const size_t shown =
+        flags.domains == 0 ? order.size() : std::min<size_t>(flags.domains, order.size());
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(shown),
+                      order.end(), [](const RankedDomain& a, const RankedDomain& b) {
+                        if (a.unfinished != b.unfinished) return a.unfinished > b.unfinished;
+                        if (a.total != b.total) return a.total > b.total;
+                        return *a.name < *b.name;
+                      });
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (i < shown) {
+        domains.emplace_back(*order[i].name, *order[i].states);
+        continue;
+      }
+      ++other_domain_count;
+      for (auto& [state, n] : *order[i].states) other_domains[state] += n;
+    }
+  }
   if (flags.json) {
     nlohmann::json j;
-    auto table = [](const std::map<std::string, std::map<std::string, uint64_t>>& m) {
-      nlohmann::json t = nlohmann::json::object();
-      for (auto& [name, states] : m) {
-        nlohmann::json row;
-        uint64_t total = 0;
-        for (storage::RecipientState s : storage::kAllStates) {
-          auto it = states.find(std::string(to_string(s)));
-          uint64_t n = it == states.end() ? 0 : it->second;
-          row[std::string(to_string(s))] = n;
-          total += n;
-        }
-        row["total"] = total;
-        t[name] = row;
+    auto row_of = [](const StateCounts& states) {
+      nlohmann::json row;
+      uint64_t total = 0;
+      for (storage::RecipientState s : storage::kAllStates) {
+        auto it = states.find(std::string(to_string(s)));
+        uint64_t n = it == states.end() ? 0 : it->second;
+        row[std::string(to_string(s))] = n;
+        total += n;
       }
+      row["total"] = total;
+      return row;
+    };
+    auto table = [&](const auto& m) {  // name -> its states, as a map or a ranked vector
+      nlohmann::json t = nlohmann::json::object();
+      for (auto& [name, states] : m) t[name] = row_of(states);
       return t;
     };
     j["campaigns"] = table(campaigns);
     j["domains"] = table(domains);
+    j["other_domains"] = row_of(other_domains);
+    j["other_domains"]["domains"] = other_domain_count;
     if (report->oldest_deferred) {
       const auto& o = *report->oldest_deferred;
       j["oldest_deferred"] = {{"address", o.address},
@@ -223,47 +276,60 @@ int run_status(const StatusFlags& flags) {
     j["destinations"] = paused;
     if (!flags.campaign)
       j["next_due_at"] = next_due ? nlohmann::json(format_rfc3339(*next_due)) : nlohmann::json();
-    std::cout << j.dump() << std::endl;
+    // A server's reply text is whatever bytes it sent: invalid UTF-8 becomes U+FFFD
+    // rather than an exception (and exit 2) on the dump.
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;
   }
-  auto print = [](std::string_view title,
-                  const std::map<std::string, std::map<std::string, uint64_t>>& m) {
-    for (auto& [name, states] : m) {
-      std::string line = fmt::format("{} {}:", title, name);
-      uint64_t total = 0;
-      for (storage::RecipientState s : storage::kAllStates) {
-        auto it = states.find(std::string(to_string(s)));
-        if (it == states.end()) continue;
-        line += fmt::format(" {} {}", to_string(s), group_thousands(it->second));
-        total += it->second;
-      }
-      std::cout << line << fmt::format(" (total {})\n", group_thousands(total));
+  // Every name and reply text goes through printable(): they come from servers and files,
+  // and an ESC in one must not drive the operator's terminal.
+  auto states_line = [&](const StateCounts& states) {
+    std::string line;
+    for (storage::RecipientState s : storage::kAllStates) {
+      auto it = states.find(std::string(to_string(s)));
+      if (it == states.end()) continue;
+      line += fmt::format(" {} {}", to_string(s), group_thousands(it->second));
     }
+    return line + fmt::format(" (total {})", group_thousands(total_of(states)));
+  };
+  auto reply = [](int code, const std::string& enhanced, const std::string& text) {
+    std::string out = code == 0 ? "0 (local)" : std::to_string(code);
+    if (!enhanced.empty()) out += " " + printable(enhanced);
+    if (!text.empty()) out += " " + printable(text);
+    return out;
   };
   if (campaigns.empty()) std::cout << "no recipients\n";
-  print("campaign", campaigns);
-  print("domain", domains);
+  for (auto& [name, states] : campaigns)
+    std::cout << fmt::format("campaign {}:{}\n", printable(name), states_line(states));
+  for (auto& [name, states] : domains)
+    std::cout << fmt::format("domain {}:{}\n", printable(name), states_line(states));
+  if (other_domain_count > 0)
+    std::cout << fmt::format("{}:{} (--domains 0 lists them all)\n",
+                             counted(other_domain_count, "other domain", "other domains"),
+                             states_line(other_domains));
   if (next_due) std::cout << fmt::format("next due: {}\n", format_rfc3339(*next_due));
   if (report->oldest_deferred) {
     const auto& o = *report->oldest_deferred;
     std::cout << fmt::format(
-        "oldest deferred: {} (campaign {}) first due {}, {} attempts, next {}, last reply {} {} "
-        "{}\n",
-        o.address, o.campaign, format_rfc3339(o.first_due_at_ms), o.attempts,
-        format_rfc3339(o.next_attempt_at_ms), o.last_code, o.last_enhanced, o.last_text);
+        "oldest deferred: {} (campaign {}) first due {}, {}, next {}, last reply {}\n",
+        printable(o.address), printable(o.campaign), format_rfc3339(o.first_due_at_ms),
+        counted(static_cast<uint64_t>(std::max<int64_t>(o.attempts, 0)), "attempt", "attempts"),
+        format_rfc3339(o.next_attempt_at_ms), reply(o.last_code, o.last_enhanced, o.last_text));
   }
   if (!report->top_replies.empty()) {
-    std::string line = "top replies:";
+    std::string line = "top last replies:";
     for (auto& r : report->top_replies)
-      line += fmt::format(" {}{}{} x{};", r.code, r.enhanced.empty() ? "" : " ", r.enhanced,
-                          group_thousands(r.count));
+      line += fmt::format(" {} ({});", reply(r.code, r.enhanced, ""),
+                          counted(r.count, "recipient", "recipients"));
     line.pop_back();
     std::cout << line << '\n';
   }
   for (const storage::DestinationStatus& d : report->paused_destinations)
-    std::cout << fmt::format("destination {}: paused until {} ({} pauses), last reply {} {} {}\n",
-                             d.name, format_rfc3339(d.paused_until_ms), d.failures, d.last_code,
-                             d.last_enhanced, d.last_text);
+    std::cout << fmt::format(
+        "destination {}: paused until {} ({} since it was last up), last reply {}\n",
+        printable(d.name), format_rfc3339(d.paused_until_ms),
+        counted(static_cast<uint64_t>(std::max<int64_t>(d.failures, 0)), "failure", "failures"),
+        reply(d.last_code, d.last_enhanced, d.last_text));
   return 0;
 }
 
@@ -280,8 +346,9 @@ int run_suppress(const SuppressFlags& flags) {
       auto list = store->suppressions();
       if (!list) return fail(list.error());
       for (auto& s : *list)
-        std::cout << s.address << '\t' << s.reason << '\t' << format_rfc3339(s.created_at_ms)
-                  << '\n';
+        // The reason may be a server's reply text (a 5.1.1 bounce): shown escaped.
+        std::cout << printable(s.address) << '\t' << printable(s.reason) << '\t'
+                  << format_rfc3339(s.created_at_ms) << '\n';
       return 0;
     }
     case SuppressAction::kAdd:

@@ -75,7 +75,9 @@ std::string format_summary_text(const RunResult& r) {
       const auto& [code, n] = codes[i];
       if (i > 0) out += ", ";
       // Code 0 marks outcomes decided locally: connection lost, timeout, protocol error.
-      out += fmt::format("{}: {}", code == 0 ? "local" : std::to_string(code), group_thousands(n));
+      // It is the key "0" in JSON, so the text shows the 0 too.
+      out += fmt::format("{}: {}", code == 0 ? "0 (local)" : std::to_string(code),
+                         group_thousands(n));
     }
     if (codes.size() > kTopReplyCodes) {
       out += fmt::format(" (+{} more)", codes.size() - kTopReplyCodes);

@@ -11,34 +11,29 @@
 #include <charconv>
 #include <cstring>
 #include <exception>
+#include <ostream>
 #include <thread>
 
 namespace ringmail::metrics {
 
 std::expected<void, std::string> validate_listen_address(std::string_view address) {
-  std::string_view host, port;
-  if (address.starts_with('[')) {
-    size_t close = address.find(']');
-    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
-      return std::unexpected(fmt::format("'{}': expected [IPv6]:PORT", address));
-    host = address.substr(1, close - 1);
-    port = address.substr(close + 2);
-    in6_addr a6;
-    if (inet_pton(AF_INET6, std::string(host).c_str(), &a6) != 1)
-      return std::unexpected(fmt::format("'{}': '{}' is not an IPv6 address", address, host));
-  } else {
-    size_t colon = address.rfind(':');
-    if (colon == std::string_view::npos)
-      return std::unexpected(fmt::format("'{}': expected ADDRESS:PORT, e.g. {}", address,
-                                         kDefaultListen));
-    host = address.substr(0, colon);
-    port = address.substr(colon + 1);
-    in_addr a4;
-    if (inet_pton(AF_INET, std::string(host).c_str(), &a4) != 1)
-      return std::unexpected(fmt::format(
-          "'{}': '{}' is not a numeric IPv4 address (use 127.0.0.1, 0.0.0.0 or [::1])", address,
-          host));
-  }
+  // Debian 12's civetweb is built without USE_IPV6: "[::1]:9464" would pass civetweb's
+  // parser only to fail later as "null context when constructing CivetServer".
+  if (address.starts_with('[') || address.find(':') != address.rfind(':'))
+    return std::unexpected(fmt::format(
+        "'{}': IPv6 listen addresses are not supported by Debian's civetweb; use "
+        "127.0.0.1:PORT or 0.0.0.0:PORT",
+        address));
+  size_t colon = address.rfind(':');
+  if (colon == std::string_view::npos)
+    return std::unexpected(fmt::format("'{}': expected ADDRESS:PORT, e.g. {}", address,
+                                       kDefaultListen));
+  std::string_view host = address.substr(0, colon);
+  std::string_view port = address.substr(colon + 1);
+  in_addr a4;
+  if (inet_pton(AF_INET, std::string(host).c_str(), &a4) != 1)
+    return std::unexpected(fmt::format(
+        "'{}': '{}' is not a numeric IPv4 address (use 127.0.0.1 or 0.0.0.0)", address, host));
   unsigned value = 0;
   auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
   if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535)
@@ -46,7 +41,8 @@ std::expected<void, std::string> validate_listen_address(std::string_view addres
   return {};
 }
 
-std::expected<std::unique_ptr<Exporter>, std::string> Exporter::start(const std::string& address) {
+std::expected<std::unique_ptr<Exporter>, std::string> Exporter::start(const std::string& address,
+                                                                      std::ostream& announce) {
   if (auto ok = validate_listen_address(address); !ok) return std::unexpected(ok.error());
   std::unique_ptr<Exporter> exporter(new Exporter());
   try {
@@ -63,32 +59,28 @@ std::expected<std::unique_ptr<Exporter>, std::string> Exporter::start(const std:
   if (ports.empty()) return std::unexpected(fmt::format("cannot serve metrics on {}", address));
   exporter->port_ = uint16_t(ports.front());
   exporter->address_ = address;
+  const size_t colon = address.rfind(':');  // validated: "IPv4:PORT"
+  if (address.find_first_not_of('0', colon + 1) == std::string::npos) {  // port 0 (or 00)
+    announce << fmt::format("ringmail: serving metrics at http://{}:{}{} (port 0: a free port)\n",
+                            address.substr(0, colon), exporter->port_, kMetricsPath)
+             << std::flush;
+  }
   return exporter;
 }
 
 namespace {
 
-// Connects to `port` on the bound address (loopback for a wildcard) and closes at once.
+// Connects to `port` on the bound IPv4 address (loopback for a wildcard) and closes at once.
 void wake_listener(const std::string& address, uint16_t port) {
-  const bool v6 = address.starts_with('[');
-  std::string host = v6 ? address.substr(1, address.find(']') - 1) : address.substr(0, address.rfind(':'));
+  std::string host = address.substr(0, address.rfind(':'));
   if (host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return;
-  if (v6) {
-    sockaddr_in6 a{};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons(port);
-    inet_pton(AF_INET6, host.c_str(), &a.sin6_addr);
-    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  } else {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
+  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   ::close(fd);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <expected>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,16 +21,20 @@ namespace ringmail::metrics {
 inline constexpr std::string_view kDefaultListen = "127.0.0.1:9464";
 inline constexpr std::string_view kMetricsPath = "/metrics";
 
-// Checks "IPv4:PORT" or "[IPv6]:PORT" (numeric, port 0-65535; 0 picks a free port). Host
-// names are refused: the exposer binds before any resolver exists, and a name that
-// resolves to a public address would expose metrics by surprise.
+// Checks "IPv4:PORT" (numeric, port 0-65535; 0 picks a free port). Host names are refused:
+// the exposer binds before any resolver exists, and a name that resolves to a public
+// address would expose metrics by surprise. IPv6 ("[::1]:PORT") is refused with a reason:
+// Debian 12's civetweb is built without IPv6 and would fail with a cryptic error.
 std::expected<void, std::string> validate_listen_address(std::string_view address);
 
 class Exporter {
  public:
   // Binds `address` (see validate_listen_address) and starts the HTTP thread. /metrics
-  // answers 404 until expose() is called. Errors say which address and why.
-  static std::expected<std::unique_ptr<Exporter>, std::string> start(const std::string& address);
+  // answers 404 until expose() is called. Errors say which address and why. With port 0
+  // the port the kernel chose is written to `announce` (one line): nothing else would
+  // tell the operator where to scrape.
+  static std::expected<std::unique_ptr<Exporter>, std::string> start(
+      const std::string& address, std::ostream& announce = std::cerr);
   ~Exporter();  // stops serving; a scrape in progress finishes first
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;

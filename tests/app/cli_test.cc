@@ -175,5 +175,74 @@ TEST(app_cli, ParsesTheStorageCommands) {
   EXPECT_EQ(parse_any({"suppress"}).error(), 2);                 // add|remove|list|import
 }
 
+// `scripts/demo --rcpt-per-txn 1` appends to the demo's own options: the later one wins.
+TEST(app_cli, ALaterValueOverridesAnEarlierOne) {
+  auto p = parse({"send", "--message", "m.eml", "--recipients", "r.txt", "--connections", "20",
+                  "--rcpt-per-txn", "10", "--db", "demo.db", "--rcpt-per-txn", "1",
+                  "--connections", "5", "--relay", "a:25", "--relay", "b:25", "--rate", "3",
+                  "--rate", "0"});
+  ASSERT_TRUE(p.flags) << p.err;
+  EXPECT_EQ(p.flags->recipients_per_transaction, 1u);
+  EXPECT_EQ(p.flags->connections, 5u);
+  EXPECT_EQ(p.flags->relay, "b:25");
+  EXPECT_EQ(p.flags->messages_per_second, 0.0);
+  EXPECT_EQ(p.flags->db, "demo.db");
+
+  auto r = parse_any({"run", "--db", "a.db", "--db", "b.db", "--connections", "2",
+                      "--connections", "3", "--summary", "json", "--summary", "text"});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(std::get<RunFlags>(*r).db, "b.db");
+  EXPECT_EQ(std::get<RunFlags>(*r).connections, 3u);
+  EXPECT_EQ(std::get<RunFlags>(*r).summary, SummaryFormat::kText);
+
+  auto s = parse_any({"status", "--db", "a.db", "--domains", "5", "--db", "b.db"});
+  ASSERT_TRUE(s);
+  EXPECT_EQ(std::get<StatusFlags>(*s).db, "b.db");
+  auto add = parse_any({"suppress", "add", "x@y.z", "w@y.z", "--reason", "a", "--reason", "b"});
+  ASSERT_TRUE(add);
+  EXPECT_EQ(std::get<SuppressFlags>(*add).addresses.size(), 2u);
+  EXPECT_EQ(std::get<SuppressFlags>(*add).reason, "b");
+
+  // Repeatable options keep every value; a bad later value is still an error.
+  auto dns = parse({"send", "--message", "m", "--recipients", "r", "--dns-server", "1.1.1.1:53",
+                    "--dns-server", "8.8.8.8:53"});
+  ASSERT_TRUE(dns.flags) << dns.err;
+  EXPECT_EQ(dns.flags->routing.dns_servers.size(), 2u);
+  EXPECT_EQ(parse({"send", "--message", "m", "--recipients", "r", "--connections", "5",
+                   "--connections", "0"})
+                .flags.error(),
+            2);
+  // --db and --no-db still exclude each other (scripts/demo drops its --db for --no-db).
+  EXPECT_EQ(parse({"send", "--message", "m", "--recipients", "r", "--db", "x.db", "--no-db"})
+                .flags.error(),
+            2);
+}
+
+TEST(app_cli, SuppressSubcommandsTakeConfigAndDb) {
+  for (const char* sub : {"list", "add", "remove", "import"}) {
+    std::vector<const char*> args = {"suppress", sub};
+    if (std::string(sub) == "add" || std::string(sub) == "remove") args.push_back("x@y.z");
+    if (std::string(sub) == "import") args.push_back("list.txt");
+    args.insert(args.end(), {"--config", "ringmail.toml", "--db", "q.db"});
+    auto s = parse_any(args);
+    ASSERT_TRUE(s) << sub;
+    EXPECT_EQ(std::get<SuppressFlags>(*s).config_path, "ringmail.toml") << sub;
+    EXPECT_EQ(std::get<SuppressFlags>(*s).db, "q.db") << sub;
+  }
+  auto parent = parse_any({"suppress", "--config", "c.toml", "list"});
+  ASSERT_TRUE(parent);
+  EXPECT_EQ(std::get<SuppressFlags>(*parent).config_path, "c.toml");
+}
+
+TEST(app_cli, StatusDomainsDefaultsToTwentyAndZeroMeansAll) {
+  auto d = parse_any({"status", "--db", "q.db"});
+  ASSERT_TRUE(d);
+  EXPECT_EQ(std::get<StatusFlags>(*d).domains, 20u);
+  auto all = parse_any({"status", "--db", "q.db", "--domains", "0"});
+  ASSERT_TRUE(all);
+  EXPECT_EQ(std::get<StatusFlags>(*all).domains, 0u);
+  EXPECT_EQ(parse_any({"status", "--domains", "some"}).error(), 2);
+}
+
 }  // namespace
 }  // namespace ringmail::app

@@ -340,5 +340,50 @@ TEST(app_config, CredentialsWithoutVerifyAreWarnedOf) {
   EXPECT_NE(warning->find("1 route(s)"), std::string::npos) << *warning;
 }
 
+// The forms c-ares's ares_set_servers_ports_csv takes (checked against c-ares 1.18).
+TEST(app_config, ValidatesDnsServers) {
+  for (const char* ok : {"127.0.0.1", "127.0.0.1:5353", "192.0.2.53:53", "::1", "2001:db8::53",
+                         "[::1]:53", "[2001:db8::53]:5353", "1.2.3.4:65535"}) {
+    EXPECT_TRUE(validate_dns_server(ok)) << ok;
+  }
+  const std::string kind =
+      " is not IPv4, IPv4:PORT, IPv6 or [IPv6]:PORT (numeric: a host name is not looked up)";
+  EXPECT_EQ(validate_dns_server("bogus").error(), "\"bogus\"" + kind);
+  EXPECT_EQ(validate_dns_server("").error(), "\"\"" + kind);
+  for (const char* bad : {"dns.example:53", "1.2.3", "1.2.3.4.5", "[1.2.3.4]:53", "fe80::1%eth0",
+                          " 1.2.3.4", "1.2.3.4 ", "[::1]x53", "::1]:53", "[::1"}) {
+    auto refused = validate_dns_server(bad);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error(), "\"" + std::string(bad) + "\"" + kind);
+  }
+  for (const char* bad : {"1.2.3.4:", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:99999",
+                          "1.2.3.4:053x", "1.2.3.4:-5", "[::1]:", "[::1]:70000"}) {
+    auto refused = validate_dns_server(bad);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error(), "\"" + std::string(bad) + "\": the port must be from 1 to 65535");
+  }
+  EXPECT_EQ(validate_dns_server("[::1]").error(),
+            "\"[::1]\": an IPv6 address in brackets needs a port ([::1]:53); without one, leave "
+            "the brackets out (::1)");
+}
+
+TEST(app_config, DnsServersEntriesAreCheckedWhereTheyAreWritten) {
+  auto config = parse_config("[dns]\nservers = [\"127.0.0.1:5353\", \"[::1]:53\", \"::1\"]\n",
+                             "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->engine.mx.resolver.servers,
+            (std::vector<std::string>{"127.0.0.1:5353", "[::1]:53", "::1"}));
+
+  auto bad = parse_config("# resolvers\n[dns]\nservers = [\"127.0.0.1\", \"bogus\"]\n", "cfg.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error(),
+            "cfg.toml:3: 'dns.servers' entry \"bogus\" is not IPv4, IPv4:PORT, IPv6 or "
+            "[IPv6]:PORT (numeric: a host name is not looked up)");
+  auto port = parse_config("[dns]\nservers = [\"10.0.0.1:0\"]\n", "cfg.toml");
+  ASSERT_FALSE(port);
+  EXPECT_EQ(port.error(),
+            "cfg.toml:2: 'dns.servers' entry \"10.0.0.1:0\": the port must be from 1 to 65535");
+}
+
 }  // namespace
 }  // namespace ringmail::app

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tests/app/temp_dir.h"
@@ -171,7 +172,7 @@ TEST(app_recipients_file, JsonLines) {
                         "{\"name\":\"x\"}\n"
                         "{\"email\":42}\r\n"
                         "{\"email\":\"a@b.c>\\r\\nRCPT TO:<x@y>\"}\n"
-                        "{\"email\":\"A@B.C\"}");
+                        "{\"email\":\"X@B.C\"}");
   EXPECT_EQ(read_all(path), (std::vector<std::string>{
                                 "ok 1 a@b.c b.c",
                                 path + ":3: invalid JSON",
@@ -179,7 +180,7 @@ TEST(app_recipients_file, JsonLines) {
                                 path + ":5: no \"email\" field",
                                 path + ":6: \"email\" is not a string",
                                 path + ":7: carriage return in address",
-                                "ok 8 A@B.C b.c",
+                                "ok 8 X@B.C b.c",
                             }));
 }
 
@@ -245,6 +246,157 @@ TEST(app_recipients_file, StreamsALargeFile) {
   uint64_t ok = 0;
   while (auto record = file->next()) ok += record->has_value() ? 1 : 0;
   EXPECT_EQ(ok, uint64_t{kLines});
+}
+
+TEST(app_recipients_file, CountingSkipsAByteOrderMark) {
+  TempDir dir;
+  EXPECT_EQ(
+      count_record_lines(dir.write("bom.txt", "\xEF\xBB\xBF# c\na@b.c\n"), RecipientsFormat::kText),
+      1u);
+  EXPECT_EQ(count_record_lines(dir.write("only.txt", "\xEF\xBB\xBF\n"), RecipientsFormat::kText),
+            0u);
+}
+
+TEST(app_recipients_file, RefusesAnOverlongLineAndReadsOnAfterIt) {
+  TempDir dir;
+  constexpr size_t kMax = RecipientsFile::kMaxLineOctets;
+  // At the cap, a line is read (and refused for what it holds); one octet more is refused
+  // for its length, CR LF not counted. Lines around the reader's 4 KiB chunks too.
+  const std::string at_cap(kMax, 'x');
+  auto path = dir.write("long.txt", "a@b.c\n" + at_cap + "\r\n" + at_cap + "x\r\n" +
+                                        std::string(4095, 'y') + "\n" + std::string(4096, 'y') +
+                                        "\n" + std::string(1 << 20, 'z') + "\nd@e.f\n" +
+                                        std::string(kMax + 2, 'w'));
+  EXPECT_EQ(read_all(path), (std::vector<std::string>{
+                                "ok 1 a@b.c b.c",
+                                path + ":2: address longer than 254 octets",
+                                path + ":3: line longer than 65536 octets (65537)",
+                                path + ":4: address longer than 254 octets",
+                                path + ":5: address longer than 254 octets",
+                                path + ":6: line longer than 65536 octets (1048576)",
+                                "ok 7 d@e.f e.f",
+                                path + ":8: line longer than 65536 octets (65538)",
+                            }));
+}
+
+TEST(app_recipients_file, OverlongLinesInCsvAndJsonLines) {
+  TempDir dir;
+  const std::string huge(100000, 'q');
+  auto csv =
+      dir.write("l.csv", "email,note\na@b.c," + huge + "\n\"c@d.e\",\"" + huge + "\"\nf@g.h,x\n");
+  EXPECT_EQ(read_all(csv), (std::vector<std::string>{
+                               csv + ":2: line longer than 65536 octets (100006)",
+                               csv + ":3: line longer than 65536 octets (100010)",
+                               "ok 4 f@g.h g.h",
+                           }));
+  // A quoted field spanning lines: the record is refused where its long line is.
+  auto multi = dir.write("m.csv", "email,note\na@b.c,\"one\n" + huge + "\"\nf@g.h,x\n");
+  auto records = read_all(multi);
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records.front(),
+            multi + ":2: line 3 of the record is longer than 65536 octets (100001)");
+  EXPECT_EQ(records.back(), "ok 4 f@g.h g.h");
+
+  auto header = RecipientsFile::open(dir.write("h.csv", "email," + huge + "\na@b.c\n"));
+  ASSERT_FALSE(header);
+  EXPECT_EQ(header.error(), dir.path("h.csv") + ":1: line longer than 65536 octets (100006)");
+
+  auto json =
+      dir.write("l.jsonl", "{\"email\":\"a@b.c\",\"n\":\"" + huge + "\"}\n{\"email\":\"d@e.f\"}\n");
+  EXPECT_EQ(read_all(json), (std::vector<std::string>{
+                                json + ":1: line longer than 65536 octets (100024)",
+                                "ok 2 d@e.f e.f",
+                            }));
+  // The format of an unnamed file is sniffed from the first 64 KiB of an overlong line.
+  auto sniffed = RecipientsFile::open(dir.write("list", "{\"email\":\"" + huge + "\"}\n"));
+  ASSERT_TRUE(sniffed);
+  EXPECT_EQ(sniffed->format(), RecipientsFormat::kJsonLines);
+  EXPECT_EQ(read_all(*sniffed),
+            (std::vector<std::string>{dir.path("list") + ":1: line longer than 65536 octets "
+                                                         "(100012)"}));
+}
+
+TEST(app_recipients_file, SkipsDuplicateAddressesSilentlyByDefault) {
+  TempDir dir;
+  auto file = RecipientsFile::open(dir.write("d.txt", "a@b.c\nA@B.C\nd@e.f\n a@b.c \n"));
+  ASSERT_TRUE(file);
+  EXPECT_EQ(read_all(*file), (std::vector<std::string>{"ok 1 a@b.c b.c", "ok 3 d@e.f e.f"}));
+  EXPECT_EQ(file->duplicates(), 2u);
+}
+
+TEST(app_recipients_file, ReportsDuplicatesWithTheLineFirstSeen) {
+  TempDir dir;
+  auto path = dir.write("d.csv",
+                        "email,name\n"
+                        "a@b.c,A\n"
+                        "bad,B\n"
+                        "\"A@b.C\",C\n"  // the same address, compared lower-cased after parsing
+                        "d@e.f,D\n"
+                        "a@b.c,E\n");
+  auto file = RecipientsFile::open(path);
+  ASSERT_TRUE(file);
+  file->report_duplicates(true);
+  std::vector<std::string> kinds;
+  while (auto record = file->next()) {
+    if (*record) {
+      kinds.push_back("ok " + (*record)->address);
+    } else {
+      kinds.push_back(std::string(record->error().duplicate() ? "duplicate " : "refused ") +
+                      record->error().to_string());
+    }
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{
+                       "ok a@b.c",
+                       "refused " + path + ":3: missing '@'",
+                       "duplicate " + path + ":4: duplicate of line 2",
+                       "ok d@e.f",
+                       "duplicate " + path + ":6: duplicate of line 2",
+                   }));
+  EXPECT_EQ(file->duplicates(), 2u);
+}
+
+TEST(app_recipients_file, KnowsAFileWithoutRecords) {
+  TempDir dir;
+  auto empty = [&](std::string_view name, std::string_view content) {
+    auto file = RecipientsFile::open(dir.write(name, content));
+    EXPECT_TRUE(file) << file.error();
+    return file && file->has_no_records();
+  };
+  EXPECT_TRUE(empty("e.txt", ""));
+  EXPECT_TRUE(empty("c.txt", "# only\n\n   # comments\n"));
+  EXPECT_TRUE(empty("b.txt", "\xEF\xBB\xBF"));
+  EXPECT_TRUE(empty("b2.txt", "\xEF\xBB\xBF\r\n"));
+  EXPECT_TRUE(empty("h.csv",
+                    "\xEF\xBB\xBF"
+                    "email\n\n"));
+  EXPECT_TRUE(empty("e.jsonl", "\n  \n"));
+  EXPECT_TRUE(empty("sniffed", "# nothing\n"));
+  EXPECT_FALSE(empty("bad.txt", "# one bad line\nnot-an-address\n"));
+
+  // The record read ahead is handed out by next(), once.
+  auto file = RecipientsFile::open(dir.write("one.txt", "# x\na@b.c\nd@e.f\n"));
+  ASSERT_TRUE(file);
+  EXPECT_FALSE(file->has_no_records());
+  EXPECT_FALSE(file->has_no_records());
+  EXPECT_EQ(read_all(*file), (std::vector<std::string>{"ok 2 a@b.c b.c", "ok 3 d@e.f e.f"}));
+  EXPECT_FALSE(file->next());
+}
+
+TEST(app_recipients_file, SeenAddressesKeepsEveryAddressAndItsFirstLineAcrossGrowth) {
+  SeenAddresses seen;
+  constexpr uint64_t kCount = 300000;  // several table doublings and arena blocks
+  for (uint64_t i = 0; i < kCount; ++i) {
+    ASSERT_FALSE(seen.find_or_add("u" + std::to_string(i) + "@example.test", i + 1)) << i;
+  }
+  EXPECT_EQ(seen.size(), kCount);
+  for (uint64_t i = 0; i < kCount; i += 997) {
+    EXPECT_EQ(seen.find_or_add("u" + std::to_string(i) + "@example.test", 0), i + 1) << i;
+  }
+  // Octet for octet: case folding is the caller's, and a prefix is another address.
+  EXPECT_FALSE(seen.find_or_add("U0@example.test", 7));
+  EXPECT_FALSE(seen.find_or_add("u0@example.tes", 8));
+  EXPECT_EQ(seen.find_or_add("U0@example.test", 9), 7u);
+  EXPECT_EQ(seen.size(), kCount + 2);
 }
 
 }  // namespace

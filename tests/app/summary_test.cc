@@ -57,7 +57,7 @@ TEST(app_summary, TextNamesEveryOutcomeAndTheTopReplyCodes) {
   const std::string text = format_summary_text(finished_run());
   for (const char* part :
        {"delivered", "deferred", "bounced", "rejected", "not attempted", "messages", "5 msg/s",
-        "500 rcpt/s", "3  attempted, 1 failed", "reply codes    250: 990, 451: 5, 550: 4, local: 1"}) {
+        "500 rcpt/s", "3  attempted, 1 failed", "reply codes    250: 990, 451: 5, 550: 4, 0 (local): 1"}) {
     EXPECT_NE(text.find(part), std::string::npos) << part << " not in:\n" << text;
   }
 }
