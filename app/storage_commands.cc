@@ -294,8 +294,12 @@ int run_status(const StatusFlags& flags) {
   };
   auto reply = [](int code, const std::string& enhanced, const std::string& text) {
     std::string out = code == 0 ? "0 (local)" : std::to_string(code);
-    if (!enhanced.empty()) out += " " + printable(enhanced);
-    if (!text.empty()) out += " " + printable(text);
+    // Appended piece by piece: `" " + printable(...)` trips GCC 12's -O3 -Wrestrict.
+    for (const std::string* part : {&enhanced, &text}) {
+      if (part->empty()) continue;
+      out += ' ';
+      out += printable(*part);
+    }
     return out;
   };
   if (campaigns.empty()) std::cout << "no recipients\n";
