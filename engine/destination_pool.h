@@ -137,6 +137,8 @@ class DestinationPool {
   bool used_since_sweep = true;
   // In the shard's list of pools waiting for a connection slot (max_connections_per_shard).
   bool in_slot_wait = false;
+  // Woken from that list with a slot held for it, which no other pool may take.
+  bool slot_reserved = false;
   // Some host is set aside past `now` (a pause not over). Unlike dead(), no side effect.
   bool any_host_set_aside(Clock::time_point now) const;
   // Where this pool's recipients and failed connections are counted by site; set by the

@@ -40,7 +40,8 @@ struct Engine::Impl {
   std::thread feeder;
 
   std::atomic<bool> drain{false};
-  std::atomic<JobSource*> source{nullptr};  // set by start(), before the feeder runs
+  std::mutex source_mutex;
+  JobSource* source = nullptr;  // set by start() before the feeder runs; guarded by source_mutex
   mutable std::mutex failure_mutex;
   std::optional<std::string> failure;
   std::atomic<uint64_t> taken{0};
@@ -79,7 +80,9 @@ struct Engine::Impl {
   void drain_all() {
     drain.store(true);
     for (auto& inbox : inboxes) inbox->request_drain();
-    if (JobSource* s = source.load()) s->interrupt();  // a feeder waiting for work stops
+    // Under the mutex: the feeder clears the pointer under it before the source may go.
+    std::lock_guard lock(source_mutex);
+    if (source) source->interrupt();  // a feeder waiting for work stops
   }
 
   void shard_failed(unsigned shard, const std::string& what) {
@@ -208,11 +211,17 @@ void Engine::start(JobSource& source) {
     std::lock_guard lock(m.done_mutex);
     ++m.threads_running;  // the feeder
   }
-  m.source.store(&source);
+  {
+    std::lock_guard lock(m.source_mutex);
+    m.source = &source;
+  }
   m.feeder = std::thread([&m, &source] {
     pthread_setname_np(pthread_self(), "ringmail-feed");
     m.feed(source);
-    m.source.store(nullptr);  // no wait to interrupt any more; the source may go
+    {
+      std::lock_guard lock(m.source_mutex);
+      m.source = nullptr;  // no wait to interrupt any more; the source may go
+    }
     m.thread_exited();
   });
 }

@@ -76,8 +76,11 @@ class Shard final : public dns::SocketWatcher {
   // At the shard's connection limit: the pool waits for a slot, and one idle connection of
   // another pool is asked to QUIT to make one. True when the pool may open a connection.
   bool connection_slot_for(DestinationPool& pool);
-  // A connection slot came free: the first waiting pool gets another look.
+  // A connection slot came free: the first waiting pool gets it, held for it until its
+  // turn (so a pool scheduled before it cannot take it).
   void wake_slot_waiter();
+  // A woken pool that did not use its held slot (rate limited, no work left) gives it back.
+  void return_reserved_slot(DestinationPool& pool);
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
   void defer_queue_of_dead_pool(DestinationPool& pool);
@@ -182,6 +185,7 @@ class Shard final : public dns::SocketWatcher {
   // the pools waiting for a slot under it, first come first served.
   size_t connection_cap_ = 0;
   std::deque<DestinationPool*> slot_waits_;
+  size_t reserved_slots_ = 0;  // slots held for woken waiters (DestinationPool::slot_reserved)
   std::vector<DestinationPool*> scheduling_;  // active_pools_ being worked through
   // Rate-limited pools whose queue waits for a token, by when it is due: each is woken
   // (activated) at that time, so a turn costs O(log pools) rather than a look at every

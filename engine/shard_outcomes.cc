@@ -76,6 +76,8 @@ void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction
 void Shard::park(DestinationPool& pool, smtp::Transaction&& transaction) {
   // Queued here it would wait longer than max_backlog and, once the shard's capacity is
   // full of it, hold up every other destination's work; the source keeps it instead.
+  // It leaves the shard: its retry count goes with it (a service's engine lives long).
+  if (!not_attempted_retries_.empty()) not_attempted_retries_.erase(transaction.id);
   smtp::TransactionOutcome outcome;
   outcome.not_attempted = true;
   // Never 0: the policy tells a parked transaction by its retry_after.
@@ -141,6 +143,7 @@ void Shard::finish_transaction(smtp::TransactionOutcome&& outcome, DestinationPo
 
 void Shard::give_up_not_attempted(smtp::Transaction&& transaction, const smtp::Reply& why,
                                   bool count_as_not_attempted, SiteSlot* site) {
+  if (!not_attempted_retries_.empty()) not_attempted_retries_.erase(transaction.id);
   smtp::TransactionOutcome outcome;
   outcome.not_attempted = true;
   outcome.recipients.assign(transaction.recipients.size(),

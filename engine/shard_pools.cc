@@ -75,7 +75,7 @@ void Shard::sweep_idle_pools() {
   for (auto it = pools_.begin(); it != pools_.end();) {
     DestinationPool& pool = *it->second;
     const bool idle = pool.queue.empty() && pool.connections.empty() && pool.connecting == 0 &&
-                      !pool.in_active_list && !pool.in_token_wait && !pool.in_slot_wait &&
+                      !pool.in_active_list && !pool.in_token_wait && !pool.in_slot_wait && !pool.slot_reserved &&
                       !referenced.contains(&pool) && !pool.any_host_set_aside(now_);
     if (idle && !pool.used_since_sweep) {
       it = pools_.erase(it);
@@ -104,8 +104,8 @@ void Shard::schedule_active_pools() {
   }
   // Slots still free (a woken pool may not have used its own: rate limited, or its work
   // went to a connection of its own): more waiters get a look next turn.
-  for (size_t free = connections_.in_use() < connection_cap_ ? connection_cap_ - connections_.in_use() : 0;
-       free > 0 && !slot_waits_.empty() && active_pools_.size() < 64; --free)
+  while (!slot_waits_.empty() && connections_.in_use() + reserved_slots_ < connection_cap_ &&
+         active_pools_.size() < 64)
     wake_slot_waiter();
 }
 
@@ -130,6 +130,7 @@ void Shard::schedule_pool(DestinationPool& pool) {
     open_connection(pool);
     if (pool.queue.size() == before) break;  // rate limited or could not open
   }
+  return_reserved_slot(pool);  // woken, then found nothing to open
   wait_for_token(pool);
   // No more work will come: idle connections close now rather than at the idle timeout.
   if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
@@ -146,7 +147,15 @@ void Shard::schedule_pool(DestinationPool& pool) {
 }
 
 bool Shard::connection_slot_for(DestinationPool& pool) {
-  if (connections_.in_use() < connection_cap_) return true;
+  if (pool.slot_reserved) {  // woken with a slot held for it
+    pool.slot_reserved = false;
+    --reserved_slots_;
+    return true;
+  }
+  // Slots held for woken waiters are not free; nor is any slot while pools wait, unless
+  // there are more free slots than waiters (first come, first served).
+  const size_t taken = connections_.in_use() + reserved_slots_;
+  if (taken < connection_cap_ && connection_cap_ - taken > slot_waits_.size()) return true;
   if (!pool.in_slot_wait) {
     pool.in_slot_wait = true;
     slot_waits_.push_back(&pool);
@@ -168,14 +177,24 @@ bool Shard::connection_slot_for(DestinationPool& pool) {
 }
 
 void Shard::wake_slot_waiter() {
+  if (connections_.in_use() + reserved_slots_ >= connection_cap_) return;
   while (!slot_waits_.empty()) {
     DestinationPool* pool = slot_waits_.front();
     slot_waits_.pop_front();
     pool->in_slot_wait = false;
     if (pool->queue.empty()) continue;  // its work went elsewhere (a drain, a connection)
+    pool->slot_reserved = true;
+    ++reserved_slots_;
     activate(*pool);
     return;
   }
+}
+
+void Shard::return_reserved_slot(DestinationPool& pool) {
+  if (!pool.slot_reserved) return;
+  pool.slot_reserved = false;
+  --reserved_slots_;
+  wake_slot_waiter();
 }
 
 void Shard::feed_connection(uint32_t slot) {
