@@ -398,6 +398,7 @@ void StorageThread::loop() {
     StorageMetrics committed;  // this commit's share, kept only if it succeeds
     const bool commits =
         !outcomes.empty() || !destinations.empty() || !releases.empty() || !claims.empty();
+    bool wrote = false;
     if (!failed && commits) {
       const auto began = std::chrono::steady_clock::now();
       state_changes_.clear();
@@ -409,11 +410,16 @@ void StorageThread::loop() {
         // Only what is committed is logged as the recipient's state.
         if (!state_changes_.empty()) on_state_changes_(std::move(state_changes_));
         state_changes_.clear();
-        committed.commit_duration.observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
-        size_t changes = outcomes.count + releases.size();
+        size_t changes = outcomes.count + releases.size() + destinations.size();
         for (const auto& g : granted) changes += g.size();
-        committed.commit_batch_size.observe(static_cast<double>(changes));
+        // A claim that found nothing (an idle service asks every idle_poll) wrote nothing:
+        // not a commit for the counters and histograms.
+        wrote = changes > 0;
+        if (wrote) {
+          committed.commit_duration.observe(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+          committed.commit_batch_size.observe(static_cast<double>(changes));
+        }
       }
     }
     // Counted before the claims are handed over (moved out) below.
@@ -442,7 +448,7 @@ void StorageThread::loop() {
           stats_.latest_parked_due_ms = std::max(stats_.latest_parked_due_ms, commit_parked_due_ms_);
           if (!claims.empty()) stats_.last_claim_ms = commit_ms_;
         }
-        if (commits) {
+        if (wrote) {
           ++stats_.commits;
           metrics_.add(committed);
         }
