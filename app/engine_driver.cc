@@ -19,11 +19,21 @@ StopSignals::StopSignals() {
 }
 
 int StopSignals::wait(std::chrono::milliseconds timeout) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
-  const timespec t{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-  const int sig = sigtimedwait(&set_, nullptr, &t);
-  if (sig == SIGHUP && on_hangup_) on_hangup_();
-  return sig == SIGINT || sig == SIGTERM ? sig : 0;
+  // A SIGHUP is handled and the wait goes on for what is left of `timeout`.
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    until - std::chrono::steady_clock::now())
+                    .count();
+    if (left < 0) left = 0;
+    const timespec t{static_cast<time_t>(left / 1'000'000'000),
+                     static_cast<long>(left % 1'000'000'000)};
+    const int sig = sigtimedwait(&set_, nullptr, &t);
+    if (sig == SIGINT || sig == SIGTERM) return sig;
+    if (sig != SIGHUP) return 0;  // timed out (or EINTR)
+    if (on_hangup_) on_hangup_();
+    if (left == 0) return 0;
+  }
 }
 
 bool drive_engine(engine::Engine& engine, StopSignals& signals, Console& console,

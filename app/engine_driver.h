@@ -23,7 +23,7 @@ class StopSignals {
  public:
   StopSignals();
   // A pending SIGINT/SIGTERM, waiting up to `timeout` for one; 0 when none came. A SIGHUP
-  // meanwhile calls on_hangup and ends the wait early with 0.
+  // meanwhile calls on_hangup, and the wait goes on.
   int wait(std::chrono::milliseconds timeout);
   const sigset_t& set() const { return set_; }
   // Called on the thread that waits, for each SIGHUP.

@@ -29,6 +29,7 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
     relay = std::move(*resolved);
   }
   std::unordered_map<std::string, engine::Destination> routes;
+  uint16_t shared_profile = 0;  // relay routes without security of their own, made once
   for (const auto& [domain, route] : config.routes) {
     engine::Destination destination;
     if (!route.relay.empty()) {
@@ -40,13 +41,11 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
       destination.mx_domain = domain;
     }
     // [auth] and implicit TLS belong to send.relay alone: a route, by MX or through a relay
-    // of its own, is another server, which must never be offered that password. So a
-    // route gets a profile of its own when it says something of its own or when there is
-    // something of the relay's to leave out.
+    // of its own, is another server, which must never be offered that password.
     const engine::TransportSecurity& defaults = config.engine.security;
-    if (route.has_own_security() || defaults.auth || defaults.implicit_tls) {
-      // The defaults without the relay's credentials and implicit TLS, with what this
-      // route says instead.
+    if (route.has_own_security()) {
+      // A profile of its own: the defaults without the relay's credentials and implicit
+      // TLS, with what this route says instead.
       engine::TransportSecurity security = defaults;
       security.auth.reset();
       security.implicit_tls = false;
@@ -61,6 +60,20 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
         return std::unexpected("more than 65,535 routes with security of their own");
       config.engine.route_security.push_back(std::move(security));
       destination.security_profile = uint16_t(config.engine.route_security.size());
+    } else if (!route.relay.empty() && (defaults.auth || defaults.implicit_tls)) {
+      // A relay route saying nothing of its own: one profile shared by all of them (one
+      // TLS context per shard, not one per route), the defaults minus the relay's. An MX
+      // route stays on the default profile: the shard strips those for MX already.
+      if (shared_profile == 0) {
+        engine::TransportSecurity security = defaults;
+        security.auth.reset();
+        security.implicit_tls = false;
+        if (config.engine.route_security.size() >= 65535)
+          return std::unexpected("more than 65,535 routes with security of their own");
+        config.engine.route_security.push_back(std::move(security));
+        shared_profile = uint16_t(config.engine.route_security.size());
+      }
+      destination.security_profile = shared_profile;
     }
     routes.emplace(domain, std::move(destination));
   }

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <string>
 
+#include "app/routing.h"
 #include "tests/app/temp_dir.h"
 
 namespace ringmail::app {
@@ -316,6 +317,29 @@ TEST(app_config, TlsAndAuthKeys) {
   auto bad = parse_config("[tls]\nmode = \"sometimes\"\n", "cfg.toml");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().find("cfg.toml:2"), std::string::npos) << bad.error();
+}
+
+// Relay routes that say nothing of their own share one profile without the relay's
+// credentials (one TLS context per shard, not one per route); routes with settings of
+// their own get their own; MX routes saying nothing stay on the default profile.
+TEST(app_config, RelayRoutesShareOneProfileWithoutTheRelaysCredentials) {
+  auto config = parse_config(
+      "[routes]\n\"a.test\" = \"127.0.0.1:2601\"\n\"b.test\" = \"127.0.0.1:2602\"\n"
+      "\"c.test\" = { relay = \"127.0.0.1:2603\", tls = \"required\" }\n"
+      "\"d.test\" = { tls = \"verify\" }\n",
+      "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  config->engine.security.auth = smtp::AuthCredentials{"shop", "relay-pw"};
+  auto resolver = make_route_resolver(*config);
+  ASSERT_TRUE(resolver) << resolver.error();
+  const auto a = (*resolver)->route("a.test"), b = (*resolver)->route("b.test");
+  const auto c = (*resolver)->route("c.test"), d = (*resolver)->route("d.test");
+  EXPECT_NE(a.security_profile, 0);
+  EXPECT_EQ(a.security_profile, b.security_profile);
+  EXPECT_NE(c.security_profile, a.security_profile);
+  EXPECT_NE(d.security_profile, 0);
+  ASSERT_EQ(config->engine.route_security.size(), 3u);
+  for (const auto& profile : config->engine.route_security) EXPECT_FALSE(profile.auth);
 }
 
 // Credentials with a TLS mode that does not check the certificate: one warning line that
