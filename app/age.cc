@@ -14,11 +14,20 @@ std::expected<int64_t, std::string> parse_age_ms(std::string_view text) {
   if (text.size() < 2) return bad();
   int64_t unit_ms = 0;
   switch (text.back()) {
-    case 's': unit_ms = 1000; break;
-    case 'm': unit_ms = 60'000; break;
-    case 'h': unit_ms = 3'600'000; break;
-    case 'd': unit_ms = 86'400'000; break;
-    default: return bad();
+    case 's':
+      unit_ms = 1000;
+      break;
+    case 'm':
+      unit_ms = 60'000;
+      break;
+    case 'h':
+      unit_ms = 3'600'000;
+      break;
+    case 'd':
+      unit_ms = 86'400'000;
+      break;
+    default:
+      return bad();
   }
   const std::string_view digits = text.substr(0, text.size() - 1);
   int64_t count = 0;

@@ -75,8 +75,9 @@ void Shard::sweep_idle_pools() {
   for (auto it = pools_.begin(); it != pools_.end();) {
     DestinationPool& pool = *it->second;
     const bool idle = pool.queue.empty() && pool.connections.empty() && pool.connecting == 0 &&
-                      !pool.in_active_list && !pool.in_token_wait && !pool.in_slot_wait && !pool.slot_reserved &&
-                      !referenced.contains(&pool) && !pool.any_host_set_aside(now_);
+                      !pool.in_active_list && !pool.in_token_wait && !pool.in_slot_wait &&
+                      !pool.slot_reserved && !referenced.contains(&pool) &&
+                      !pool.any_host_set_aside(now_);
     if (idle && !pool.used_since_sweep) {
       it = pools_.erase(it);
       continue;

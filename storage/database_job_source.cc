@@ -30,8 +30,7 @@ bool DatabaseJobSource::wait_for_more() {
     exhausted_.store(true, std::memory_order_relaxed);
     return false;  // the storage thread has failed; the run reports it
   }
-  if (*next_due)
-    wait = std::min(wait, std::chrono::milliseconds(**next_due - unix_now_ms()));
+  if (*next_due) wait = std::min(wait, std::chrono::milliseconds(**next_due - unix_now_ms()));
   wait = std::max(wait, std::chrono::milliseconds(5));
   std::unique_lock lock(wait_mutex_);
   wake_.wait_for(lock, wait, [&] { return stopped_.load(std::memory_order_relaxed); });

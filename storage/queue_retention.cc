@@ -41,8 +41,7 @@ uint64_t PurgeCounts::recipients_total() const {
   return n;
 }
 
-std::expected<std::optional<int64_t>, StorageError> QueueStore::campaign_id(
-    std::string_view name) {
+std::expected<std::optional<int64_t>, StorageError> QueueStore::campaign_id(std::string_view name) {
   auto st = db_.prepare("SELECT id FROM campaigns WHERE name = ?1");
   if (!st) return fail(st);
   st->bind(1, name);
@@ -52,8 +51,9 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::campaign_id(
   return std::optional<int64_t>{st->column_int(0)};
 }
 
-std::expected<PurgeCounts, StorageError> QueueStore::purge_final(
-    int64_t before_ms, std::optional<int64_t> campaign_id, bool dry_run, int64_t batch) {
+std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_ms,
+                                                                 std::optional<int64_t> campaign_id,
+                                                                 bool dry_run, int64_t batch) {
   PurgeCounts counts;
   auto bounds = db_.prepare("SELECT min(id), max(id) FROM recipients");
   if (!bounds) return fail(bounds);
@@ -69,7 +69,8 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(
     return fail(ok);
   if (auto ok = db_.exec("DELETE FROM temp.purge_messages"); !ok) return fail(ok);
   if (campaign_id) {
-    auto list = db_.prepare("INSERT INTO temp.purge_messages SELECT id FROM messages WHERE campaign_id = ?1");
+    auto list = db_.prepare(
+        "INSERT INTO temp.purge_messages SELECT id FROM messages WHERE campaign_id = ?1");
     if (!list) return fail(list);
     list->bind(1, *campaign_id);
     if (auto ok = list->run(); !ok) return fail(ok);
@@ -80,9 +81,9 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(
   auto count_states = db_.prepare(
       fmt::format("SELECT state, count(*) FROM recipients WHERE {} GROUP BY state", kPurgeable));
   if (!count_states) return fail(count_states);
-  auto drop_attempts = db_.prepare(fmt::format(
-      "DELETE FROM attempts WHERE recipient_id IN (SELECT id FROM recipients WHERE {})",
-      kPurgeable));
+  auto drop_attempts = db_.prepare(
+      fmt::format("DELETE FROM attempts WHERE recipient_id IN (SELECT id FROM recipients WHERE {})",
+                  kPurgeable));
   if (!drop_attempts) return fail(drop_attempts);
   auto drop_recipients = db_.prepare(
       fmt::format("DELETE FROM recipients WHERE {} RETURNING state, message_id", kPurgeable));
@@ -145,7 +146,8 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(
   while (next != emptied_messages.end()) {
     if (auto ok = db_.begin(); !ok) return fail(ok);
     auto work = [&]() -> std::expected<void, StorageError> {
-      for (size_t n = 0; n < kMessagesPerTransaction && next != emptied_messages.end(); ++n, ++next) {
+      for (size_t n = 0; n < kMessagesPerTransaction && next != emptied_messages.end();
+           ++n, ++next) {
         drop_body->bind(1, *next);
         auto ok = drop_body->run();
         drop_body->reset();

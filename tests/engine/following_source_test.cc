@@ -57,7 +57,8 @@ TEST(FollowingSource, PoolsOfDestinationsNoLongerUsedAreForgotten) {
   FollowingSource source;
   engine::Engine engine(options, resolver, &outcomes);
   engine.start(source);
-  for (const char* domain : {"d0.test", "d1.test", "d2.test"}) source.push(make_items(2, 200, domain));
+  for (const char* domain : {"d0.test", "d1.test", "d2.test"})
+    source.push(make_items(2, 200, domain));
   ASSERT_TRUE(eventually([&] { return engine.snapshot().recipients_delivered == 6; }));
   EXPECT_EQ(engine.snapshot().destination_pools, 3u);
   // Unused for a sweep interval, once their connections have closed: all three go.

@@ -36,14 +36,16 @@ using smtp::RecipientStatus;
 // after STARTTLS). So the server's first handshake fails and every later one works.
 class HandshakeCuttingProxy {
  public:
-  static std::expected<std::unique_ptr<HandshakeCuttingProxy>, std::string> start(uint16_t upstream) {
+  static std::expected<std::unique_ptr<HandshakeCuttingProxy>, std::string> start(
+      uint16_t upstream) {
     std::unique_ptr<HandshakeCuttingProxy> p(new HandshakeCuttingProxy(upstream));
     p->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t length = sizeof a;
-    if (p->listen_fd_ < 0 || ::bind(p->listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+    if (p->listen_fd_ < 0 ||
+        ::bind(p->listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
         ::listen(p->listen_fd_, 16) != 0 ||
         ::getsockname(p->listen_fd_, reinterpret_cast<sockaddr*>(&a), &length) != 0)
       return std::unexpected(std::string("proxy listen: ") + std::strerror(errno));
@@ -273,10 +275,9 @@ TEST_F(TlsSecurity, ASessionIsNeverResumedForAnotherServerNameAtTheSameAddress) 
   auto server = starttls_server();
   ASSERT_TRUE(server);
   DnsmasqOptions dns_options;
-  dns_options.records = {"--mx-host=good.test,mx.ringmail.test,10",
-                         "--mx-host=bad.test,other.ringmail.test,10",
-                         "--host-record=mx.ringmail.test,127.0.0.1",
-                         "--host-record=other.ringmail.test,127.0.0.1"};
+  dns_options.records = {
+      "--mx-host=good.test,mx.ringmail.test,10", "--mx-host=bad.test,other.ringmail.test,10",
+      "--host-record=mx.ringmail.test,127.0.0.1", "--host-record=other.ringmail.test,127.0.0.1"};
   auto dns = DnsmasqProcess::start(dns_options);
   ASSERT_TRUE(dns) << dns.error();
   auto o = options(engine::TlsPolicy::kVerify);
@@ -332,7 +333,8 @@ TEST_F(TlsSecurity, TheOutcomeLogCarriesTheTlsVersionCipherAndVerification) {
   ASSERT_TRUE(server);
   const std::filesystem::path log = dir_->path() / "outcomes.log";
   auto o = options(engine::TlsPolicy::kVerify);
-  engine::StaticRelayResolver resolver(engine::Destination{"127.0.0.1", server->port(), "mx.ringmail.test"});
+  engine::StaticRelayResolver resolver(
+      engine::Destination{"127.0.0.1", server->port(), "mx.ringmail.test"});
   {
     auto logger = metrics::OutcomeLogger::open(log.string(), {});
     ASSERT_TRUE(logger) << logger.error();
