@@ -643,13 +643,8 @@ std::optional<std::string> credentials_without_verify_warning(const Config& conf
     return s.auth.has_value() && s.tls.mode != engine::TlsPolicy::kVerify;
   };
   std::string where;
-  if (exposed(config.engine.security)) {
-    // The mode's word as the config spells it (engine's to_string is not linked here).
-    std::string_view mode = "?";
-    for (std::string_view name : {"disabled", "opportunistic", "required", "verify"})
-      if (parse_tls_mode(name) == config.engine.security.tls.mode) mode = name;
-    where = fmt::format("[auth] (tls {})", mode);
-  }
+  if (exposed(config.engine.security))
+    where = fmt::format("[auth] (tls {})", engine::to_string(config.engine.security.tls.mode));
   const auto routes = std::count_if(config.engine.route_security.begin(),
                                     config.engine.route_security.end(), exposed);
   if (routes > 0)

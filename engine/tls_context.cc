@@ -59,16 +59,6 @@ int on_new_session(SSL* ssl, SSL_SESSION* session) {
 
 }  // namespace
 
-const char* to_string(TlsPolicy::Mode mode) {
-  switch (mode) {
-    case TlsPolicy::kDisabled: return "disabled";
-    case TlsPolicy::kOpportunistic: return "opportunistic";
-    case TlsPolicy::kRequired: return "required";
-    case TlsPolicy::kVerify: return "verify";
-  }
-  return "unknown";
-}
-
 std::string tls_session_key(std::string_view server_name, std::string_view address, uint16_t port,
                             uint16_t profile) {
   std::string key;

@@ -32,7 +32,16 @@ struct TlsPolicy {
 };
 
 // "disabled", "opportunistic", "required", "verify": the words of --tls and tls.mode.
-const char* to_string(TlsPolicy::Mode mode);
+// Inline, so app/ can name a mode without linking the TLS library.
+inline const char* to_string(TlsPolicy::Mode mode) {
+  switch (mode) {
+    case TlsPolicy::kDisabled: return "disabled";
+    case TlsPolicy::kOpportunistic: return "opportunistic";
+    case TlsPolicy::kRequired: return "required";
+    case TlsPolicy::kVerify: return "verify";
+  }
+  return "unknown";
+}
 
 struct SslCtxFree {
   void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }

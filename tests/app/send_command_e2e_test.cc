@@ -333,15 +333,22 @@ TEST_F(SendCommand, DefaultDatabaseIsInTheWorkingDirectory) {
   EXPECT_EQ((*sink)->recipients_received(), 20u);
 }
 
+// A submission server: STARTTLS with `ca`'s certificate for mx.ringmail.test, AUTH for
+// user "shop" with `password`.
+AiosmtpdOptions submission_server(const TestCa& ca, std::string password) {
+  AiosmtpdOptions o;
+  o.tls = AiosmtpdOptions::Tls::kStartTls;
+  o.cert_file = ca.server_cert();
+  o.key_file = ca.server().key_pem;
+  o.auth_user = "shop";
+  o.auth_password = std::move(password);
+  return o;
+}
+
 TEST_F(SendCommand, SubmissionWithStarttlsAndAuthFromAnEnvironmentVariable) {
   auto ca = TestCa::create(dir_, "mx.ringmail.test");
   ASSERT_TRUE(ca) << ca.error();
-  AiosmtpdOptions o;
-  o.tls = AiosmtpdOptions::Tls::kStartTls;
-  o.cert_file = ca->server_cert();
-  o.key_file = ca->server().key_pem;
-  o.auth_user = "shop";
-  o.auth_password = "env-Pa55word";
+  AiosmtpdOptions o = submission_server(*ca, "env-Pa55word");
   o.auth_required = true;
   auto server = AiosmtpdServer::start(o);
   ASSERT_TRUE(server) << server.error();
@@ -370,12 +377,7 @@ TEST_F(SendCommand, SubmissionWithStarttlsAndAuthFromAnEnvironmentVariable) {
 TEST_F(SendCommand, TheRelaysCredentialsAreNeverOfferedToARoute) {
   auto ca = TestCa::create(dir_, "mx.ringmail.test");
   ASSERT_TRUE(ca) << ca.error();
-  AiosmtpdOptions o;
-  o.tls = AiosmtpdOptions::Tls::kStartTls;
-  o.cert_file = ca->server_cert();
-  o.key_file = ca->server().key_pem;
-  o.auth_user = "shop";
-  o.auth_password = "route-Pa55word";
+  const AiosmtpdOptions o = submission_server(*ca, "route-Pa55word");
   auto relay = AiosmtpdServer::start(o);
   ASSERT_TRUE(relay) << relay.error();
   auto other = AiosmtpdServer::start(o);  // offers AUTH too, and would accept it

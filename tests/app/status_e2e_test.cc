@@ -2,6 +2,7 @@
 // bytes, invalid UTF-8) and many domains, `suppress` with a config file, a later flag
 // overriding an earlier one (as `scripts/demo EXTRA...` relies on) and the metrics address.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -9,7 +10,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -26,9 +26,7 @@ namespace fs = std::filesystem;
 using Result = RingmailResult;
 
 // ESC [2J (clear the screen), BEL, a C1 CSI, and bytes that are not UTF-8 at all.
-const std::string kHostileText =
-    "try \x1B[2Jlater\x07 \xC2\x9B"
-    "31m \xFF\xFE end";
+const std::string kHostileText = "try \x1B[2Jlater\x07 \xC2\x9B" "31m \xFF\xFE end";
 
 // Runs `sql` on the database, with ?1 bound to `text` byte for byte when given (SQLite does
 // not check UTF-8); the changed row count, or -1 on an error.
@@ -84,20 +82,20 @@ class OperatorOutput : public RingmailBinaryTest {
 TEST_F(OperatorOutput, StatusEscapesHostileReplyTextsAndJsonSurvivesInvalidUtf8) {
   enqueue({"one@example.test", "two@example.test"});
   ASSERT_EQ(exec_sql(db_,
-                     "UPDATE recipients SET state = 'deferred', attempts = 1, "
-                     "last_code = 451, last_enhanced = '4.3.0', last_text = ?1",
-                     kHostileText),
+                           "UPDATE recipients SET state = 'deferred', attempts = 1, "
+                           "last_code = 451, last_enhanced = '4.3.0', last_text = ?1",
+                           kHostileText),
             2);
   const int64_t until = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count() +
                         3600000;  // paused for another hour
   ASSERT_EQ(exec_sql(db_,
-                     "INSERT INTO destinations (name, state, paused_until, failures, "
-                     "last_code, last_enhanced, last_text, updated_at) VALUES "
-                     "('relay.test', 'paused', " +
-                         std::to_string(until) + ", 1, 421, '4.4.2', ?1, 0)",
-                     kHostileText),
+                           "INSERT INTO destinations (name, state, paused_until, failures, "
+                           "last_code, last_enhanced, last_text, updated_at) VALUES "
+                           "('relay.test', 'paused', " + std::to_string(until) +
+                               ", 1, 421, '4.4.2', ?1, 0)",
+                           kHostileText),
             1);
 
   Result text = status();
@@ -119,9 +117,7 @@ TEST_F(OperatorOutput, StatusEscapesHostileReplyTextsAndJsonSurvivesInvalidUtf8)
   ASSERT_EQ(json.exit_code, 0) << json.err;
   auto j = nlohmann::json::parse(json.out);  // valid UTF-8, or this throws
   const std::string replaced = j["oldest_deferred"]["last_text"];
-  EXPECT_EQ(replaced,
-            "try \x1B[2Jlater\x07 \xC2\x9B"
-            "31m \xEF\xBF\xBD\xEF\xBF\xBD end");
+  EXPECT_EQ(replaced, "try \x1B[2Jlater\x07 \xC2\x9B" "31m \xEF\xBF\xBD\xEF\xBF\xBD end");
   EXPECT_EQ(j["destinations"][0]["last_text"], replaced);
   EXPECT_EQ(j["destinations"][0]["failures"], 1);
   // JSON escapes the control characters itself: none reaches the terminal raw.
@@ -137,9 +133,8 @@ TEST_F(OperatorOutput, StatusNamesTheBusiestDomainsAndSumsTheRest) {
     for (int i = 0; i <= d; ++i)
       lines.push_back("u" + std::to_string(i) + "@d" + std::to_string(d) + ".test");
   enqueue(lines);
-  ASSERT_EQ(exec_sql(db_,
-                     "UPDATE recipients SET state = 'delivered' WHERE domain IN "
-                     "('d0.test', 'd1.test', 'd2.test', 'd3.test', 'd4.test')"),
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'delivered' WHERE domain IN "
+                          "('d0.test', 'd1.test', 'd2.test', 'd3.test', 'd4.test')"),
             15);
 
   Result text = status();
@@ -200,32 +195,10 @@ TEST_F(OperatorOutput, SuppressSubcommandsTakeTheConfigFile) {
 TEST_F(OperatorOutput, ALaterFlagOverridesTheDemosOwn) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
-  std::vector<std::string> lines;
-  for (int i = 0; i < 6; ++i) lines.push_back("user" + std::to_string(i) + "@example.test");
-  std::ofstream rcpts(dir_ / "r6.txt");
-  for (const std::string& l : lines) rcpts << l << '\n';
-  rcpts.close();
-  Result r = run({"send",
-                  "--relay",
-                  (*sink)->address(),
-                  "--from",
-                  "a@ringmail.test",
-                  "--message",
-                  (dir_ / "m.eml").string(),
-                  "--recipients",
-                  (dir_ / "r6.txt").string(),
-                  "--connections",
-                  "20",
-                  "--rcpt-per-txn",
-                  "10",
-                  "--db",
-                  db_.string(),
-                  "--shards",
-                  "1",
-                  "--no-metrics",
-                  "--quiet",
-                  "--rcpt-per-txn",
-                  "1"});
+  Result r = run({"send", "--relay", (*sink)->address(), "--from", "a@ringmail.test", "--message",
+                  (dir_ / "m.eml").string(), "--recipients", recipients(6).string(),
+                  "--connections", "20", "--rcpt-per-txn", "10", "--db", db_.string(),
+                  "--shards", "1", "--no-metrics", "--quiet", "--rcpt-per-txn", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ((*sink)->recipients_received(), 6u);
   EXPECT_EQ((*sink)->messages_received(), 6u);  // one recipient per transaction
@@ -234,21 +207,10 @@ TEST_F(OperatorOutput, ALaterFlagOverridesTheDemosOwn) {
 TEST_F(OperatorOutput, MetricsOnPortZeroSaysWhichPortAndIpv6IsRefused) {
   auto sink = SmtpSinkProcess::start();
   ASSERT_TRUE(sink) << sink.error();
-  std::ofstream(dir_ / "r1.txt") << "user@example.test\n";
-  std::vector<std::string> args = {"send",
-                                   "--relay",
-                                   (*sink)->address(),
-                                   "--from",
-                                   "a@ringmail.test",
-                                   "--message",
-                                   (dir_ / "m.eml").string(),
-                                   "--recipients",
-                                   (dir_ / "r1.txt").string(),
-                                   "--no-db",
-                                   "--shards",
-                                   "1",
-                                   "--quiet",
-                                   "--metrics-listen"};
+  std::vector<std::string> args = {"send", "--relay", (*sink)->address(), "--from",
+                                   "a@ringmail.test", "--message", (dir_ / "m.eml").string(),
+                                   "--recipients", recipients(1).string(), "--no-db",
+                                   "--shards", "1", "--quiet", "--metrics-listen"};
   auto with = [&](const std::string& listen) {
     auto a = args;
     a.push_back(listen);

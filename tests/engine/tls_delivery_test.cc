@@ -7,6 +7,7 @@
 
 #include "engine/domain_route_resolver.h"
 #include "tests/engine/engine_harness.h"
+#include "tests/engine/tls_peer_fixture.h"
 #include "tests/support/aiosmtpd_server.h"
 #include "tests/support/scripted_smtp_server.h"
 #include "tests/support/test_ca.h"
@@ -16,34 +17,8 @@ namespace {
 
 using smtp::RecipientStatus;
 
-class TlsDelivery : public ::testing::Test {
+class TlsDelivery : public TlsPeerTest {
  protected:
-  void SetUp() override {
-    auto dir = ScopedTempDir::create("ringmail-tls");
-    ASSERT_TRUE(dir) << dir.error();
-    dir_.emplace(std::move(*dir));
-    auto ca = TestCa::create(dir_->path(), "mx.ringmail.test");
-    ASSERT_TRUE(ca) << ca.error();
-    ca_.emplace(std::move(*ca));
-  }
-
-  std::unique_ptr<AiosmtpdServer> server(AiosmtpdOptions o) {
-    if (o.tls != AiosmtpdOptions::Tls::kNone) {
-      o.cert_file = ca_->server_cert();
-      o.key_file = ca_->server().key_pem;
-    }
-    auto s = AiosmtpdServer::start(o);
-    if (!s) ADD_FAILURE() << s.error();
-    return s ? std::move(*s) : nullptr;
-  }
-
-  engine::EngineOptions options(engine::TlsPolicy::Mode mode) {
-    auto o = test_options();
-    o.security.tls.mode = mode;
-    o.security.tls.ca_file = ca_->ca_pem().string();
-    return o;
-  }
-
   EngineRun run(engine::EngineOptions o, uint16_t port, size_t count,
                 std::string tls_name = "mx.ringmail.test") {
     engine::Destination d{"127.0.0.1", port, tls_name};
@@ -55,9 +30,6 @@ class TlsDelivery : public ::testing::Test {
                      std::vector<engine::DeliveryItem> items) {
     return run_engine_with(std::move(o), resolver, std::move(items));
   }
-
-  std::optional<ScopedTempDir> dir_;
-  std::optional<TestCa> ca_;
 };
 
 TEST_F(TlsDelivery, OpportunisticWithoutStarttlsDeliversInPlaintext) {

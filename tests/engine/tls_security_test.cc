@@ -23,6 +23,7 @@
 #include "metrics/outcome_log.h"
 #include "tests/dns/dnsmasq_process.h"
 #include "tests/engine/engine_harness.h"
+#include "tests/engine/tls_peer_fixture.h"
 #include "tests/support/aiosmtpd_server.h"
 #include "tests/support/test_ca.h"
 
@@ -208,36 +209,13 @@ StagedRun run_staged(const engine::EngineOptions& options, engine::RouteResolver
   return run;
 }
 
-class TlsSecurity : public ::testing::Test {
+class TlsSecurity : public TlsPeerTest {
  protected:
-  void SetUp() override {
-    auto dir = ScopedTempDir::create("ringmail-tls-security");
-    ASSERT_TRUE(dir) << dir.error();
-    dir_.emplace(std::move(*dir));
-    auto ca = TestCa::create(dir_->path(), "mx.ringmail.test");
-    ASSERT_TRUE(ca) << ca.error();
-    ca_.emplace(std::move(*ca));
-  }
-
   std::unique_ptr<AiosmtpdServer> starttls_server() {
     AiosmtpdOptions o;
     o.tls = AiosmtpdOptions::Tls::kStartTls;
-    o.cert_file = ca_->server_cert();
-    o.key_file = ca_->server().key_pem;
-    auto s = AiosmtpdServer::start(o);
-    if (!s) ADD_FAILURE() << s.error();
-    return s ? std::move(*s) : nullptr;
+    return server(o);
   }
-
-  engine::EngineOptions options(engine::TlsPolicy::Mode mode) {
-    auto o = test_options();
-    o.security.tls.mode = mode;
-    o.security.tls.ca_file = ca_->ca_pem().string();
-    return o;
-  }
-
-  std::optional<ScopedTempDir> dir_;
-  std::optional<TestCa> ca_;
 };
 
 TEST_F(TlsSecurity, AFailedStarttlsFallsBackToPlaintextOnlyUntilThePauseIsOver) {
@@ -275,9 +253,10 @@ TEST_F(TlsSecurity, ASessionIsNeverResumedForAnotherServerNameAtTheSameAddress) 
   auto server = starttls_server();
   ASSERT_TRUE(server);
   DnsmasqOptions dns_options;
-  dns_options.records = {
-      "--mx-host=good.test,mx.ringmail.test,10", "--mx-host=bad.test,other.ringmail.test,10",
-      "--host-record=mx.ringmail.test,127.0.0.1", "--host-record=other.ringmail.test,127.0.0.1"};
+  dns_options.records = {"--mx-host=good.test,mx.ringmail.test,10",
+                         "--mx-host=bad.test,other.ringmail.test,10",
+                         "--host-record=mx.ringmail.test,127.0.0.1",
+                         "--host-record=other.ringmail.test,127.0.0.1"};
   auto dns = DnsmasqProcess::start(dns_options);
   ASSERT_TRUE(dns) << dns.error();
   auto o = options(engine::TlsPolicy::kVerify);
