@@ -17,29 +17,33 @@ void DatabaseJobSource::stop() {
 }
 
 bool DatabaseJobSource::wait_for_more() {
-  if (!follow_poll_ || stopped_.load(std::memory_order_relaxed) || storage_.failure()) {
-    exhausted_.store(true, std::memory_order_relaxed);
-    return false;
+  // Waits until the next retry or scheduled campaign is due, at most the poll interval
+  // at a time (rows another process enqueues are not announced), and claims again only
+  // once something is due: an idle service asks a read-only question every poll rather
+  // than taking the write lock for a claim that finds nothing. The first wait is at
+  // least a few milliseconds, so a due time that a claim somehow did not take cannot
+  // make the feeder spin.
+  for (bool first = true;; first = false) {
+    if (!follow_poll_ || stopped_.load(std::memory_order_relaxed) || storage_.failure()) {
+      exhausted_.store(true, std::memory_order_relaxed);
+      return false;
+    }
+    auto next_due = storage_.next_due_at();
+    if (!next_due) {
+      exhausted_.store(true, std::memory_order_relaxed);
+      return false;  // the storage thread has failed; the run reports it
+    }
+    const int64_t now_ms = unix_now_ms();
+    if (!first && *next_due && **next_due <= now_ms) {
+      exhausted_.store(false, std::memory_order_relaxed);
+      return true;
+    }
+    std::chrono::milliseconds wait = *follow_poll_;
+    if (*next_due) wait = std::min(wait, std::chrono::milliseconds(**next_due - now_ms));
+    wait = std::max(wait, std::chrono::milliseconds(5));
+    std::unique_lock lock(wait_mutex_);
+    wake_.wait_for(lock, wait, [&] { return stopped_.load(std::memory_order_relaxed); });
   }
-  // Until the next retry or scheduled campaign is due, at most the poll interval: rows
-  // another process enqueues meanwhile are not announced. At least a few milliseconds,
-  // so a due time that a claim somehow did not take cannot make this spin.
-  std::chrono::milliseconds wait = *follow_poll_;
-  auto next_due = storage_.next_due_at();
-  if (!next_due) {
-    exhausted_.store(true, std::memory_order_relaxed);
-    return false;  // the storage thread has failed; the run reports it
-  }
-  if (*next_due) wait = std::min(wait, std::chrono::milliseconds(**next_due - unix_now_ms()));
-  wait = std::max(wait, std::chrono::milliseconds(5));
-  std::unique_lock lock(wait_mutex_);
-  wake_.wait_for(lock, wait, [&] { return stopped_.load(std::memory_order_relaxed); });
-  if (stopped_.load(std::memory_order_relaxed)) {
-    exhausted_.store(true, std::memory_order_relaxed);
-    return false;
-  }
-  exhausted_.store(false, std::memory_order_relaxed);
-  return true;
 }
 
 std::optional<engine::DeliveryItem> DatabaseJobSource::next() {

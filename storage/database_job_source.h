@@ -22,8 +22,9 @@ namespace ringmail::storage {
 class DatabaseJobSource final : public engine::JobSource {
  public:
   // `storage` must outlive this source. With `follow_poll` the source follows the
-  // database: when nothing is due, wait_for_more() sleeps until the next due time or at
-  // most that long (work enqueued by another process is seen then) and claims again.
+  // database: when nothing is due, wait_for_more() sleeps until something is (it looks
+  // at the next due time at least that often, so work enqueued by another process is
+  // seen), and next() claims again.
   // Without it the source ends when nothing is due (`--until-done`, `send`).
   DatabaseJobSource(StorageThread& storage, size_t claim_batch,
                     std::optional<std::chrono::milliseconds> follow_poll = std::nullopt);
