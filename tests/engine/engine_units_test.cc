@@ -101,6 +101,17 @@ TEST(DestinationPool, ParsesNumericAddresses) {
   EXPECT_EQ(Destination({"::1", 2525}).key(), "[::1]:2525");
 }
 
+TEST(Destination, KeyNamesTheTlsNameWhenItIsNotTheAddress) {
+  EXPECT_EQ(Destination({"127.0.0.1", 25, "mx.a.test"}).key(), "127.0.0.1:25 (mx.a.test)");
+  EXPECT_NE(Destination({"127.0.0.1", 25, "mx.a.test"}).key(),
+            Destination({"127.0.0.1", 25, "mx.b.test"}).key());
+  EXPECT_EQ(Destination({"127.0.0.1", 25, "127.0.0.1"}).key(), "127.0.0.1:25");
+  Destination mx;
+  mx.mx_domain = "a.test";
+  mx.tls_name = "ignored.test";  // an MX destination's names are its exchangers'
+  EXPECT_EQ(mx.key(), "mx:a.test:25");
+}
+
 TEST(DestinationPool, RateLimitSpendsAndRefillsTokens) {
   PoolLimits limits;
   limits.messages_per_second = 10;

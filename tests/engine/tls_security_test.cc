@@ -17,6 +17,7 @@
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "engine/domain_route_resolver.h"
 #include "engine/tls_context.h"
@@ -286,6 +287,30 @@ TEST_F(TlsSecurity, ASessionIsNeverResumedForAnotherServerNameAtTheSameAddress) 
     }
   }
   EXPECT_EQ(good_resumed, 1u);
+  for (const auto& m : server->messages())
+    for (const auto& rcpt : m.rcpt_to) EXPECT_FALSE(rcpt.ends_with("@bad.test")) << rcpt;
+}
+
+TEST_F(TlsSecurity, TwoRelayNamesAtOneAddressAreVerifiedEachAgainstItsOwnName) {
+  // Two routes through relays named differently but served at one address and port: the
+  // certificate is valid for mx.ringmail.test only. Had they shared a pool, bad.test's
+  // mail would ride the connection verified for good.test's name.
+  auto server = starttls_server();
+  ASSERT_TRUE(server);
+  auto o = options(engine::TlsPolicy::kVerify);
+  std::unordered_map<std::string, engine::Destination> routes;
+  routes.emplace("good.test", engine::Destination{"127.0.0.1", server->port(), "mx.ringmail.test"});
+  routes.emplace("bad.test", engine::Destination{"127.0.0.1", server->port(), "other.ringmail.test"});
+  engine::DomainRouteResolver resolver(std::nullopt, std::move(routes), server->port());
+  auto r = run_staged(o, resolver, {make_items(2, 200, "good.test"), make_items(2, 200, "bad.test")});
+  ASSERT_TRUE(r.finished);
+  ASSERT_EQ(r.outcomes.size(), 4u);
+  for (const auto& outcome : r.outcomes) {
+    const std::string& rcpt = outcome.transaction.recipients[0];
+    const auto expected = rcpt.ends_with("@good.test") ? RecipientStatus::kDelivered
+                                                       : RecipientStatus::kDeferred;
+    EXPECT_EQ(outcome.recipients[0].status, expected) << rcpt << " " << outcome.transport_security;
+  }
   for (const auto& m : server->messages())
     for (const auto& rcpt : m.rcpt_to) EXPECT_FALSE(rcpt.ends_with("@bad.test")) << rcpt;
 }
