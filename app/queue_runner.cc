@@ -99,8 +99,13 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     log_states = [log](std::vector<storage::StateChange> changes) {
       log->log_state_changes(state_lines(changes));
     };
+  // Said even with --quiet: a held lock or a dead sibling run is for the operator to see.
+  // The console outlives the thread (declared before it).
+  storage::StorageWarningListener warn = [&console](const std::string& line) {
+    console.print_line("ringmail: " + line);
+  };
   auto storage_thread = std::make_unique<storage::StorageThread>(
-      std::move(*store), *owner, c.storage, c.retry, std::move(log_states));
+      std::move(*store), *owner, c.storage, c.retry, std::move(log_states), std::move(warn));
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
   // The log first: the storage thread may commit an outcome and hand its state change to
   // the log before the log has the outcome's own line, which must come first.

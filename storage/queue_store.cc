@@ -225,35 +225,49 @@ std::expected<QueueStore::ForeignLeases, StorageError> QueueStore::leased_by_oth
   return out;
 }
 
-std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms) {
+std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
+                                                                bool only_dead_runs) {
+  // The runs of this host, dead or alive, read before the write lock is taken: a run
+  // found dead stays dead (its process start time is checked, not just its pid).
+  std::vector<int64_t> dead;
+  std::vector<int64_t> alive_here;
+  {
+    auto st = db_.prepare("SELECT owner, pid, host, proc_start FROM runs");
+    if (!st) return fail(st);
+    const std::string me = host_name();
+    while (true) {
+      auto row = st->step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      if (st->column_text(2) != me) continue;  // another host: only lease expiry applies
+      auto start = process_start_time(st->column_int(1));
+      if (!start || *start != st->column_int(3)) dead.push_back(st->column_int(0));
+      else alive_here.push_back(st->column_int(0));
+    }
+  }
+  if (only_dead_runs && dead.empty()) return 0;
   if (auto ok = db_.begin(); !ok) return fail(ok);
   auto body = [&]() -> std::expected<uint64_t, StorageError> {
-    std::vector<int64_t> dead;
-    {
-      auto st = db_.prepare("SELECT owner, pid, host, proc_start FROM runs");
-      if (!st) return fail(st);
-      const std::string me = host_name();
-      while (true) {
-        auto row = st->step();
-        if (!row) return fail(row);
-        if (!*row) break;
-        if (st->column_text(2) != me) continue;  // another host: only lease expiry applies
-        auto start = process_start_time(st->column_int(1));
-        if (!start || *start != st->column_int(3)) dead.push_back(st->column_int(0));
-      }
-    }
     // One scan of the table for all of it: there is no in-flight index (schema.cc,
-    // version 2), and this runs once per run start.
+    // version 2). A live run of this host keeps its leases even once they expired: it
+    // still holds that work and will send it, so queueing it again would send it twice.
     auto requeue = db_.prepare(
-        "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = NULL, "
-        "updated_at = ?1 WHERE state = 'in_flight' AND (lease_expires < ?1 OR lease_owner IS "
-        "NULL OR lease_owner NOT IN (SELECT owner FROM runs) OR lease_owner IN (SELECT value "
-        "FROM json_each(?2)))");
+        only_dead_runs
+            ? "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = "
+              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND lease_owner IN (SELECT "
+              "value FROM json_each(?2))"
+            : "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = "
+              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND ((lease_expires < ?1 AND "
+              "lease_owner NOT IN (SELECT value FROM json_each(?3))) OR lease_owner IS NULL OR "
+              "lease_owner NOT IN (SELECT owner FROM runs) OR lease_owner IN (SELECT value "
+              "FROM json_each(?2)))");
     auto forget = db_.prepare("DELETE FROM runs WHERE owner = ?1");
     if (!requeue) return fail(requeue);
     if (!forget) return fail(forget);
     const std::string dead_json = fmt::format("[{}]", fmt::join(dead, ","));
+    const std::string alive_json = fmt::format("[{}]", fmt::join(alive_here, ","));
     requeue->bind(1, now_ms).bind_static(2, dead_json);
+    if (!only_dead_runs) requeue->bind_static(3, alive_json);
     if (auto ok = requeue->run(); !ok) return fail(ok);
     const auto recovered = static_cast<uint64_t>(db_.changes());
     for (int64_t owner : dead) {

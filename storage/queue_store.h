@@ -156,8 +156,11 @@ class QueueStore {
   std::expected<int64_t, StorageError> register_run(int64_t now_ms);
   std::expected<void, StorageError> unregister_run(int64_t owner);
   // In-flight recipients of runs whose process is gone (same host), or whose lease has
-  // expired, go back to queued with their attempts unchanged. Returns how many.
-  std::expected<uint64_t, StorageError> recover_leases(int64_t now_ms);
+  // expired (except a live run's of this host: it still holds them), go back to queued
+  // with their attempts unchanged. Returns how many. `only_dead_runs`: only those of dead
+  // runs of this host, and nothing at all (no write lock) when there is none: the check a
+  // running service makes every minute.
+  std::expected<uint64_t, StorageError> recover_leases(int64_t now_ms, bool only_dead_runs = false);
   // Recipients still in flight under a lease of another run (alive, or on another host,
   // whose process this host cannot check): how many, and when the first lease expires.
   struct ForeignLeases {

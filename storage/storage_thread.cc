@@ -25,12 +25,14 @@ size_t index_of(RecipientState state) { return static_cast<size_t>(state); }
 }  // namespace
 
 StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions options,
-                             RetrySchedule schedule, StateChangeListener on_state_changes)
+                             RetrySchedule schedule, StateChangeListener on_state_changes,
+                             StorageWarningListener on_warning)
     : store_(std::move(store)),
       owner_(owner),
       options_(std::move(options)),
       schedule_(schedule),
       on_state_changes_(std::move(on_state_changes)),
+      on_warning_(std::move(on_warning)),
       messages_(options_.message_cache_bytes),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
@@ -267,6 +269,46 @@ std::expected<const MessageCache::Message*, StorageError> StorageThread::message
            std::make_shared<const std::string>(std::move(loaded->encoded_body))});
 }
 
+std::expected<void, StorageError> StorageThread::begin_write() {
+  bool warned = false;
+  for (unsigned waits = 0;; ++waits) {
+    auto ok = store_.connection().begin();  // waits up to the busy timeout itself
+    if (ok || !ok.error().locked()) {
+      if (ok && warned && on_warning_) on_warning_("the database's write lock is free again");
+      return ok;
+    }
+    bool stopping = false;
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.lock_waits;
+      stopping = stopping_;
+    }
+    if (stopping && waits >= 1) return ok;
+    if (!warned && on_warning_)
+      on_warning_("another process holds the database's write lock (an enqueue, a purge, a "
+                  "sqlite3 shell?); outcomes wait in memory and no new work is claimed until "
+                  "it is released");
+    warned = true;
+  }
+}
+
+void StorageThread::recover_dead_runs() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_dead_run_check_) return;
+  next_dead_run_check_ = now + std::chrono::seconds(60);
+  // Only the dead runs of this host: expired leases of live runs stay theirs, and this
+  // run's own leases are never touched (QueueStore::recover_leases).
+  auto recovered = store_.recover_leases(unix_now_ms(), /*only_dead_runs=*/true);
+  if (!recovered || *recovered == 0) return;  // a failure here is retried in a minute
+  {
+    std::lock_guard lock(mutex_);
+    stats_.leases_recovered += *recovered;
+  }
+  if (on_warning_)
+    on_warning_(std::to_string(*recovered) +
+                " recipients in flight in a run that is gone are queued again");
+}
+
 std::expected<void, StorageError> StorageThread::commit_batch(
     const PendingOutcomes& outcomes,
     const std::vector<engine::DestinationStateChange>& destinations,
@@ -276,7 +318,7 @@ std::expected<void, StorageError> StorageThread::commit_batch(
   const int64_t now = unix_now_ms();
   commit_ms_ = now;
   commit_parked_due_ms_ = 0;
-  if (auto ok = store_.connection().begin(); !ok) return ok;
+  if (auto ok = begin_write(); !ok) return ok;
   auto work = [&]() -> std::expected<void, StorageError> {
     for (const DeliveredGroup& g : outcomes.delivered) {
       auto delivered = store_.apply_delivered(
@@ -393,6 +435,7 @@ void StorageThread::loop() {
       failed = failure_;
     }
     merge_equal_replies(outcomes.delivered);
+    if (!failed && !stop) recover_dead_runs();
 
     std::vector<std::vector<ClaimedItem>> granted;
     StorageMetrics committed;  // this commit's share, kept only if it succeeds

@@ -41,6 +41,11 @@ struct StorageStats {
   // again, and the time of the latest claim. Unix ms; 0: none.
   int64_t latest_parked_due_ms = 0;
   int64_t last_claim_ms = 0;
+  // Busy timeouts waited out because another process held the write lock (a large
+  // enqueue, a purge batch, a sqlite3 shell): what was pending stayed in memory meanwhile.
+  uint64_t lock_waits = 0;
+  // Recipients of runs found dead while this one ran (recover_dead_runs), queued again.
+  uint64_t leases_recovered = 0;
   // A recipient parked in this run may still be waiting: it is due after the latest
   // claim, which therefore did not take it.
   bool parked_work_pending() const { return latest_parked_due_ms > last_claim_ms; }
@@ -58,13 +63,17 @@ struct StateChange {
 };
 // Called on the storage thread after each commit that changed such states; must not block.
 using StateChangeListener = std::function<void(std::vector<StateChange>)>;
+// Called on the storage thread with a line for the operator (the database locked by
+// another process, a dead run's leases taken back); must not block.
+using StorageWarningListener = std::function<void(const std::string&)>;
 
 class StorageThread final : public engine::OutcomeSink {
  public:
   // Takes the store (its connection is used by the storage thread only from now on) and
   // the run's lease owner id. Starts the thread.
   StorageThread(QueueStore store, int64_t owner, StorageOptions options, RetrySchedule schedule,
-                StateChangeListener on_state_changes = {});
+                StateChangeListener on_state_changes = {},
+                StorageWarningListener on_warning = {});
   // Commits what is pending, then joins.
   ~StorageThread() override;
   StorageThread(const StorageThread&) = delete;
@@ -160,12 +169,21 @@ class StorageThread final : public engine::OutcomeSink {
                       StorageMetrics& metrics);
   std::expected<const MessageCache::Message*, StorageError> message(int64_t id);
   void fail(StorageError error);
+  // BEGIN IMMEDIATE, waiting as long as another process holds the write lock: a failed
+  // commit would stop the run and send again everything it had sent but not recorded, far
+  // more than a wait costs. At a drain it gives up after one more busy timeout.
+  std::expected<void, StorageError> begin_write();
+  // Every `dead_run_check` (60 s): leases of runs on this host that are gone (kill -9 of a
+  // sibling `run` or `send`) are queued again, so a long-lived service picks them up.
+  void recover_dead_runs();
 
   QueueStore store_;  // storage thread only
   const int64_t owner_;
   const StorageOptions options_;
   const RetrySchedule schedule_;
   const StateChangeListener on_state_changes_;
+  const StorageWarningListener on_warning_;
+  std::chrono::steady_clock::time_point next_dead_run_check_ = std::chrono::steady_clock::now();
   // Storage thread only, for this commit: its time, and the latest due time it gave a
   // parked recipient (StorageStats).
   int64_t commit_ms_ = 0;

@@ -422,19 +422,55 @@ TEST_F(QueueStoreTest, LeasesOfADeadRunGoBackToQueuedWithAttemptsUnchanged) {
   EXPECT_EQ(query("SELECT count(*) FROM runs"), 1);  // the dead run is forgotten
 }
 
-TEST_F(QueueStoreTest, ExpiredLeasesAreTakenBack) {
+TEST_F(QueueStoreTest, ExpiredLeasesAreTakenBackUnlessTheirRunLivesOnThisHost) {
   enqueue(2);
   auto owner = store_->register_run(kNow);
   ASSERT_TRUE(owner);
   ASSERT_TRUE(store_->connection().begin());
   ASSERT_TRUE(store_->claim(*owner, 2, kNow, kNow + 1000));
   ASSERT_TRUE(store_->connection().commit());
+  // The run is this test's own process, alive: it still holds the work, so even an
+  // expired lease stays its own (queued again, it would be sent twice).
+  auto alive = store_->recover_leases(kNow + 1001);
+  ASSERT_TRUE(alive);
+  EXPECT_EQ(*alive, 0u);
+  // A run on another host cannot be checked: its lease's expiry is all there is.
+  ASSERT_TRUE(store_->connection().exec("UPDATE runs SET host = 'elsewhere.test'"));
   auto early = store_->recover_leases(kNow + 999);
   ASSERT_TRUE(early);
   EXPECT_EQ(*early, 0u);
   auto late = store_->recover_leases(kNow + 1001);
   ASSERT_TRUE(late);
   EXPECT_EQ(*late, 2u);
+}
+
+TEST_F(QueueStoreTest, TheServicesCheckTakesBackOnlyDeadRunsLeases) {
+  enqueue(6);
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);  // a pid that no longer runs
+  auto gone = store_->register_run(kNow);
+  auto live = store_->register_run(kNow);
+  auto remote = store_->register_run(kNow);
+  ASSERT_TRUE(gone && live && remote);
+  ASSERT_TRUE(store_->connection().exec("UPDATE runs SET pid = " + std::to_string(child) +
+                                        " WHERE owner = " + std::to_string(*gone)));
+  ASSERT_TRUE(store_->connection().exec("UPDATE runs SET host = 'elsewhere.test' WHERE owner = " +
+                                        std::to_string(*remote)));
+  for (int64_t owner : {*gone, *live, *remote}) {
+    ASSERT_TRUE(store_->connection().begin());
+    ASSERT_TRUE(store_->claim(owner, 2, kNow, kNow + 1000));  // expired below
+    ASSERT_TRUE(store_->connection().commit());
+  }
+  auto recovered = store_->recover_leases(kNow + 5000, /*only_dead_runs=*/true);
+  ASSERT_TRUE(recovered) << recovered.error().message;
+  EXPECT_EQ(*recovered, 2u);
+  EXPECT_EQ(states()[RecipientState::kInFlight], 4u);
+  EXPECT_EQ(query("SELECT count(*) FROM runs"), 2);
+  // Nothing dead left: no write at all.
+  auto again = store_->recover_leases(kNow + 5000, /*only_dead_runs=*/true);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0u);
 }
 
 TEST_F(QueueStoreTest, ReleasedRecipientsAreQueuedAgain) {
