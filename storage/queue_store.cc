@@ -5,10 +5,12 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -311,8 +313,24 @@ void QueueStore::tune_for_delivery() {
   // more recipients/s. journal_size_limit then truncates the WAL after a checkpoint so the
   // file does not stay at its high-water mark. Neither changes what a commit guarantees.
   // Best effort: a failed PRAGMA leaves SQLite's defaults, which are correct too.
-  (void)db_.exec("PRAGMA wal_autocheckpoint=10000");
+  const std::string directory = std::filesystem::path(db_.path()).parent_path().string();
+  struct statvfs fs{};
+  const uint64_t free_bytes =
+      ::statvfs(directory.empty() ? "." : directory.c_str(), &fs) == 0
+          ? uint64_t(fs.f_bavail) * fs.f_frsize
+          : UINT64_MAX;  // unknown: as before
+  const int pages = wal_autocheckpoint_pages(free_bytes);
+  // Short of space, the WAL a failed run left behind is folded into the database first.
+  if (pages < 10000) (void)db_.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  (void)db_.exec(fmt::format("PRAGMA wal_autocheckpoint={}", pages));
   (void)db_.exec("PRAGMA journal_size_limit=67108864");
+}
+
+int wal_autocheckpoint_pages(uint64_t free_bytes) {
+  // Four times the larger WAL: it can reach the interval before a checkpoint runs, the
+  // checkpoint then writes as much into the database file, and the database grows too.
+  constexpr uint64_t kRoom = 4 * 10000 * 4096ull;
+  return free_bytes >= kRoom ? 10000 : 1000;
 }
 
 std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(

@@ -26,6 +26,11 @@ namespace ringmail::storage {
 
 int64_t unix_now_ms();
 
+// The WAL pages between checkpoints for a `run` whose database's file system has
+// `free_bytes` free: 10,000 (40 MB, faster) with room to spare, SQLite's own 1,000 when
+// space is short, so a run after a disk-full failure is not stopped again by its WAL.
+int wal_autocheckpoint_pages(uint64_t free_bytes);
+
 struct EnqueueRequest {
   std::string campaign = "default";
   std::string sender;

@@ -444,6 +444,13 @@ TEST_F(QueueStoreTest, ExpiredLeasesAreTakenBackUnlessTheirRunLivesOnThisHost) {
   EXPECT_EQ(*late, 2u);
 }
 
+TEST(WalAutocheckpoint, ShortOfSpaceARunKeepsSqlitesSmallWal) {
+  EXPECT_EQ(wal_autocheckpoint_pages(UINT64_MAX), 10000);
+  EXPECT_EQ(wal_autocheckpoint_pages(uint64_t{1} << 30), 10000);
+  EXPECT_EQ(wal_autocheckpoint_pages(27u << 20), 1000);  // 27 MB free after a disk-full stop
+  EXPECT_EQ(wal_autocheckpoint_pages(0), 1000);
+}
+
 TEST_F(QueueStoreTest, TheServicesCheckTakesBackOnlyDeadRunsLeases) {
   enqueue(6);
   pid_t child = fork();
