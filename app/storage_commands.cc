@@ -154,13 +154,8 @@ int run_status(const StatusFlags& flags) {
   if (!store) return fail(store.error());
   auto report = store->status(flags.campaign);
   if (!report) return fail(report.error());
-  // When the queue next has work: a scheduled campaign's time, or the next retry.
-  std::optional<int64_t> next_due;
-  if (!flags.campaign) {
-    auto next = store->next_due_at();
-    if (!next) return fail(next.error());
-    next_due = *next;
-  }
+  // When the queue (or the campaign asked about) next has work: a --send-at, or a retry.
+  const std::optional<int64_t> next_due = report->next_due_at;
 
   using StateCounts = std::map<std::string, uint64_t>;  // state name -> recipients
   auto group = [](const std::vector<storage::StateCount>& rows) {
@@ -274,8 +269,10 @@ int run_status(const StatusFlags& flags) {
                         {"last_text", d.last_text},
                         {"updated_at", format_rfc3339(d.updated_at_ms)}});
     j["destinations"] = paused;
-    if (!flags.campaign)
-      j["next_due_at"] = next_due ? nlohmann::json(format_rfc3339(*next_due)) : nlohmann::json();
+    // Two keys, so a script reading `next_due_at` never mistakes one campaign's time for
+    // the whole queue's.
+    j[flags.campaign ? "campaign_next_due_at" : "next_due_at"] =
+        next_due ? nlohmann::json(format_rfc3339(*next_due)) : nlohmann::json();
     // A server's reply text is whatever bytes it sent: invalid UTF-8 becomes U+FFFD
     // rather than an exception (and exit 2) on the dump.
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
@@ -311,7 +308,11 @@ int run_status(const StatusFlags& flags) {
     std::cout << fmt::format("{}:{} (--domains 0 lists them all)\n",
                              counted(other_domain_count, "other domain", "other domains"),
                              states_line(other_domains));
-  if (next_due) std::cout << fmt::format("next due: {}\n", format_rfc3339(*next_due));
+  if (next_due)
+    std::cout << fmt::format("next due: {}{}\n", format_rfc3339(*next_due),
+                             flags.campaign
+                                 ? fmt::format(" (campaign {})", printable(*flags.campaign))
+                                 : "");
   if (report->oldest_deferred) {
     const auto& o = *report->oldest_deferred;
     std::cout << fmt::format(

@@ -1,6 +1,6 @@
 // QueueStore's read-only reports: recipient counts by state, campaign and domain, the
-// paused destinations, the oldest deferral and the commonest replies (`ringmail status`,
-// the end of a run, the metrics scrape).
+// paused destinations, the oldest deferral, the commonest replies and when work is next
+// due (`ringmail status`, the end of a run, the metrics scrape).
 #include <fmt/format.h>
 
 #include <utility>
@@ -103,6 +103,21 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
                                   replies->column_string(1),
                                   static_cast<uint64_t>(replies->column_int(2))});
   }
+
+  // A campaign's rows are reached through its messages (recipients_by_message): CROSS JOIN
+  // keeps recipients the inner loop, so the planner cannot instead walk the due index
+  // past every earlier row of other campaigns to find a campaign scheduled far ahead.
+  auto due = db_.prepare(campaign ? "SELECT min(r.next_attempt_at) FROM campaigns c "
+                                    "JOIN messages m ON m.campaign_id = c.id "
+                                    "CROSS JOIN recipients r ON r.message_id = m.id "
+                                    "WHERE c.name = ?1 AND r.state IN ('queued', 'deferred')"
+                                  : "SELECT min(next_attempt_at) FROM recipients "
+                                    "WHERE state IN ('queued', 'deferred')");
+  if (!due) return fail(due);
+  if (campaign) due->bind(1, *campaign);
+  auto due_row = due->step();
+  if (!due_row) return fail(due_row);
+  if (*due_row && !due->column_is_null(0)) report.next_due_at = due->column_int(0);
   return report;
 }
 

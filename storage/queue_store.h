@@ -121,6 +121,9 @@ struct StatusReport {
   std::vector<StateCount> by_domain;
   std::optional<OldestDeferred> oldest_deferred;
   std::vector<ReplyCount> top_replies;  // last reply of each recipient, most frequent first
+  // The earliest next_attempt_at of a queued or deferred recipient (of the campaign, when
+  // the report is of one): a --send-at not reached yet, or the next retry. nullopt: none.
+  std::optional<int64_t> next_due_at;
 };
 
 // What a purge removed (or, dry, would remove).

@@ -181,6 +181,53 @@ TEST_F(OperatorOutput, StatusNamesTheBusiestDomainsAndSumsTheRest) {
   EXPECT_EQ(c2["other_domains"]["domains"], 0);
 }
 
+// Whoever scheduled a campaign with --send-at asks `status --campaign` when it starts: the
+// earliest due time of that campaign's queued or deferred recipients, not the queue's.
+TEST_F(OperatorOutput, StatusOfACampaignSaysWhenThatCampaignIsNextDue) {
+  enqueue({"now@example.test"}, "today");
+  std::ofstream(dir_ / "later.txt") << "a@example.test\nb@example.test\n";
+  Result scheduled = run({"enqueue", "--db", db_.string(), "--from", "a@ringmail.test",
+                          "--message", (dir_ / "m.eml").string(), "--recipients",
+                          (dir_ / "later.txt").string(), "--campaign", "later", "--send-at",
+                          "2999-01-01T00:00:00Z", "--quiet"});
+  ASSERT_EQ(scheduled.exit_code, 0) << scheduled.err;
+
+  // The whole queue: its earliest row is today's, and the key is the one it always was.
+  auto all = nlohmann::json::parse(status({"--json"}).out);
+  ASSERT_TRUE(all["next_due_at"].is_string()) << all.dump();
+  EXPECT_LT(all["next_due_at"].get<std::string>(), "2999") << all.dump();
+  EXPECT_FALSE(all.contains("campaign_next_due_at")) << all.dump();
+
+  auto later = nlohmann::json::parse(status({"--json", "--campaign", "later"}).out);
+  EXPECT_EQ(later["campaign_next_due_at"], "2999-01-01T00:00:00Z") << later.dump();
+  EXPECT_FALSE(later.contains("next_due_at")) << later.dump();  // not the queue's time
+  Result text = status({"--campaign", "later"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("\nnext due: 2999-01-01T00:00:00Z (campaign later)\n"),
+            std::string::npos)
+      << text.out;
+
+  // A deferred recipient's retry counts; in-flight and finished ones do not.
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'deferred', attempts = 1, "
+                          "next_attempt_at = 16725225600000 WHERE address = 'a@example.test'"),
+            1);  // 2500-01-01
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'in_flight', next_attempt_at = 0 "
+                          "WHERE address = 'b@example.test'"),
+            1);
+  later = nlohmann::json::parse(status({"--json", "--campaign", "later"}).out);
+  EXPECT_EQ(later["campaign_next_due_at"], "2500-01-01T00:00:00Z") << later.dump();
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'delivered' WHERE address = "
+                          "'a@example.test'"),
+            1);
+  later = nlohmann::json::parse(status({"--json", "--campaign", "later"}).out);
+  EXPECT_TRUE(later["campaign_next_due_at"].is_null()) << later.dump();
+  text = status({"--campaign", "later"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(text.out.find("next due"), std::string::npos) << text.out;
+  // The other campaign's row is still due: the queue has work, this campaign has none.
+  EXPECT_TRUE(nlohmann::json::parse(status({"--json"}).out)["next_due_at"].is_string());
+}
+
 TEST_F(OperatorOutput, SuppressSubcommandsTakeTheConfigFile) {
   fs::path cfg = config("[storage]\npath = \"" + db_.string() + "\"\n");
   Result add = run({"suppress", "add", "gone@example.test", "--config", cfg.string()});
