@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -61,8 +62,18 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
                                                          Observability& observability,
                                                          const QueueRunOptions& options) {
   auto with_hint = [](const storage::StorageError& e) { return e.message + storage_error_hint(e); };
-  auto store = storage::QueueStore::open(c.storage, storage::OpenMode::kReadWriteExisting);
+  // A service creates its database: a fresh install (an empty volume, a new state
+  // directory) starts and waits for work instead of failing until someone enqueues. A
+  // one-shot --until-done on a missing path is more likely a typo: refused.
+  std::error_code ignored;
+  const bool create = !options.until_done && !std::filesystem::exists(c.storage.path, ignored);
+  auto store = storage::QueueStore::open(
+      c.storage, create ? storage::OpenMode::kReadWriteCreate : storage::OpenMode::kReadWriteExisting);
   if (!store) return std::unexpected(with_hint(store.error()));
+  if (create)
+    std::cerr << fmt::format("ringmail: created an empty queue database {}; `ringmail enqueue "
+                             "--db {}` adds work\n",
+                             c.storage.path, c.storage.path);
   QueueRunReport report;
   const int64_t started_ms = storage::unix_now_ms();
   auto recovered = store->recover_leases(started_ms);

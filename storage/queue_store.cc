@@ -5,11 +5,13 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -76,13 +78,32 @@ int64_t unix_now_ms() {
       .count();
 }
 
+namespace {
+
+// The process's umask, read without changing it (umask(2) would, for every thread).
+mode_t current_umask() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("Umask:")) return mode_t(std::strtoul(line.c_str() + 6, nullptr, 8));
+  return 022;
+}
+
+}  // namespace
+
 std::expected<QueueStore, StorageError> QueueStore::open(const StorageOptions& options,
                                                          OpenMode mode) {
+  std::error_code ignored;
+  const bool creating =
+      mode == OpenMode::kReadWriteCreate && !std::filesystem::exists(options.path, ignored);
   auto db = Connection::open(options.path, mode,
                              options.synchronous == Synchronous::kFull ? "FULL" : "NORMAL");
   if (!db) return fail(db);
   if (mode != OpenMode::kReadOnly) {
     if (auto ok = migrate(*db); !ok) return fail(ok);
+    // SQLite creates the file 0644 whatever the umask allows; a new file's mode is the
+    // umask's word instead, as for any file, so a group that shares the database (the
+    // systemd unit's UMask=0007) can write it. Its -wal and -shm take this mode.
+    if (creating) (void)::chmod(options.path.c_str(), 0666 & ~current_umask());
   } else {
     auto v = schema_version(*db);
     if (!v) return fail(v);

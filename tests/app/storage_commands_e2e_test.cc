@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -216,6 +217,44 @@ TEST_F(StorageCommands, AServiceSendsAReceiptWhileASlowDestinationIsBusy) {
   EXPECT_EQ(count("delivered") + count("queued"), 16u);
   EXPECT_EQ(nlohmann::json::parse(r.out)["passes"], 1);  // one engine all along
   EXPECT_EQ((*sink)->recipients_received(), 1u);
+}
+
+// A fresh install: the service starts on a database that does not exist yet, creates it
+// with the mode the umask allows (a group that enqueues can write it), waits for work and
+// delivers what another process then enqueues. A one-shot --until-done still refuses.
+TEST_F(StorageCommands, AServiceCreatesAMissingDatabaseThatItsGroupCanWrite) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_FALSE(fs::exists(db_));
+  Result refused = run({"run", "--db", db_.string(), "--relay", (*sink)->address(),
+                        "--until-done", "--quiet"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("no such database"), std::string::npos) << refused.err;
+  ASSERT_FALSE(fs::exists(db_));
+
+  std::ofstream(dir_ / "poll.toml") << "[storage]\nidle_poll = 0.1\n";
+  const mode_t old_umask = ::umask(007);  // the systemd unit's UMask; inherited by the child
+  fs::create_directories(dir_ / "service");  // its stderr apart from the enqueue's below
+  RingmailProcess service({"run", "--db", db_.string(), "--relay", (*sink)->address(),
+                           "--config", (dir_ / "poll.toml").string(), "--shards", "1", "--quiet"},
+                          dir_ / "service", {.signal_after = 20s});
+  ::umask(old_umask);
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!fs::exists(db_) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(fs::exists(db_));
+  std::this_thread::sleep_for(300ms);  // created and migrated
+  EXPECT_EQ(fs::status(db_).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                fs::perms::group_write);
+  ASSERT_EQ(run(enqueue_args(recipients(3))).exit_code, 0);
+  while (count("delivered") < 3 && std::chrono::steady_clock::now() < until + 10s)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(count("delivered"), 3u);
+  ASSERT_EQ(::kill(service.pid(), SIGTERM), 0);
+  Result r = service.wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("created an empty queue database"), std::string::npos) << r.err;
 }
 
 // logrotate: rename the outcome log, then SIGHUP. The service goes on (it used to die of
