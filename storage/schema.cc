@@ -106,6 +106,29 @@ std::unexpected<StorageError> newer_than_this_binary(const Connection& db, int v
                      db.path(), version, kMigrations.size())});
 }
 
+// Whether this binary may write to a database at `version`: not one of a newer ringmail,
+// and not another program's. Reads only.
+std::expected<void, StorageError> check_ours(Connection& db, int version) {
+  if (version > current_schema_version()) return newer_than_this_binary(db, version);
+  if (version < 0)
+    return std::unexpected(StorageError{
+        SQLITE_NOTADB,
+        fmt::format("{}: not a ringmail database: schema_version is {}", db.path(), version)});
+  if (version > 0) return {};
+  // Tables but no version: another program's database. Creating ours in it would mix two
+  // applications' data in one file. An empty schema_version alone is ours, left by a first
+  // migration that failed (disk full...).
+  auto tables = db.query_int(
+      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> 'schema_version'");
+  if (!tables) return std::unexpected(tables.error());
+  if (tables->value_or(0) > 0)
+    return std::unexpected(StorageError{
+        SQLITE_NOTADB, fmt::format("{}: not a ringmail database: it has {} tables but no "
+                                   "schema_version",
+                                   db.path(), tables->value_or(0))});
+  return {};
+}
+
 }  // namespace
 
 int current_schema_version() { return static_cast<int>(kMigrations.size()); }
@@ -123,24 +146,13 @@ std::expected<int, StorageError> schema_version(Connection& db) {
 std::expected<void, StorageError> migrate(Connection& db) {
   // Read first, without the write lock: a database already at this version (every open
   // but the first) needs no write, so `status` and a starting `run` are not held up by a
-  // writer, and a database that cannot be written is still reported by what it is.
+  // writer, and a database that cannot be written is still reported by what it is. A file
+  // refused here is left byte for byte as it was: even the switch to WAL comes after.
   auto found = schema_version(db);
   if (!found) return std::unexpected(found.error());
+  if (auto ours = check_ours(db, *found); !ours) return ours;
+  if (auto ok = db.use_wal(); !ok) return ok;
   if (*found == current_schema_version()) return {};
-  if (*found > current_schema_version()) return newer_than_this_binary(db, *found);
-  if (*found == 0) {
-    // Tables but no version: another program's database. Creating ours in it would mix
-    // two applications' data in one file; refuse before writing anything. An empty
-    // schema_version alone is ours, left by a first migration that failed (disk full...).
-    auto tables = db.query_int(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> 'schema_version'");
-    if (!tables) return std::unexpected(tables.error());
-    if (tables->value_or(0) > 0)
-      return std::unexpected(StorageError{
-          SQLITE_NOTADB, fmt::format("{}: not a ringmail database: it has {} tables but no "
-                                     "schema_version",
-                                     db.path(), tables->value_or(0))});
-  }
   while (true) {
     if (auto ok = db.begin(); !ok) return ok;
     auto version = schema_version(db);
@@ -148,9 +160,9 @@ std::expected<void, StorageError> migrate(Connection& db) {
       db.rollback();
       return std::unexpected(version.error());
     }
-    if (*version > current_schema_version()) {
+    if (auto ours = check_ours(db, *version); !ours) {
       db.rollback();
-      return newer_than_this_binary(db, *version);
+      return ours;
     }
     if (*version == current_schema_version()) {
       db.rollback();

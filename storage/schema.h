@@ -11,7 +11,9 @@ namespace ringmail::storage {
 // The version this binary writes. A database with a higher version is refused.
 int current_schema_version();
 
-// Applies every migration the database lacks, each in its own transaction. Idempotent.
+// Refuses a database of a newer ringmail or of another program without writing to it;
+// then switches the database to WAL and applies every migration it lacks, each in its
+// own transaction. Idempotent.
 std::expected<void, StorageError> migrate(Connection& db);
 
 // The database's version (0 for an empty file).

@@ -194,23 +194,34 @@ std::expected<Connection, StorageError> Connection::open(const std::string& path
   sqlite3_busy_timeout(raw, busy_timeout_ms);
   Connection c(std::move(db), path);
   if (mode != OpenMode::kReadOnly) {
-    // WAL: readers (status) never block the writer, and a commit appends to the log
-    // instead of rewriting pages, so grouped commits stay cheap.
-    auto wal = c.prepare("PRAGMA journal_mode=WAL");
-    if (!wal) return std::unexpected(wal.error());
-    auto row = wal->step();
-    if (!row) return std::unexpected(row.error());
-    if (*row && wal->column_text(0) != "wal") {
-      return std::unexpected(StorageError{
-          0, fmt::format("{}: cannot switch to WAL mode (journal_mode is {})", path,
-                         wal->column_text(0))});
-    }
-    wal->reset();
+    // Only read here: a file that is not a database is refused at open, untouched. The
+    // switch to WAL writes the header of a file not yet in WAL, so it waits for use_wal(),
+    // once the caller knows the file is its own.
+    auto journal = c.prepare("PRAGMA journal_mode");
+    if (!journal) return std::unexpected(journal.error());
+    if (auto row = journal->step(); !row) return std::unexpected(row.error());
+    journal->reset();
     if (auto ok = c.exec(fmt::format("PRAGMA synchronous={}", synchronous)); !ok)
       return std::unexpected(ok.error());
   }
   if (auto ok = c.exec("PRAGMA foreign_keys=ON"); !ok) return std::unexpected(ok.error());
   return c;
+}
+
+std::expected<void, StorageError> Connection::use_wal() {
+  // WAL: readers (status) never block the writer, and a commit appends to the log
+  // instead of rewriting pages, so grouped commits stay cheap.
+  auto wal = prepare("PRAGMA journal_mode=WAL");
+  if (!wal) return std::unexpected(wal.error());
+  auto row = wal->step();
+  if (!row) return std::unexpected(row.error());
+  if (*row && wal->column_text(0) != "wal") {
+    return std::unexpected(StorageError{
+        0, fmt::format("{}: cannot switch to WAL mode (journal_mode is {})", path_,
+                       wal->column_text(0))});
+  }
+  wal->reset();
+  return {};
 }
 
 std::expected<void, StorageError> Connection::exec(std::string_view sql) {

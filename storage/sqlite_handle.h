@@ -59,8 +59,10 @@ enum class OpenMode { kReadWriteCreate, kReadWriteExisting, kReadOnly };
 
 class Connection {
  public:
-  // Opens `path`; in a write mode sets WAL, the given `synchronous` ("NORMAL", "FULL"...),
-  // a busy timeout and foreign keys. The connection is used by one thread at a time.
+  // Opens `path`; sets a busy timeout and foreign keys, and in a write mode reads the file
+  // (one that is not a database is refused here, unwritten) and sets the given
+  // `synchronous` ("NORMAL", "FULL"...). It writes nothing: WAL waits for use_wal().
+  // The connection is used by one thread at a time.
   // A statement that needs a lock another process holds waits up to `busy_timeout_ms`
   // (long enough for another process's commit, or a sqlite3 shell's statement), then fails
   // with SQLITE_BUSY (StorageError::locked()). A file that cannot be opened says why: no
@@ -68,6 +70,10 @@ class Connection {
   static std::expected<Connection, StorageError> open(const std::string& path, OpenMode mode,
                                                       std::string_view synchronous = "NORMAL",
                                                       int busy_timeout_ms = 10000);
+
+  // Switches the database to WAL mode, which writes the file's header unless it is in WAL
+  // already: call it only once the file is known to be ours (migrate() does).
+  std::expected<void, StorageError> use_wal();
 
   std::expected<void, StorageError> exec(std::string_view sql);
   std::expected<Statement, StorageError> prepare(std::string_view sql);
