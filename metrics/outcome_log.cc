@@ -125,7 +125,13 @@ std::string format_outcome_line(const OutcomeLine& l, LogFormat format) {
   w.number("tag", l.tag);
   w.text("from", l.sender);
   w.text("rcpt", l.recipient);
-  w.text("status", l.parked ? "parked" : smtp::to_string(l.status));
+  // Nothing reached the server (a drain, a destination given up): not a deferral by any
+  // server, and the summary and metrics count it as not_attempted too, so a restart does
+  // not look like a burst of deferrals to whoever counts status in the log.
+  w.text("status", l.parked                                                  ? "parked"
+                   : !l.attempted && l.status != smtp::RecipientStatus::kDelivered
+                       ? "not_attempted"
+                       : smtp::to_string(l.status));
   w.flag("attempted", l.attempted);
   w.transport_security(l.transport_security);
   w.reply(l.reply);

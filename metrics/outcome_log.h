@@ -46,6 +46,7 @@ struct OutcomeLine {
   uint64_t transaction = 0;
   uint64_t tag = 0;
   bool attempted = true;  // false: nothing of the transaction reached the server
+                          // (written as status=not_attempted)
   // Given back unsent because the destination had a backlog (written as status=parked,
   // not deferred: the recipient comes back, and counting it as a deferral would mislead).
   bool parked = false;

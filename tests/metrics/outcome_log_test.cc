@@ -79,6 +79,21 @@ TEST(metrics_outcome_log, JsonLinesAreValidJsonEvenForInvalidUtf8) {
   EXPECT_EQ(j["attempted"], true);
 }
 
+TEST(metrics_outcome_log, NothingSentIsNotAttemptedNotADeferral) {
+  OutcomeLine l = sample_line();
+  l.status = smtp::RecipientStatus::kDeferred;
+  l.attempted = false;  // a drain gave it back unsent
+  EXPECT_EQ(nlohmann::json::parse(format_outcome_line(l, LogFormat::kJson))["status"],
+            "not_attempted");
+  EXPECT_NE(format_outcome_line(l, LogFormat::kLogfmt).find(" status=not_attempted "),
+            std::string::npos);
+  l.parked = true;
+  EXPECT_EQ(nlohmann::json::parse(format_outcome_line(l, LogFormat::kJson))["status"], "parked");
+  l.parked = false;
+  l.attempted = true;
+  EXPECT_EQ(nlohmann::json::parse(format_outcome_line(l, LogFormat::kJson))["status"], "deferred");
+}
+
 class OutcomeLogFile : public ::testing::Test {
  protected:
   void SetUp() override {
