@@ -162,7 +162,8 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     follow = std::chrono::milliseconds(
         std::max<int64_t>(1, static_cast<int64_t>(c.storage.idle_poll.count() * 1000)));
   while (true) {
-    storage::DatabaseJobSource source(*storage_thread, c.storage.claim_batch, follow);
+    storage::DatabaseJobSource source(*storage_thread, c.storage.claim_batch, follow,
+                                      c.storage.path);
     engine::DeliverySnapshot pass_counts;
     {
       std::unique_ptr<engine::Engine> engine;

@@ -5,8 +5,13 @@
 namespace ringmail::storage {
 
 DatabaseJobSource::DatabaseJobSource(StorageThread& storage, size_t claim_batch,
-                                     std::optional<std::chrono::milliseconds> follow_poll)
-    : storage_(storage), claim_batch_(claim_batch), follow_poll_(follow_poll) {}
+                                     std::optional<std::chrono::milliseconds> follow_poll,
+                                     const std::string& database_path)
+    : storage_(storage),
+      claim_batch_(claim_batch),
+      follow_poll_(follow_poll),
+      watch_(follow_poll && !database_path.empty() ? DatabaseChangeWatch::open(database_path)
+                                                   : std::nullopt) {}
 
 void DatabaseJobSource::stop() {
   {
@@ -14,11 +19,12 @@ void DatabaseJobSource::stop() {
     stopped_.store(true, std::memory_order_relaxed);
   }
   wake_.notify_all();
+  if (watch_) watch_->wake();
 }
 
 bool DatabaseJobSource::wait_for_more() {
   // Waits until the next retry or scheduled campaign is due, at most the poll interval
-  // at a time (rows another process enqueues are not announced), and claims again only
+  // at a time (or until the change watch sees another process commit), and claims again only
   // once something is due: an idle service asks a read-only question every poll rather
   // than taking the write lock for a claim that finds nothing. The first wait is at
   // least a few milliseconds, so a due time that a claim somehow did not take cannot
@@ -41,6 +47,12 @@ bool DatabaseJobSource::wait_for_more() {
     std::chrono::milliseconds wait = *follow_poll_;
     if (*next_due) wait = std::min(wait, std::chrono::milliseconds(**next_due - now_ms));
     wait = std::max(wait, std::chrono::milliseconds(5));
+    if (watch_) {
+      // A write to the WAL by anyone (our own storage thread's outcome commits too) ends
+      // the wait; the loop then asks the due time again, a read.
+      watch_->wait(wait);
+      continue;
+    }
     std::unique_lock lock(wait_mutex_);
     wake_.wait_for(lock, wait, [&] { return stopped_.load(std::memory_order_relaxed); });
   }

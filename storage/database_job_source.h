@@ -13,8 +13,10 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "engine/seams.h"
+#include "storage/database_change_watch.h"
 #include "storage/storage_thread.h"
 
 namespace ringmail::storage {
@@ -26,8 +28,11 @@ class DatabaseJobSource final : public engine::JobSource {
   // at the next due time at least that often, so work enqueued by another process is
   // seen), and next() claims again.
   // Without it the source ends when nothing is due (`--until-done`, `send`).
+  // Following, `database_path` (when given) is also watched (DatabaseChangeWatch): a
+  // commit by another process ends the wait at once, the poll staying as the fallback.
   DatabaseJobSource(StorageThread& storage, size_t claim_batch,
-                    std::optional<std::chrono::milliseconds> follow_poll = std::nullopt);
+                    std::optional<std::chrono::milliseconds> follow_poll = std::nullopt,
+                    const std::string& database_path = {});
 
   // Feeder thread only. nullopt when nothing is due now, or the storage has failed, or
   // stop() was called.
@@ -53,6 +58,7 @@ class DatabaseJobSource final : public engine::JobSource {
   const std::optional<std::chrono::milliseconds> follow_poll_;
   std::mutex wait_mutex_;
   std::condition_variable wake_;  // stop() ends a wait_for_more()
+  std::optional<DatabaseChangeWatch> watch_;  // set once, in the constructor
   std::vector<ClaimedItem> current_;
   size_t next_index_ = 0;
   std::optional<ClaimFuture> prefetch_;
