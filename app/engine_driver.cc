@@ -54,10 +54,12 @@ bool drive_engine(engine::Engine& engine, StopSignals& signals, Console& console
           "ringmail: SIG{} received: draining, transactions in flight get up to {}s (send "
           "it again to abort)",
           sigabbrev_np(sig), hooks.drain_timeout_s));
+      if (!draining && hooks.on_drain) hooks.on_drain();
       engine.request_drain();
       draining = true;
     }
     if (!draining && hooks.must_stop && hooks.must_stop()) {
+      if (hooks.on_drain) hooks.on_drain();
       engine.request_drain();
       draining = true;
     }

@@ -37,6 +37,7 @@ class StopSignals {
 struct DriveHooks {
   std::function<void()> on_tick;            // about five times a second
   std::function<bool()> must_stop;          // true: drain now (e.g. the database failed)
+  std::function<void()> on_drain;           // once, when a drain is asked for (any cause)
   double drain_timeout_s = 30;              // for the message only
 };
 

@@ -179,6 +179,9 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
       DriveHooks hooks;
       hooks.drain_timeout_s = c.engine.drain_timeout.count();
       hooks.must_stop = [&] { return storage_thread->failure().has_value(); };
+      // A lock another process holds is waited out, but not past a drain: the stop must
+      // end within systemd's TimeoutStopSec, not when the lock is released.
+      hooks.on_drain = [&] { storage_thread->begin_drain(); };
       hooks.on_tick = [&] {
         engine::DeliverySnapshot now = total;
         now.add(engine->snapshot());

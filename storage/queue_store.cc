@@ -5,11 +5,13 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -98,12 +100,13 @@ std::expected<QueueStore, StorageError> QueueStore::open(const StorageOptions& o
   auto db = Connection::open(options.path, mode,
                              options.synchronous == Synchronous::kFull ? "FULL" : "NORMAL");
   if (!db) return fail(db);
+  // SQLite creates the file 0644 whatever the umask allows; a new file's mode is the
+  // umask's word instead, as for any file, so a group that shares the database (the
+  // systemd unit's UMask=0007) can write it. Before migrate(): the -wal and -shm files the
+  // switch to WAL creates take the database's mode.
+  if (creating) (void)::chmod(options.path.c_str(), 0666 & ~current_umask());
   if (mode != OpenMode::kReadOnly) {
     if (auto ok = migrate(*db); !ok) return fail(ok);
-    // SQLite creates the file 0644 whatever the umask allows; a new file's mode is the
-    // umask's word instead, as for any file, so a group that shares the database (the
-    // systemd unit's UMask=0007) can write it. Its -wal and -shm take this mode.
-    if (creating) (void)::chmod(options.path.c_str(), 0666 & ~current_umask());
   } else {
     auto v = schema_version(*db);
     if (!v) return fail(v);
@@ -263,12 +266,21 @@ std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
       if (!row) return fail(row);
       if (!*row) break;
       if (st->column_text(2) != me) continue;  // another host: only lease expiry applies
-      auto start = process_start_time(st->column_int(1));
-      if (!start || *start != st->column_int(3)) dead.push_back(st->column_int(0));
-      else alive_here.push_back(st->column_int(0));
+      const auto pid = static_cast<pid_t>(st->column_int(1));
+      auto start = process_start_time(pid);
+      if (start && *start == st->column_int(3)) {
+        alive_here.push_back(st->column_int(0));
+      } else if (start || (::kill(pid, 0) != 0 && errno == ESRCH)) {
+        dead.push_back(st->column_int(0));  // another process has the pid, or none does
+      }
+      // Otherwise the pid exists but its start time cannot be read (/proc hidden from
+      // this user: the unit's ProtectProc=invisible, another PID namespace): alive or not,
+      // it cannot be told, so only lease expiry applies, as for another host.
     }
   }
   if (only_dead_runs && dead.empty()) return 0;
+  const std::string dead_json = fmt::format("[{}]", fmt::join(dead, ","));
+  const std::string alive_json = fmt::format("[{}]", fmt::join(alive_here, ","));
   if (auto ok = db_.begin(); !ok) return fail(ok);
   auto body = [&]() -> std::expected<uint64_t, StorageError> {
     // One scan of the table for all of it: there is no in-flight index (schema.cc,
@@ -287,8 +299,6 @@ std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
     auto forget = db_.prepare("DELETE FROM runs WHERE owner = ?1");
     if (!requeue) return fail(requeue);
     if (!forget) return fail(forget);
-    const std::string dead_json = fmt::format("[{}]", fmt::join(dead, ","));
-    const std::string alive_json = fmt::format("[{}]", fmt::join(alive_here, ","));
     requeue->bind(1, now_ms).bind_static(2, dead_json);
     if (!only_dead_runs) requeue->bind_static(3, alive_json);
     if (auto ok = requeue->run(); !ok) return fail(ok);

@@ -269,6 +269,11 @@ std::expected<const MessageCache::Message*, StorageError> StorageThread::message
            std::make_shared<const std::string>(std::move(loaded->encoded_body))});
 }
 
+void StorageThread::begin_drain() {
+  std::lock_guard lock(mutex_);
+  draining_ = true;
+}
+
 std::expected<void, StorageError> StorageThread::begin_write() {
   bool warned = false;
   for (unsigned waits = 0;; ++waits) {
@@ -281,7 +286,7 @@ std::expected<void, StorageError> StorageThread::begin_write() {
     {
       std::lock_guard lock(mutex_);
       ++stats_.lock_waits;
-      stopping = stopping_;
+      stopping = stopping_ || draining_;
     }
     if (stopping && waits >= 1) return ok;
     if (!warned && on_warning_)

@@ -91,6 +91,9 @@ class StorageThread final : public engine::OutcomeSink {
   std::future<std::expected<std::vector<ClaimedItem>, StorageError>> claim(size_t limit);
   // Gives claimed recipients that were never handed to a server back (queued, no attempt).
   void release(std::vector<int64_t> recipient_ids);
+  // Any thread: the run is draining. A write lock another process holds is then waited
+  // out for one more busy timeout at most, and the run stops (exit 3) if it is still held.
+  void begin_drain();
   // Waits until everything submitted before this call is committed (or has failed).
   std::expected<void, StorageError> flush();
   // Runs `fn` with the store on the storage thread between commits (outside any
@@ -205,6 +208,7 @@ class StorageThread final : public engine::OutcomeSink {
   uint64_t applied_ = 0;
   bool flush_wanted_ = false;
   bool stopping_ = false;
+  bool draining_ = false;  // begin_drain()
   std::optional<StorageError> failure_;
   StorageStats stats_;
   StorageMetrics metrics_;

@@ -11,7 +11,7 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 unit=$root/deploy/systemd/ringmail.service
 grep -q '^ExecStart=/usr/local/bin/ringmail run ' "$unit"
-for key in NoNewPrivileges=yes ProtectSystem=strict User=ringmail RestartPreventExitStatus=2 LogsDirectory=ringmail StateDirectoryMode=2770 StateDirectory=ringmail \
+for key in NoNewPrivileges=yes ProtectSystem=strict User=ringmail LogsDirectory=ringmail StateDirectoryMode=2770 StateDirectory=ringmail \
            CapabilityBoundingSet= PrivateTmp=yes SystemCallFilter=@system-service; do
   grep -qx "$key" "$unit" || { echo "FAIL: $unit lacks $key"; exit 1; }
 done

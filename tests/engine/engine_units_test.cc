@@ -106,6 +106,7 @@ TEST(Destination, KeyNamesTheTlsNameWhenItIsNotTheAddress) {
   EXPECT_NE(Destination({"127.0.0.1", 25, "mx.a.test"}).key(),
             Destination({"127.0.0.1", 25, "mx.b.test"}).key());
   EXPECT_EQ(Destination({"127.0.0.1", 25, "127.0.0.1"}).key(), "127.0.0.1:25");
+  EXPECT_EQ(Destination({"127.0.0.1", 25, "MX.A.test"}).key(), "127.0.0.1:25 (mx.a.test)");
   Destination mx;
   mx.mx_domain = "a.test";
   mx.tls_name = "ignored.test";  // an MX destination's names are its exchangers'

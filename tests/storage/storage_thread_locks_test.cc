@@ -97,6 +97,33 @@ TEST_F(StorageThreadLocks, AWriteLockHeldPastTheBusyTimeoutIsWaitedOutNotFatal) 
   EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'queued'"), 10);
 }
 
+TEST_F(StorageThreadLocks, ADrainStopsWaitingForTheLockAfterOneMoreTimeout) {
+  enqueue(4);
+  auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(store);
+  sqlite3_busy_timeout(store->connection().raw(), 100);
+  auto owner = store->register_run(unix_now_ms());
+  ASSERT_TRUE(owner);
+  StorageThread thread(std::move(*store), *owner, options_, schedule_, {}, collect_warnings());
+  auto claimed = thread.claim(4).get();
+  ASSERT_TRUE(claimed);
+  auto other = Connection::open(options_.path, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->begin());  // held for the whole test
+  thread.release({claimed->front().recipient_id});
+  auto flushed = std::async(std::launch::async, [&] { return thread.flush(); });
+  ASSERT_EQ(flushed.wait_for(std::chrono::milliseconds(400)), std::future_status::timeout);
+  thread.begin_drain();  // SIGTERM: stop waiting for a lock that may never be released
+  ASSERT_EQ(flushed.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto result = flushed.get();
+  ASSERT_FALSE(result);
+  EXPECT_TRUE(result.error().locked()) << result.error().message;
+  ASSERT_TRUE(thread.failure());
+  // No new work once failed: a claim is refused rather than left waiting.
+  EXPECT_FALSE(thread.claim(1).get());
+  other->rollback();
+}
+
 TEST_F(StorageThreadLocks, ARunningServiceTakesBackTheLeasesOfASiblingThatDied) {
   enqueue(10);
   pid_t child = fork();
