@@ -223,6 +223,10 @@ std::expected<Command, int> parse_command(int argc, const char* const* argv, std
       ->type_name("RFC3339");
   enqueue->add_option("--idempotency-key", enqueue_flags.idempotency_key,
                       "Enqueueing the same key again adds nothing")->type_name("KEY");
+  enqueue->add_flag("--urgent", enqueue_flags.urgent,
+                    "Send ahead of bulk work (receipts, password resets): claimed before "
+                    "recipients due earlier, queued ahead of them at the destination, never "
+                    "parked");
   enqueue->add_option("--helo", enqueue_flags.helo,
                       "Message-ID domain when it has a dot; config: engine.helo_name")
       ->type_name("NAME");

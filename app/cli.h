@@ -79,6 +79,7 @@ struct EnqueueFlags {
   std::string campaign = "default";
   std::optional<std::string> send_at;  // RFC 3339
   std::optional<std::string> idempotency_key;
+  bool urgent = false;  // claimed and queued ahead of bulk work
   bool quiet = false;
 };
 

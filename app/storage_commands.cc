@@ -76,7 +76,7 @@ int run_enqueue(const EnqueueFlags& flags) {
   if (!recipients) return fail(recipients.error());
 
   storage::EnqueueRequest request{flags.campaign, config->from, **body, due,
-                                  flags.idempotency_key};
+                                  flags.idempotency_key, flags.urgent};
   Console console(std::cerr, false);
   auto enqueued = enqueue_campaign(config->storage, request, *recipients, console);
   if (!enqueued) return fail(enqueued.error());

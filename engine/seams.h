@@ -22,6 +22,7 @@ struct DeliveryItem {
   std::string recipient;
   smtp::EncodedBody body;
   uint64_t tag = 0;  // the source's id of this recipient; comes back in recipient_tags
+  bool urgent = false;  // queued ahead of other work at its destination, never parked
 };
 
 // Pulled by the engine's feeder thread only; may block (it reads files or a database).

@@ -57,19 +57,30 @@ void Shard::queue_or_park(DestinationPool& pool, smtp::Transaction&& transaction
                                            options_.shard_inbox_capacity / 2);
   // At most two transactions per connection: the exact count is taken only near the bound.
   const bool near = pool.queue.size() + 2 * pool.connections.size() >= at_least;
-  if (pool.limits().max_backlog.count() > 0 && near && held_by(pool) >= at_least) {
+  // Urgent work is never parked: it is what the others make way for.
+  if (!transaction.urgent && pool.limits().max_backlog.count() > 0 && near &&
+      held_by(pool) >= at_least) {
     // The oldest transaction queued for the first time: one put back at the front after
-    // a failed connection keeps its old stamp and says nothing about the queue's pace.
+    // a failed connection keeps its old stamp and says nothing about the queue's pace
+    // (nor does an urgent one, which jumped the queue).
     const smtp::Transaction* oldest = nullptr;
     for (size_t i = 0; i < pool.queue.size() && i < 64 && !oldest; ++i)
-      if (!not_attempted_retries_.contains(pool.queue[i].id)) oldest = &pool.queue[i];
+      if (!pool.queue[i].urgent && !not_attempted_retries_.contains(pool.queue[i].id))
+        oldest = &pool.queue[i];
     if (oldest && pool.backlogged(queued_at(*oldest), now_)) {
       park(pool, std::move(transaction));
       return;
     }
   }
-  pool.note_queued();
   stamp_queued(transaction);
+  if (transaction.urgent) {  // not a sign that a backlog is over: no note_queued()
+    // Behind the urgent work already waiting (few), ahead of everything else.
+    auto at = pool.queue.begin();
+    while (at != pool.queue.end() && at->urgent) ++at;
+    pool.queue.insert(at, std::move(transaction));
+    return;
+  }
+  pool.note_queued();
   pool.queue.push_back(std::move(transaction));
 }
 

@@ -26,6 +26,7 @@ void TransactionBatcher::add(DeliveryItem&& item, const Destination& destination
     job.transaction.id = next_id_++;
     job.transaction.sender = std::move(item.sender);
     job.transaction.body = std::move(item.body);
+    job.transaction.urgent = item.urgent;  // one message, one urgency: it is in the key's body
     // Room for a few recipients, not the limit: personalised mail has one each.
     const size_t expected = std::min<size_t>(max_recipients_, 8);
     job.transaction.recipients.reserve(expected);

@@ -28,6 +28,9 @@ struct Transaction {
   // Opaque to the protocol: the engine's time of queueing it, returned with the outcome
   // (timing without a per-transaction lookup). 0: not stamped.
   uint64_t caller_stamp = 0;
+  // Opaque to the protocol: the engine queues it ahead of other work at its destination
+  // (a receipt behind a campaign to the same relay).
+  bool urgent = false;
 };
 
 enum class RecipientStatus : uint8_t {

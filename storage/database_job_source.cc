@@ -83,7 +83,7 @@ std::optional<engine::DeliveryItem> DatabaseJobSource::next() {
   ClaimedItem& c = current_[next_index_++];
   handed_out_.fetch_add(1, std::memory_order_relaxed);
   return engine::DeliveryItem{*c.sender, std::move(c.address), std::move(c.body),
-                              static_cast<uint64_t>(c.recipient_id)};
+                              static_cast<uint64_t>(c.recipient_id), c.urgent};
 }
 
 void DatabaseJobSource::release_unsent() {

@@ -173,6 +173,7 @@ std::expected<EnqueueCounts, StorageError> QueueStore::begin_enqueue(const Enque
   message->bind(5, request.send_at_ms).bind(6, now_ms);
   if (auto ok = message->run(); !ok) return rollback_on_error(ok.error());
   counts.message_id = sqlite3_last_insert_rowid(db_.raw());
+  counts.urgent = request.urgent;
 
   auto any = db_.query_int("SELECT EXISTS (SELECT 1 FROM suppressions)");
   if (!any) return rollback_on_error(any.error());
@@ -199,11 +200,12 @@ std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& count
   // recipient on its first 4xx (Postfix counts maximal_queue_lifetime from arrival).
   auto st = cached(insert_recipient_,
                    "INSERT INTO recipients(message_id, address, domain, state, next_attempt_at, "
-                   "first_due_at, created_at, updated_at) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6)");
+                   "first_due_at, created_at, updated_at, urgent) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6, ?7)");
   if (!st) return fail(st);
   (*st)->bind(1, counts.message_id).bind_static(2, address).bind_static(3, domain);
   (*st)->bind_static(4, to_string(state)).bind(5, due_at_ms).bind(6, now_ms);
+  (*st)->bind(7, int64_t{counts.urgent ? 1 : 0});
   if (auto ok = (*st)->run(); !ok) return ok;
   ++(state == RecipientState::kQueued ? counts.queued : counts.suppressed);
   return {};
@@ -371,30 +373,73 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
   // write transaction, so nothing changes the rows in between.
   // Scoped to one message, the due index is forced: by_message would find the message's
   // rows faster, but then sort all of them on every claim.
-  auto sel = only_message_
-                 ? cached(select_due_of_message_,
-                          "SELECT id, message_id, address, attempts, first_due_at "
-                          "FROM recipients INDEXED BY recipients_due "
-                          "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
-                          "AND message_id = ?3 ORDER BY next_attempt_at LIMIT ?2")
-                 : cached(select_due_,
-                          "SELECT id, message_id, address, attempts, first_due_at FROM recipients "
-                          "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
-                          "ORDER BY next_attempt_at LIMIT ?2");
-  if (!sel) return fail(sel);
-  Statement& s = **sel;
-  s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
-  if (only_message_) s.bind(3, *only_message_);
   std::vector<ClaimedRecipient> out;
   out.reserve(limit);
-  while (true) {
-    auto row = s.step();
-    if (!row) return fail(row);
-    if (!*row) break;
-    out.push_back(
-        {s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3), s.column_int(4)});
+  auto read = [&](Statement& s) -> Status {
+    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit - out.size()));
+    if (only_message_) s.bind(3, *only_message_);
+    while (true) {
+      auto row = s.step();
+      if (!row) return std::unexpected(row.error());
+      if (!*row) break;
+      out.push_back({s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3),
+                     s.column_int(4), s.column_int(5) != 0});
+    }
+    s.reset();
+    return {};
+  };
+  // Urgent rows first (their own small index; nearly always empty), then the rest in due
+  // order, leaving out the urgent ones just read. A `send` scoped to one message has no
+  // other work to be ahead of.
+  if (!only_message_) {
+    auto urgent = cached(select_due_urgent_,
+                         "SELECT id, message_id, address, attempts, first_due_at, urgent "
+                         "FROM recipients INDEXED BY recipients_due_urgent "
+                         "WHERE state IN ('queued', 'deferred') AND urgent = 1 "
+                         "AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2");
+    if (!urgent) return fail(urgent);
+    if (auto ok = read(**urgent); !ok) return fail(ok);
   }
-  s.reset();
+  const size_t urgent_count = out.size();
+  if (out.size() < limit) {
+    auto sel = only_message_
+                   ? cached(select_due_of_message_,
+                            "SELECT id, message_id, address, attempts, first_due_at, urgent "
+                            "FROM recipients INDEXED BY recipients_due "
+                            "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
+                            "AND message_id = ?3 ORDER BY next_attempt_at LIMIT ?2")
+                   : cached(select_due_,
+                            "SELECT id, message_id, address, attempts, first_due_at, urgent "
+                            "FROM recipients "
+                            "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
+                            "ORDER BY next_attempt_at LIMIT ?2");
+    if (!sel) return fail(sel);
+    if (urgent_count == 0) {
+      if (auto ok = read(**sel); !ok) return fail(ok);
+    } else {
+      // Rare (urgent work was due): the rest read with room for the urgent rows it will
+      // meet again, which are then dropped.
+      const size_t want = limit - urgent_count;
+      std::vector<ClaimedRecipient> urgent_rows(std::make_move_iterator(out.begin()),
+                                                std::make_move_iterator(out.end()));
+      out.clear();
+      Statement& s = **sel;
+      s.bind(1, now_ms).bind(2, static_cast<int64_t>(want + urgent_count));
+      if (only_message_) s.bind(3, *only_message_);
+      out = std::move(urgent_rows);
+      size_t taken = 0;
+      while (taken < want) {
+        auto row = s.step();
+        if (!row) return fail(row);
+        if (!*row) break;
+        if (s.column_int(5) != 0) continue;  // urgent: already read above
+        out.push_back({s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3),
+                       s.column_int(4), false});
+        ++taken;
+      }
+      s.reset();
+    }
+  }
   if (out.empty()) return out;
 
   std::vector<int64_t> ids;

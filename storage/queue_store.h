@@ -37,10 +37,14 @@ struct EnqueueRequest {
   std::string encoded_body;  // already passed through smtp::encode_data_body
   int64_t send_at_ms = 0;    // due from then (0: now)
   std::optional<std::string> idempotency_key;
+  // Claimed before every bulk recipient due earlier, and queued ahead of bulk work at
+  // its destination: a receipt behind a campaign to the same relay.
+  bool urgent = false;
 };
 
 struct EnqueueCounts {
   int64_t message_id = 0;
+  bool urgent = false;  // the request's, for add_recipient
   uint64_t queued = 0;
   uint64_t suppressed = 0;
   bool duplicate = false;  // the idempotency key was already used: nothing was added
@@ -54,6 +58,7 @@ struct ClaimedRecipient {
   // delivered recipient): the claim reads the row anyway.
   int64_t attempts = 0;  // counted before this claim
   int64_t first_due_at_ms = 0;
+  bool urgent = false;
 };
 
 struct StoredMessage {
@@ -274,7 +279,8 @@ class QueueStore {
   Connection db_;  // declared first: destroyed after the statements below
   std::optional<int64_t> only_message_;  // limit_to_message()
   Statement select_due_of_message_, next_due_of_message_;
-  Statement insert_recipient_, find_suppressed_, select_due_, lease_range_, load_message_,
+  Statement insert_recipient_, find_suppressed_, select_due_, select_due_urgent_, lease_range_,
+      load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
       postpone_domain_, postpone_domain_of_message_;

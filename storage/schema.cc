@@ -98,7 +98,17 @@ CREATE TABLE destinations (
 CREATE INDEX recipients_by_domain ON recipients(domain);
 )sql";
 
-constexpr std::array<std::string_view, 3> kMigrations = {kMigration1, kMigration2, kMigration3};
+// Urgent mail (`enqueue --urgent`: receipts, password resets) is claimed before bulk work
+// due earlier. The index holds urgent rows only, so a campaign's claims and outcomes never
+// touch it; ADD COLUMN with a constant default rewrites no row.
+constexpr std::string_view kMigration4 = R"sql(
+ALTER TABLE recipients ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX recipients_due_urgent ON recipients(next_attempt_at)
+  WHERE state IN ('queued', 'deferred') AND urgent = 1;
+)sql";
+
+constexpr std::array<std::string_view, 4> kMigrations = {kMigration1, kMigration2, kMigration3,
+                                                         kMigration4};
 
 std::unexpected<StorageError> newer_than_this_binary(const Connection& db, int version) {
   return std::unexpected(StorageError{

@@ -385,7 +385,7 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       for (ClaimedRecipient& r : *rows) {
         auto m = message(r.message_id);
         if (!m) return std::unexpected(m.error());
-        items.push_back({r.id, std::move(r.address), (*m)->sender, (*m)->body});
+        items.push_back({r.id, std::move(r.address), (*m)->sender, (*m)->body, r.urgent});
       }
       granted.push_back(std::move(items));
     }

@@ -31,6 +31,7 @@ struct ClaimedItem {
   std::string address;
   std::shared_ptr<const std::string> sender;
   smtp::EncodedBody body;
+  bool urgent = false;  // EnqueueRequest::urgent
 };
 
 struct StorageStats {

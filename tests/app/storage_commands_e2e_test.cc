@@ -219,6 +219,57 @@ TEST_F(StorageCommands, AServiceSendsAReceiptWhileASlowDestinationIsBusy) {
   EXPECT_EQ((*sink)->recipients_received(), 1u);
 }
 
+// A receipt enqueued --urgent behind a campaign to the same (slow) relay: claimed before
+// the campaign's earlier-due rows and queued ahead of the transactions the relay's pool
+// already holds, so it goes out next instead of after the campaign.
+TEST_F(StorageCommands, AnUrgentReceiptGoesAheadOfACampaignToTheSameRelay) {
+  ScriptedSmtpServerOptions so;
+  so.script = [](const ScriptedCommand& c) -> std::optional<ScriptedReply> {
+    if (c.verb == ".") return ScriptedReply{"250 2.0.0 ok\r\n", false, 200ms};
+    return std::nullopt;
+  };
+  auto slow = ScriptedSmtpServer::start(so);
+  ASSERT_TRUE(slow) << slow.error();
+  std::ofstream(dir_ / "service.toml")
+      << "[storage]\nidle_poll = 0.2\n[pool]\nmax_connections = 1\n"
+      << "max_recipients_per_transaction = 1\n";
+  {
+    std::ofstream rcpts(dir_ / "campaign.txt");
+    for (int i = 0; i < 30; ++i) rcpts << "c" << i << "@example.test\n";
+  }
+  std::ofstream(dir_ / "receipt.txt") << "order-1@example.test\n";
+  ASSERT_EQ(run(enqueue_args(dir_ / "campaign.txt")).exit_code, 0);
+  fs::create_directories(dir_ / "service");
+  RingmailProcess service({"run", "--db", db_.string(), "--config", (dir_ / "service.toml").string(),
+                           "--relay", "127.0.0.1:" + std::to_string((*slow)->port()), "--shards",
+                           "1", "--quiet"},
+                          dir_ / "service", {.signal_after = 20s});
+  const auto until = std::chrono::steady_clock::now() + 15s;
+  while (count("delivered") < 2 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  auto args = enqueue_args(dir_ / "receipt.txt");
+  args.push_back("--urgent");
+  ASSERT_EQ(run(args).exit_code, 0);
+  int64_t campaign_done_when_receipt_went = -1;
+  while (std::chrono::steady_clock::now() < until) {
+    if (sql_int(db_, "SELECT state = 'delivered' FROM recipients WHERE address = "
+                     "'order-1@example.test'") == 1) {
+      campaign_done_when_receipt_went = sql_int(
+          db_, "SELECT count(*) FROM recipients WHERE state = 'delivered' AND address LIKE 'c%'");
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(campaign_done_when_receipt_went, 0) << "the receipt was not delivered";
+  // Without --urgent it went 31st (after all 30); now at most a few transactions after
+  // it was enqueued (the one on the wire, and those its claim met on their way).
+  EXPECT_LT(campaign_done_when_receipt_went, 12);
+  ASSERT_EQ(::kill(service.pid(), SIGTERM), 0);
+  Result r = service.wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count("delivered") + count("queued"), 31u);
+}
+
 // A fresh install: the service starts on a database that does not exist yet, creates it
 // with the mode the umask allows (a group that enqueues can write it), waits for work and
 // delivers what another process then enqueues. A one-shot --until-done still refuses.

@@ -56,10 +56,11 @@ TEST_F(DestinationStateTest, AVersion2DatabaseIsMigratedToVersion3) {
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->connection().exec(
         "DROP TABLE destinations; DROP INDEX recipients_by_domain;"
+        "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"
         "UPDATE schema_version SET version = 2"));
   }
-  EXPECT_EQ(query("SELECT version FROM schema_version"), 3);  // reopening migrated it
-  EXPECT_EQ(current_schema_version(), 3);
+  // Reopening migrated it to version 3, and on to the current one.
+  EXPECT_EQ(query("SELECT version FROM schema_version"), current_schema_version());
   EXPECT_EQ(query("SELECT count(*) FROM sqlite_master WHERE name = 'destinations'"), 1);
   EXPECT_EQ(query("SELECT count(*) FROM pragma_index_info('recipients_by_domain')"), 1);
   EXPECT_EQ(query("SELECT count(*) FROM recipients"), 3);

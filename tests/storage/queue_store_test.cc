@@ -121,6 +121,7 @@ TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
       "CREATE INDEX recipients_by_message ON recipients(message_id, state);"
       "DROP TABLE destinations;"           // version 3's
       "DROP INDEX recipients_by_domain;"  // version 3's
+      "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"  // 4's
       "UPDATE schema_version SET version = 1"));
   store_.reset();
   auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
@@ -130,6 +131,47 @@ TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
   EXPECT_EQ(query("SELECT count(*) FROM sqlite_master WHERE name = 'recipients_leased'"), 0);
   EXPECT_EQ(query("SELECT count(*) FROM pragma_index_info('recipients_by_message')"), 1);
   EXPECT_EQ(query("SELECT count(*) FROM recipients"), 3);
+}
+
+// A receipt enqueued behind a campaign (--urgent) is claimed first, though the campaign
+// was due earlier; the campaign follows in due order, and nothing is claimed twice.
+TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
+  enqueue(5, std::nullopt, "campaign", kNow - 60'000);
+  EnqueueRequest r{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n", kNow,
+                   std::nullopt, /*urgent=*/true};
+  auto counts = store_->begin_enqueue(r, kNow);
+  ASSERT_TRUE(counts);
+  for (const char* a : {"order1@shop.test", "order2@shop.test"})
+    ASSERT_TRUE(store_->add_recipient(*counts, a, "shop.test", kNow, kNow));
+  ASSERT_TRUE(store_->finish_enqueue());
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE urgent = 1"), 2);
+
+  auto first = claim(1, 3);
+  ASSERT_EQ(first.size(), 3u);
+  EXPECT_EQ(first[0].address, "order1@shop.test");
+  EXPECT_TRUE(first[0].urgent);
+  EXPECT_EQ(first[1].address, "order2@shop.test");
+  EXPECT_EQ(first[2].address, "user0@example.test");  // then the campaign, in due order
+  EXPECT_FALSE(first[2].urgent);
+  auto rest = claim(1, 10);
+  ASSERT_EQ(rest.size(), 4u);
+  for (const auto& c : rest) EXPECT_FALSE(c.urgent) << c.address;
+  EXPECT_EQ(states()[RecipientState::kInFlight], 7u);
+}
+
+TEST_F(QueueStoreTest, AVersion3DatabaseGetsTheUrgentColumnAndIndex) {
+  enqueue(3);
+  ASSERT_TRUE(store_->connection().exec(
+      "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"
+      "UPDATE schema_version SET version = 3"));
+  store_.reset();
+  auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+  ASSERT_TRUE(again) << again.error().message;
+  store_.emplace(std::move(*again));
+  EXPECT_EQ(query("SELECT version FROM schema_version"), 4);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE urgent = 0"), 3);
+  EXPECT_EQ(query("SELECT count(*) FROM pragma_index_info('recipients_due_urgent')"), 1);
+  EXPECT_EQ(claim(1, 10).size(), 3u);
 }
 
 TEST_F(QueueStoreTest, ANewerSchemaIsRefused) {
