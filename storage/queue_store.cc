@@ -200,13 +200,19 @@ std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& count
   // recipient on its first 4xx (Postfix counts maximal_queue_lifetime from arrival).
   auto st = cached(insert_recipient_,
                    "INSERT INTO recipients(message_id, address, domain, state, next_attempt_at, "
-                   "first_due_at, created_at, updated_at, urgent) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6, ?7)");
+                   "first_due_at, created_at, updated_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6)");
   if (!st) return fail(st);
   (*st)->bind(1, counts.message_id).bind_static(2, address).bind_static(3, domain);
   (*st)->bind_static(4, to_string(state)).bind(5, due_at_ms).bind(6, now_ms);
-  (*st)->bind(7, int64_t{counts.urgent ? 1 : 0});
   if (auto ok = (*st)->run(); !ok) return ok;
+  if (counts.urgent && state == RecipientState::kQueued) {
+    auto urgent = cached(insert_urgent_,
+                         "INSERT INTO urgent_due(next_attempt_at, recipient_id) VALUES (?1, ?2)");
+    if (!urgent) return fail(urgent);
+    (*urgent)->bind(1, due_at_ms).bind(2, sqlite3_last_insert_rowid(db_.raw()));
+    if (auto ok = (*urgent)->run(); !ok) return ok;
+  }
   ++(state == RecipientState::kQueued ? counts.queued : counts.suppressed);
   return {};
 }
@@ -366,6 +372,40 @@ int wal_autocheckpoint_pages(uint64_t free_bytes) {
   return free_bytes >= kRoom ? 10000 : 1000;
 }
 
+std::expected<void, StorageError> QueueStore::read_urgent(size_t limit, int64_t now_ms,
+                                                          std::vector<ClaimedRecipient>& out) {
+  auto sel = cached(select_urgent_,
+                    "SELECT r.id, r.message_id, r.address, r.attempts, r.first_due_at, r.state "
+                    "FROM urgent_due u JOIN recipients r ON r.id = u.recipient_id "
+                    "WHERE u.next_attempt_at <= ?1 ORDER BY u.next_attempt_at LIMIT ?2");
+  auto del = cached(delete_urgent_, "DELETE FROM urgent_due WHERE recipient_id = ?1");
+  if (!sel) return std::unexpected(sel.error());
+  if (!del) return std::unexpected(del.error());
+  Statement& s = **sel;
+  s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
+  std::vector<int64_t> listed;
+  while (true) {
+    auto row = s.step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) break;
+    listed.push_back(s.column_int(0));
+    // A row listed but no longer waiting (suppressed at a run's start, say) is only
+    // taken off the list.
+    const std::string state = s.column_string(5);
+    if (state != "queued" && state != "deferred") continue;
+    out.push_back(
+        {s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3), s.column_int(4), true});
+  }
+  s.reset();
+  // Off the list once claimed: urgency is for the first attempt; a retry waits its backoff
+  // like any other, and a drain's release puts it back among the rest.
+  for (int64_t id : listed) {
+    (*del)->bind(1, id);
+    if (auto ok = (*del)->run(); !ok) return ok;
+  }
+  return {};
+}
+
 std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
     int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms) {
   // Read first, then lease by id ranges: cheaper than UPDATE ... WHERE id IN (subquery)
@@ -375,70 +415,42 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
   // rows faster, but then sort all of them on every claim.
   std::vector<ClaimedRecipient> out;
   out.reserve(limit);
-  auto read = [&](Statement& s) -> Status {
-    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit - out.size()));
-    if (only_message_) s.bind(3, *only_message_);
-    while (true) {
-      auto row = s.step();
-      if (!row) return std::unexpected(row.error());
-      if (!*row) break;
-      out.push_back({s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3),
-                     s.column_int(4), s.column_int(5) != 0});
-    }
-    s.reset();
-    return {};
-  };
-  // Urgent rows first (their own small index; nearly always empty), then the rest in due
-  // order, leaving out the urgent ones just read. A `send` scoped to one message has no
-  // other work to be ahead of.
+  // Urgent first recipients (`enqueue --urgent`), nearly always none: one lookup in a
+  // small table. A `send` scoped to one message has no other work to be ahead of.
   if (!only_message_) {
-    auto urgent = cached(select_due_urgent_,
-                         "SELECT id, message_id, address, attempts, first_due_at, urgent "
-                         "FROM recipients INDEXED BY recipients_due_urgent "
-                         "WHERE state IN ('queued', 'deferred') AND urgent = 1 "
-                         "AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2");
+    auto urgent = read_urgent(limit, now_ms, out);
     if (!urgent) return fail(urgent);
-    if (auto ok = read(**urgent); !ok) return fail(ok);
   }
-  const size_t urgent_count = out.size();
   if (out.size() < limit) {
     auto sel = only_message_
                    ? cached(select_due_of_message_,
-                            "SELECT id, message_id, address, attempts, first_due_at, urgent "
+                            "SELECT id, message_id, address, attempts, first_due_at "
                             "FROM recipients INDEXED BY recipients_due "
                             "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
                             "AND message_id = ?3 ORDER BY next_attempt_at LIMIT ?2")
                    : cached(select_due_,
-                            "SELECT id, message_id, address, attempts, first_due_at, urgent "
+                            "SELECT id, message_id, address, attempts, first_due_at "
                             "FROM recipients "
                             "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
                             "ORDER BY next_attempt_at LIMIT ?2");
     if (!sel) return fail(sel);
-    if (urgent_count == 0) {
-      if (auto ok = read(**sel); !ok) return fail(ok);
-    } else {
-      // Rare (urgent work was due): the rest read with room for the urgent rows it will
-      // meet again, which are then dropped.
-      const size_t want = limit - urgent_count;
-      std::vector<ClaimedRecipient> urgent_rows(std::make_move_iterator(out.begin()),
-                                                std::make_move_iterator(out.end()));
-      out.clear();
-      Statement& s = **sel;
-      s.bind(1, now_ms).bind(2, static_cast<int64_t>(want + urgent_count));
-      if (only_message_) s.bind(3, *only_message_);
-      out = std::move(urgent_rows);
-      size_t taken = 0;
-      while (taken < want) {
-        auto row = s.step();
-        if (!row) return fail(row);
-        if (!*row) break;
-        if (s.column_int(5) != 0) continue;  // urgent: already read above
-        out.push_back({s.column_int(0), s.column_int(1), s.column_string(2), s.column_int(3),
-                       s.column_int(4), false});
-        ++taken;
-      }
-      s.reset();
+    Statement& s = **sel;
+    const size_t urgent_count = out.size();
+    // The urgent rows just read are due too, and this read may meet them again.
+    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
+    if (only_message_) s.bind(3, *only_message_);
+    while (out.size() < limit) {
+      auto row = s.step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      const int64_t id = s.column_int(0);
+      if (urgent_count > 0 &&
+          std::any_of(out.begin(), out.begin() + ptrdiff_t(urgent_count),
+                      [id](const ClaimedRecipient& c) { return c.id == id; }))
+        continue;
+      out.push_back({id, s.column_int(1), s.column_string(2), s.column_int(3), s.column_int(4)});
     }
+    s.reset();
   }
   if (out.empty()) return out;
 

@@ -56,7 +56,7 @@ TEST_F(DestinationStateTest, AVersion2DatabaseIsMigratedToVersion3) {
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->connection().exec(
         "DROP TABLE destinations; DROP INDEX recipients_by_domain;"
-        "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"
+        "DROP TABLE urgent_due;"
         "UPDATE schema_version SET version = 2"));
   }
   // Reopening migrated it to version 3, and on to the current one.

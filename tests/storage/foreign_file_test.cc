@@ -221,7 +221,7 @@ TEST_F(ForeignFileTest, AnOlderVersionWithoutWalIsMigratedAndSwitchedToWal) {
   make_ringmail_database_without_wal();
   sqlite_exec(tmp_.path(),
               "DROP TABLE destinations; DROP INDEX recipients_by_domain; "
-              "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent; "
+              "DROP TABLE urgent_due; "
               "UPDATE schema_version SET version = 2");
   {
     auto store = open(OpenMode::kReadWriteExisting);

@@ -121,7 +121,7 @@ TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
       "CREATE INDEX recipients_by_message ON recipients(message_id, state);"
       "DROP TABLE destinations;"           // version 3's
       "DROP INDEX recipients_by_domain;"  // version 3's
-      "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"  // 4's
+      "DROP TABLE urgent_due;"  // version 4's
       "UPDATE schema_version SET version = 1"));
   store_.reset();
   auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
@@ -144,7 +144,7 @@ TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
   for (const char* a : {"order1@shop.test", "order2@shop.test"})
     ASSERT_TRUE(store_->add_recipient(*counts, a, "shop.test", kNow, kNow));
   ASSERT_TRUE(store_->finish_enqueue());
-  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE urgent = 1"), 2);
+  EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 2);
 
   auto first = claim(1, 3);
   ASSERT_EQ(first.size(), 3u);
@@ -157,20 +157,32 @@ TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
   ASSERT_EQ(rest.size(), 4u);
   for (const auto& c : rest) EXPECT_FALSE(c.urgent) << c.address;
   EXPECT_EQ(states()[RecipientState::kInFlight], 7u);
+  EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 0);  // urgency is for the first try
+
+  // An urgent message scheduled for later (--send-at) waits for its time like any other.
+  EnqueueRequest later{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n",
+                       kNow + 60'000, std::nullopt, /*urgent=*/true};
+  auto c2 = store_->begin_enqueue(later, kNow);
+  ASSERT_TRUE(c2);
+  ASSERT_TRUE(store_->add_recipient(*c2, "later@shop.test", "shop.test", kNow + 60'000, kNow));
+  ASSERT_TRUE(store_->finish_enqueue());
+  EXPECT_TRUE(claim(1, 10).empty());
+  auto due = claim(1, 10, kNow + 60'000);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_TRUE(due[0].urgent);
 }
 
-TEST_F(QueueStoreTest, AVersion3DatabaseGetsTheUrgentColumnAndIndex) {
+TEST_F(QueueStoreTest, AVersion3DatabaseGetsTheUrgentList) {
   enqueue(3);
   ASSERT_TRUE(store_->connection().exec(
-      "DROP INDEX recipients_due_urgent; ALTER TABLE recipients DROP COLUMN urgent;"
+      "DROP TABLE urgent_due;"
       "UPDATE schema_version SET version = 3"));
   store_.reset();
   auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
   ASSERT_TRUE(again) << again.error().message;
   store_.emplace(std::move(*again));
   EXPECT_EQ(query("SELECT version FROM schema_version"), 4);
-  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE urgent = 0"), 3);
-  EXPECT_EQ(query("SELECT count(*) FROM pragma_index_info('recipients_due_urgent')"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM sqlite_master WHERE name = 'urgent_due'"), 1);
   EXPECT_EQ(claim(1, 10).size(), 3u);
 }
 
