@@ -25,7 +25,11 @@ std::optional<DatabaseChangeWatch> DatabaseChangeWatch::open(const std::string& 
   if (inotify_fd < 0) return std::nullopt;
   // The directory, not the file: the WAL is created, truncated and may be deleted when
   // the last connection closes, and a watch on the file itself would die with it.
-  if (::inotify_add_watch(inotify_fd, directory.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0) {
+  // IN_CLOSE_WRITE too: a commit becomes visible when the writer updates the -shm index
+  // (mmap'ed, no event) just after its last WAL write, so a reader woken by that write can
+  // look too early; the writer closing the WAL (an `enqueue` exiting) comes after.
+  if (::inotify_add_watch(inotify_fd, directory.c_str(),
+                          IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_MOVED_TO) < 0) {
     ::close(inotify_fd);
     return std::nullopt;
   }

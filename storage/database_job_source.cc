@@ -29,6 +29,7 @@ bool DatabaseJobSource::wait_for_more() {
   // than taking the write lock for a claim that finds nothing. The first wait is at
   // least a few milliseconds, so a due time that a claim somehow did not take cannot
   // make the feeder spin.
+  bool changed = false;  // the watch saw a write: look again soon even if nothing is due
   for (bool first = true;; first = false) {
     if (!follow_poll_ || stopped_.load(std::memory_order_relaxed) || storage_.failure()) {
       exhausted_.store(true, std::memory_order_relaxed);
@@ -46,11 +47,14 @@ bool DatabaseJobSource::wait_for_more() {
     }
     std::chrono::milliseconds wait = *follow_poll_;
     if (*next_due) wait = std::min(wait, std::chrono::milliseconds(**next_due - now_ms));
+    // A write seen but nothing due yet: the writer may not have published its commit (the
+    // -shm index is updated after the last WAL write); one more look shortly.
+    if (changed) wait = std::min(wait, std::chrono::milliseconds(20));
     wait = std::max(wait, std::chrono::milliseconds(5));
     if (watch_) {
       // A write to the WAL by anyone (our own storage thread's outcome commits too) ends
       // the wait; the loop then asks the due time again, a read.
-      watch_->wait(wait);
+      changed = watch_->wait(wait);
       continue;
     }
     std::unique_lock lock(wait_mutex_);
