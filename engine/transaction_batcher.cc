@@ -36,7 +36,9 @@ void TransactionBatcher::add(DeliveryItem&& item, const Destination& destination
   ShardJob& job = it->second;
   job.transaction.recipients.push_back(std::move(item.recipient));
   job.transaction.recipient_tags.push_back(item.tag);
-  if (job.transaction.recipients.size() >= max_recipients_) {
+  // Urgent work is not held back to fill its transaction: the batcher emits the rest only
+  // when the feeder runs dry, which behind a campaign is when the campaign is claimed.
+  if (job.transaction.urgent || job.transaction.recipients.size() >= max_recipients_) {
     emit_(std::move(job));
     open_.erase(it);
   }

@@ -8,18 +8,24 @@
 #include <cstdint>
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 
 namespace ringmail::storage {
 
 std::optional<DatabaseChangeWatch> DatabaseChangeWatch::open(const std::string& database_path) {
   // Split by hand: GCC 12 at -O2 warns falsely (-Wrestrict) on the std::string
   // assignments that std::filesystem::path's parts led to.
-  const size_t slash = database_path.rfind('/');
+  // SQLite puts the WAL beside the database file itself, so a symlink's target counts.
+  std::string real_path = database_path;
+  if (char* resolved = ::realpath(database_path.c_str(), nullptr)) {
+    real_path = resolved;
+    std::free(resolved);
+  }
+  const size_t slash = real_path.rfind('/');
   const std::string directory = slash == std::string::npos ? std::string(".")
                                 : slash == 0               ? std::string("/")
-                                                           : database_path.substr(0, slash);
-  std::string wal_name =
-      slash == std::string::npos ? database_path : database_path.substr(slash + 1);
+                                                           : real_path.substr(0, slash);
+  std::string wal_name = slash == std::string::npos ? real_path : real_path.substr(slash + 1);
   wal_name.append("-wal");
   const int inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd < 0) return std::nullopt;

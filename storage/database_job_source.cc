@@ -92,16 +92,21 @@ std::optional<engine::DeliveryItem> DatabaseJobSource::next() {
 
 void DatabaseJobSource::release_unsent() {
   std::vector<int64_t> ids;
-  for (size_t i = next_index_; i < current_.size(); ++i) ids.push_back(current_[i].recipient_id);
+  std::vector<int64_t> urgent;  // listed as urgent again
+  auto give_back = [&](const ClaimedItem& c) {
+    ids.push_back(c.recipient_id);
+    if (c.urgent) urgent.push_back(c.recipient_id);
+  };
+  for (size_t i = next_index_; i < current_.size(); ++i) give_back(current_[i]);
   current_.clear();
   next_index_ = 0;
   if (prefetch_) {
     auto batch = prefetch_->get();
     prefetch_.reset();
     if (batch)
-      for (auto& c : *batch) ids.push_back(c.recipient_id);
+      for (auto& c : *batch) give_back(c);
   }
-  storage_.release(std::move(ids));
+  storage_.release(std::move(ids), std::move(urgent));
 }
 
 }  // namespace ringmail::storage

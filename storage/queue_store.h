@@ -74,6 +74,7 @@ struct RecipientUpdate {
   bool not_attempted = false;
   int64_t retry_after_ms = 0;  // parked by the engine: offer it again after this long
   bool about_recipient = false;  // smtp::RecipientOutcome::about_recipient
+  bool urgent = false;  // of an urgent transaction: listed as urgent again if given back unsent
 };
 
 // Where a policy-applied outcome left its recipient, for the structured log.
@@ -190,11 +191,16 @@ class QueueStore {
   void tune_for_delivery();
   // Each of the following inside a transaction the caller opened.
   // Up to `limit` due recipients, urgent ones first (read_urgent), then earliest due
-  // first, leased to `owner`. One SELECT on the due index, then one UPDATE per run of consecutive ids (the caller holds the write
-  // lock, so the rows read are the rows leased).
+  // first, leased to `owner`. One SELECT on the due index, then one UPDATE per run of
+  // consecutive ids (the caller holds the write lock, so the rows read are the rows
+  // leased).
   std::expected<std::vector<ClaimedRecipient>, StorageError> claim(int64_t owner, size_t limit,
                                                                    int64_t now_ms,
                                                                    int64_t lease_expires_ms);
+  // Urgent recipients given back unsent (a release, a drain's not-attempted outcome) are
+  // listed as urgent again, so they keep their place ahead of bulk work; recipients no
+  // longer waiting are skipped.
+  std::expected<void, StorageError> relist_urgent(const std::vector<int64_t>& ids);
   std::expected<StoredMessage, StorageError> load_message(int64_t message_id);
   // One recipient's outcome through the policy (a delivered one goes to apply_delivered).
   // `applied`, when given, is filled for a row this outcome changed.
@@ -273,18 +279,18 @@ class QueueStore {
 
  private:
   explicit QueueStore(Connection db) : db_(std::move(db)) {}
-  // Prepares `sql` once into `slot`; later calls reuse it.
   // Claims' first step: due recipients listed in urgent_due (enqueue --urgent), appended
   // to `out` as urgent and taken off the list. In the caller's write transaction.
   std::expected<void, StorageError> read_urgent(size_t limit, int64_t now_ms,
                                                 std::vector<ClaimedRecipient>& out);
+  // Prepares `sql` once into `slot`; later calls reuse it.
   std::expected<Statement*, StorageError> cached(Statement& slot, std::string_view sql);
 
   Connection db_;  // declared first: destroyed after the statements below
   std::optional<int64_t> only_message_;  // limit_to_message()
   Statement select_due_of_message_, next_due_of_message_;
   Statement insert_recipient_, find_suppressed_, select_due_, select_urgent_, delete_urgent_,
-      insert_urgent_, lease_range_, load_message_,
+      insert_urgent_, relist_urgent_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
       postpone_domain_, postpone_domain_of_message_;

@@ -61,7 +61,7 @@ void StorageThread::on_transaction_finished(unsigned, const smtp::TransactionOut
     if (outcome.not_attempted || r.status != smtp::RecipientStatus::kDelivered) {
       batch.others.push_back({id, r.status, r.reply, outcome.not_attempted,
                               static_cast<int64_t>(outcome.retry_after.count()),
-                              r.about_recipient});
+                              r.about_recipient, outcome.transaction.urgent});
       continue;
     }
     if (batch.delivered.empty() || batch.delivered.back().reply.code != r.reply.code ||
@@ -120,11 +120,12 @@ std::future<std::expected<std::vector<ClaimedItem>, StorageError>> StorageThread
   return future;
 }
 
-void StorageThread::release(std::vector<int64_t> recipient_ids) {
+void StorageThread::release(std::vector<int64_t> recipient_ids, std::vector<int64_t> urgent_ids) {
   if (recipient_ids.empty()) return;
   {
     std::lock_guard lock(mutex_);
     releases_.insert(releases_.end(), recipient_ids.begin(), recipient_ids.end());
+    urgent_releases_.insert(urgent_releases_.end(), urgent_ids.begin(), urgent_ids.end());
     ++submitted_;
   }
   wake_.notify_one();
@@ -343,6 +344,9 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       if (*state != RecipientState::kInFlight) ++metrics.outcomes[index_of(*state)];
       if (*state == RecipientState::kQueued && u.retry_after_ms > 0)
         commit_parked_due_ms_ = std::max(commit_parked_due_ms_, now + u.retry_after_ms);
+      // Given back unsent (a drain): still urgent. Attempted and deferred: a retry.
+      if (u.urgent && u.not_attempted && *state == RecipientState::kQueued)
+        relist_now_.push_back(u.recipient_id);
       const bool delivered = *state == RecipientState::kDelivered;
       return_claimed(u.recipient_id, u.recipient_id, delivered ? std::optional(now) : std::nullopt,
                      metrics);
@@ -369,6 +373,9 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       for_each_id_run(releases, [&](int64_t lo, int64_t hi) {
         return_claimed(lo, hi, std::nullopt, metrics);
       });
+    }
+    if (!relist_now_.empty()) {
+      if (auto ok = store_.relist_urgent(relist_now_); !ok) return ok;
     }
     const int64_t lease_expires =
         now + static_cast<int64_t>(options_.lease_duration.count() * 1000.0);
@@ -432,6 +439,7 @@ void StorageThread::loop() {
       std::swap(outcomes, outcomes_);
       destinations.swap(destination_changes_);
       releases.swap(releases_);
+      relist_now_.swap(urgent_releases_);
       claims.swap(claims_);
       due_queries.swap(due_queries_);
       generation = submitted_;
@@ -507,6 +515,7 @@ void StorageThread::loop() {
     outcomes.clear();
     destinations.clear();
     releases.clear();
+    relist_now_.clear();  // before the next swap, which would hand it back otherwise
     claims.clear();
     due_queries.clear();
     if (stop) {

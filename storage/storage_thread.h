@@ -90,8 +90,9 @@ class StorageThread final : public engine::OutcomeSink {
   // Feeder thread: asks for up to `limit` due recipients; the future is ready after the
   // commit that leased them. An empty vector: nothing is due now.
   std::future<std::expected<std::vector<ClaimedItem>, StorageError>> claim(size_t limit);
-  // Gives claimed recipients that were never handed to a server back (queued, no attempt).
-  void release(std::vector<int64_t> recipient_ids);
+  // Gives claimed recipients that were never handed to a server back (queued, no attempt);
+  // `urgent_ids`, those of them that were urgent, are listed as urgent again.
+  void release(std::vector<int64_t> recipient_ids, std::vector<int64_t> urgent_ids = {});
   // Any thread: the run is draining. A write lock another process holds is then waited
   // out for one more busy timeout at most, and the run stops (exit 3) if it is still held.
   void begin_drain();
@@ -193,6 +194,7 @@ class StorageThread final : public engine::OutcomeSink {
   int64_t commit_ms_ = 0;
   int64_t commit_parked_due_ms_ = 0;
   std::vector<StateChange> state_changes_;  // storage thread only: this commit's
+  std::vector<int64_t> relist_now_;  // storage thread only: this commit's urgent give-backs
   MessageCache messages_;  // storage thread only: senders and bodies by message id
   // Storage thread only: runs of recipients claimed and not all back yet, keyed by their
   // first id (runs never overlap). A run is erased when its last id is back.
@@ -204,6 +206,7 @@ class StorageThread final : public engine::OutcomeSink {
   PendingOutcomes outcomes_;
   std::vector<engine::DestinationStateChange> destination_changes_;
   std::vector<int64_t> releases_;
+  std::vector<int64_t> urgent_releases_;  // release()'s urgent ids
   std::vector<ClaimRequest> claims_;
   uint64_t submitted_ = 0;  // generations: bumped per submission, applied per commit
   uint64_t applied_ = 0;

@@ -42,6 +42,22 @@ void add_to(TransactionBatcher& batcher, DeliveryItem item, const Destination& d
   batcher.add(std::move(item), destination, destination.key());
 }
 
+TEST(TransactionBatcher, UrgentWorkIsEmittedAtOnceNotHeldToFillItsTransaction) {
+  std::vector<ShardJob> out;
+  TransactionBatcher batcher(100, [&](ShardJob&& j) { out.push_back(std::move(j)); });
+  auto bulk = std::make_shared<const std::string>("bulk\r\n");
+  auto receipt = std::make_shared<const std::string>("receipt\r\n");
+  Destination relay{"127.0.0.1", 25};
+  batcher.add({"s@a", "c1@b", bulk, 1}, relay, relay.key());
+  batcher.add({"s@a", "order@b", receipt, 2, /*urgent=*/true}, relay, relay.key());
+  ASSERT_EQ(out.size(), 1u);  // the receipt, while the bulk transaction still fills
+  EXPECT_TRUE(out[0].transaction.urgent);
+  EXPECT_EQ(out[0].transaction.recipients, std::vector<std::string>{"order@b"});
+  batcher.flush();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_FALSE(out[1].transaction.urgent);
+}
+
 TEST(TransactionBatcher, GroupsIdenticalContentUpToTheLimit) {
   std::vector<ShardJob> out;
   TransactionBatcher batcher(3, [&](ShardJob&& j) { out.push_back(std::move(j)); });

@@ -172,6 +172,35 @@ TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
   EXPECT_TRUE(due[0].urgent);
 }
 
+// Given back unsent (a drain's release), an urgent recipient is listed again and is the
+// first claimed once more; one no longer waiting is not listed.
+TEST_F(QueueStoreTest, AnUrgentRecipientGivenBackUnsentStaysUrgent) {
+  enqueue(3, std::nullopt, "campaign", kNow - 60'000);
+  EnqueueRequest r{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n", kNow,
+                   std::nullopt, /*urgent=*/true};
+  auto counts = store_->begin_enqueue(r, kNow);
+  ASSERT_TRUE(counts);
+  ASSERT_TRUE(store_->add_recipient(*counts, "order@shop.test", "shop.test", kNow, kNow));
+  ASSERT_TRUE(store_->finish_enqueue());
+  auto first = claim(1, 1);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(first[0].urgent);
+  ASSERT_TRUE(store_->connection().begin());
+  ASSERT_TRUE(store_->release(1, first[0].id, kNow));
+  ASSERT_TRUE(store_->relist_urgent({first[0].id}));
+  ASSERT_TRUE(store_->connection().commit());
+  EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 1);
+  auto again = claim(1, 1);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].address, "order@shop.test");
+  EXPECT_TRUE(again[0].urgent);
+  // In flight now: not listed again.
+  ASSERT_TRUE(store_->connection().begin());
+  ASSERT_TRUE(store_->relist_urgent({again[0].id}));
+  ASSERT_TRUE(store_->connection().commit());
+  EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 0);
+}
+
 TEST_F(QueueStoreTest, AVersion3DatabaseGetsTheUrgentList) {
   enqueue(3);
   ASSERT_TRUE(store_->connection().exec(
