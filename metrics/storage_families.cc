@@ -67,6 +67,17 @@ std::vector<MetricFamily> storage_families(const StorageSample& sample) {
       "Time of each grouped write transaction of the storage thread, BEGIN to COMMIT "
       "(its outcomes, claims and releases; with synchronous=full the fsync)",
       c.commit_duration));
+  out.push_back(counter_family(
+      "ringmail_storage_lock_waits_total",
+      "Busy timeouts (10 s each) the storage thread waited out because another process held "
+      "the database's write lock (a large enqueue, a purge, a sqlite3 shell); meanwhile "
+      "outcomes wait in memory and no work is claimed",
+      static_cast<double>(c.lock_waits)));
+  out.push_back(counter_family(
+      "ringmail_storage_leases_recovered_total",
+      "Recipients in flight under a run of this host that died (kill -9 of a sibling run or "
+      "send), queued again by this run's check every minute",
+      static_cast<double>(c.leases_recovered)));
   out.push_back(histogram_family("ringmail_storage_commit_batch_size",
                                  "Recipients whose state each grouped write transaction "
                                  "changes (outcomes, claims, releases)",

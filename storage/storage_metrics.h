@@ -64,6 +64,10 @@ struct StorageMetrics {
   // Each grouped write transaction: recipients whose state it changes (outcomes, claims,
   // releases).
   FixedHistogram<kCommitBatchBounds> commit_batch_size;
+  // Busy timeouts waited out because another process held the write lock, and recipients
+  // of dead runs of this host taken back while this run ran (StorageStats has the same).
+  uint64_t lock_waits = 0;
+  uint64_t leases_recovered = 0;
 
   uint64_t outcome(RecipientState state) const { return outcomes[static_cast<size_t>(state)]; }
   void add(const StorageMetrics& other) {
@@ -72,6 +76,8 @@ struct StorageMetrics {
     delivery_latency.add(other.delivery_latency);
     commit_duration.add(other.commit_duration);
     commit_batch_size.add(other.commit_batch_size);
+    lock_waits += other.lock_waits;
+    leases_recovered += other.leases_recovered;
   }
 };
 

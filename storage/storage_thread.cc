@@ -287,6 +287,7 @@ std::expected<void, StorageError> StorageThread::begin_write() {
     {
       std::lock_guard lock(mutex_);
       ++stats_.lock_waits;
+      ++metrics_.lock_waits;
       stopping = stopping_ || draining_;
     }
     if (stopping && waits >= 1) return ok;
@@ -309,6 +310,7 @@ void StorageThread::recover_dead_runs() {
   {
     std::lock_guard lock(mutex_);
     stats_.leases_recovered += *recovered;
+    metrics_.leases_recovered += *recovered;
   }
   if (on_warning_)
     on_warning_(std::to_string(*recovered) +

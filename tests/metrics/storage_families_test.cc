@@ -44,6 +44,8 @@ StorageSample known_sample() {
   m.commit_duration.observe(0.004, 2);
   m.commit_batch_size.observe(1000, 3);
   m.commit_batch_size.observe(3000, 4);
+  m.lock_waits = 2;
+  m.leases_recovered = 600;
   QueueDepth depth{};
   depth[size_t(RecipientState::kQueued)] = 1000;
   depth[size_t(RecipientState::kInFlight)] = 200;
@@ -62,6 +64,11 @@ TEST(metrics_storage_families, ExpositionOfAKnownSample) {
            "ringmail_queue_outcomes_total{state=\"expired\"} 2",
            "ringmail_queue_outcomes_total{state=\"suppressed\"} 4",
            "ringmail_queue_outcomes_total{state=\"queued\"} 1",
+
+           "# TYPE ringmail_storage_lock_waits_total counter",
+           "ringmail_storage_lock_waits_total 2",
+           "# TYPE ringmail_storage_leases_recovered_total counter",
+           "ringmail_storage_leases_recovered_total 600",
 
            "# TYPE ringmail_delivery_attempts histogram",
            "ringmail_delivery_attempts_bucket{le=\"1\"} 80",

@@ -87,6 +87,7 @@ TEST_F(StorageThreadLocks, AWriteLockHeldPastTheBusyTimeoutIsWaitedOutNotFatal) 
   ASSERT_EQ(flushed.wait_for(std::chrono::milliseconds(600)), std::future_status::timeout);
   EXPECT_FALSE(thread.failure());  // before: the run stopped, its outcomes dropped
   EXPECT_GE(thread.stats().lock_waits, 2u);
+  EXPECT_EQ(thread.metrics().lock_waits, thread.stats().lock_waits);  // exported alike
   ASSERT_FALSE(warnings().empty());
   EXPECT_NE(warnings().front().find("write lock"), std::string::npos) << warnings().front();
 
@@ -152,6 +153,7 @@ TEST_F(StorageThreadLocks, ARunningServiceTakesBackTheLeasesOfASiblingThatDied) 
   ASSERT_TRUE(second);
   EXPECT_EQ(first->size() + second->size(), 10u);  // the 4 free ones and the dead run's 6
   EXPECT_EQ(thread.stats().leases_recovered, 6u);
+  EXPECT_EQ(thread.metrics().leases_recovered, 6u);
   EXPECT_EQ(query("SELECT count(*) FROM runs"), 1);
   ASSERT_FALSE(warnings().empty());
   EXPECT_NE(warnings().back().find("6 recipients"), std::string::npos) << warnings().back();
