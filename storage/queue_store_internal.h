@@ -1,5 +1,6 @@
 // Helpers shared by the files that define QueueStore (queue_store.cc, queue_reports.cc,
-// queue_suppressions.cc, queue_retention.cc); not part of storage/'s interface.
+// queue_suppressions.cc, queue_retention.cc, queue_urgent.cc); not part of storage/'s
+// interface.
 #pragma once
 
 #include <cctype>

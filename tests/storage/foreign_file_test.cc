@@ -71,6 +71,18 @@ class ForeignFileTest : public ::testing::Test {
     return QueueStore::open(options, mode);
   }
 
+  // Opens the file in `mode`: it is a ringmail database at the current version, in WAL.
+  void expect_opens_current_in_wal(OpenMode mode) {
+    {
+      auto store = open(mode);
+      ASSERT_TRUE(store) << store.error().message;
+      auto version = schema_version(store->connection());
+      ASSERT_TRUE(version);
+      EXPECT_EQ(*version, current_schema_version());
+    }
+    EXPECT_EQ(journal_mode(tmp_.path()), "wal");
+  }
+
   // A ringmail database at the current version, then set back to a rollback journal.
   void make_ringmail_database_without_wal() {
     {
@@ -179,14 +191,7 @@ TEST_F(ForeignFileTest, AFileThatIsNotADatabaseIsRefusedByteForByte) {
 
 TEST_F(ForeignFileTest, AMissingFileIsCreatedInWalModeAtTheCurrentVersion) {
   ASSERT_FALSE(fs::exists(tmp_.path()));
-  {
-    auto store = open(OpenMode::kReadWriteCreate);
-    ASSERT_TRUE(store) << store.error().message;
-    auto version = schema_version(store->connection());
-    ASSERT_TRUE(version);
-    EXPECT_EQ(*version, current_schema_version());
-  }
-  EXPECT_EQ(journal_mode(tmp_.path()), "wal");
+  expect_opens_current_in_wal(OpenMode::kReadWriteCreate);
 }
 
 TEST_F(ForeignFileTest, AMissingFileIsNotCreatedWithoutCreate) {
@@ -198,14 +203,7 @@ TEST_F(ForeignFileTest, AMissingFileIsNotCreatedWithoutCreate) {
 TEST_F(ForeignFileTest, AnEmptyFileBecomesAWalDatabase) {
   std::ofstream(tmp_.path(), std::ios::binary).flush();
   ASSERT_TRUE(fs::exists(tmp_.path()));
-  {
-    auto store = open(OpenMode::kReadWriteExisting);
-    ASSERT_TRUE(store) << store.error().message;
-    auto version = schema_version(store->connection());
-    ASSERT_TRUE(version);
-    EXPECT_EQ(*version, current_schema_version());
-  }
-  EXPECT_EQ(journal_mode(tmp_.path()), "wal");
+  expect_opens_current_in_wal(OpenMode::kReadWriteExisting);
 }
 
 TEST_F(ForeignFileTest, OurDatabaseWithoutWalIsSwitchedToWal) {
@@ -223,14 +221,7 @@ TEST_F(ForeignFileTest, AnOlderVersionWithoutWalIsMigratedAndSwitchedToWal) {
               "DROP TABLE destinations; DROP INDEX recipients_by_domain; "
               "DROP TABLE urgent_due; "
               "UPDATE schema_version SET version = 2");
-  {
-    auto store = open(OpenMode::kReadWriteExisting);
-    ASSERT_TRUE(store) << store.error().message;
-    auto version = schema_version(store->connection());
-    ASSERT_TRUE(version);
-    EXPECT_EQ(*version, current_schema_version());
-  }
-  EXPECT_EQ(journal_mode(tmp_.path()), "wal");
+  expect_opens_current_in_wal(OpenMode::kReadWriteExisting);
 }
 
 }  // namespace

@@ -45,6 +45,17 @@ class QueueStoreTest : public ::testing::Test {
     return *counts;
   }
 
+  // One urgent message (enqueue --urgent) to `addresses`, due at `due`.
+  void enqueue_urgent(std::initializer_list<const char*> addresses, int64_t due = kNow) {
+    EnqueueRequest r{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n", due,
+                     std::nullopt, /*urgent=*/true};
+    auto counts = store_->begin_enqueue(r, kNow);
+    ASSERT_TRUE(counts);
+    for (const char* a : addresses)
+      ASSERT_TRUE(store_->add_recipient(*counts, a, "shop.test", due, kNow));
+    ASSERT_TRUE(store_->finish_enqueue());
+  }
+
   std::map<RecipientState, uint64_t> states() {
     std::map<RecipientState, uint64_t> out;
     auto counts = store_->state_counts();
@@ -137,13 +148,7 @@ TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
 // was due earlier; the campaign follows in due order, and nothing is claimed twice.
 TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
   enqueue(5, std::nullopt, "campaign", kNow - 60'000);
-  EnqueueRequest r{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n", kNow,
-                   std::nullopt, /*urgent=*/true};
-  auto counts = store_->begin_enqueue(r, kNow);
-  ASSERT_TRUE(counts);
-  for (const char* a : {"order1@shop.test", "order2@shop.test"})
-    ASSERT_TRUE(store_->add_recipient(*counts, a, "shop.test", kNow, kNow));
-  ASSERT_TRUE(store_->finish_enqueue());
+  enqueue_urgent({"order1@shop.test", "order2@shop.test"});
   EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 2);
 
   auto first = claim(1, 3);
@@ -160,12 +165,7 @@ TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
   EXPECT_EQ(query("SELECT count(*) FROM urgent_due"), 0);  // urgency is for the first try
 
   // An urgent message scheduled for later (--send-at) waits for its time like any other.
-  EnqueueRequest later{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n",
-                       kNow + 60'000, std::nullopt, /*urgent=*/true};
-  auto c2 = store_->begin_enqueue(later, kNow);
-  ASSERT_TRUE(c2);
-  ASSERT_TRUE(store_->add_recipient(*c2, "later@shop.test", "shop.test", kNow + 60'000, kNow));
-  ASSERT_TRUE(store_->finish_enqueue());
+  enqueue_urgent({"later@shop.test"}, kNow + 60'000);
   EXPECT_TRUE(claim(1, 10).empty());
   auto due = claim(1, 10, kNow + 60'000);
   ASSERT_EQ(due.size(), 1u);
@@ -176,12 +176,7 @@ TEST_F(QueueStoreTest, UrgentRecipientsAreClaimedBeforeBulkOnesDueEarlier) {
 // first claimed once more; one no longer waiting is not listed.
 TEST_F(QueueStoreTest, AnUrgentRecipientGivenBackUnsentStaysUrgent) {
   enqueue(3, std::nullopt, "campaign", kNow - 60'000);
-  EnqueueRequest r{"receipts", "s@example.test", "Subject: r\r\n\r\nhi\r\n", kNow,
-                   std::nullopt, /*urgent=*/true};
-  auto counts = store_->begin_enqueue(r, kNow);
-  ASSERT_TRUE(counts);
-  ASSERT_TRUE(store_->add_recipient(*counts, "order@shop.test", "shop.test", kNow, kNow));
-  ASSERT_TRUE(store_->finish_enqueue());
+  enqueue_urgent({"order@shop.test"});
   auto first = claim(1, 1);
   ASSERT_EQ(first.size(), 1u);
   ASSERT_TRUE(first[0].urgent);
