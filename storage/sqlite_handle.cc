@@ -11,6 +11,9 @@ namespace ringmail::storage {
 
 StorageFailure StorageError::failure() const {
   const int primary = sqlite_code & 0xff;
+  // Before the permission test: SQLite's errno here is that of the last temp directory
+  // it tried (EROFS, EACCES), which says nothing about the database file.
+  if (sqlite_code == SQLITE_IOERR_GETTEMPPATH) return StorageFailure::kNoTempDirectory;
   // A write refused by the file system's permissions surfaces as an open or I/O error;
   // errno tells it from a full disk or a missing file.
   const bool permission =
@@ -41,6 +44,10 @@ std::string_view StorageError::hint() const {
       return " (read-only or permission denied: ringmail cannot write the database file or "
              "its directory, where SQLite keeps the -wal and -shm files beside it; make both "
              "writable for this user and run again)";
+    case StorageFailure::kNoTempDirectory:
+      return " (SQLite found no writable directory for a temporary file, which a large sort "
+             "or update needs: set SQLITE_TMPDIR or TMPDIR to one, or make /var/tmp, /tmp or "
+             "the working directory writable, and run again)";
     case StorageFailure::kOther:
       break;
   }

@@ -15,6 +15,7 @@ enum class StorageFailure {
   kLocked,    // another process held the write lock past the busy timeout
   kCorrupt,   // not an SQLite database, truncated, or a damaged page
   kReadOnly,  // the file or its directory cannot be written by this user
+  kNoTempDirectory,  // a large sort or statement found no writable directory for a temp file
 };
 
 struct StorageError {

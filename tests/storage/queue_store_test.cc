@@ -1,10 +1,13 @@
 #include "storage/queue_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include "storage/schema.h"
@@ -272,6 +275,32 @@ TEST_F(QueueStoreTest, AddressesSuppressedAfterEnqueueAreSuppressedAtRunStart) {
   ASSERT_TRUE(removed);
   EXPECT_TRUE(*removed);
   EXPECT_TRUE(store_->suppressions()->empty());
+}
+
+// A claim of thousands of rows changes more pages than SQLite's statement journal keeps
+// in memory (64 KiB); on a connection with file temp storage it spills to a temporary file,
+// which fails where no directory is writable (a read-only root file system, a read-only
+// working directory) and costs an open, writes and an unlink per claim. The storage
+// thread's connection keeps them in memory.
+TEST_F(QueueStoreTest, ADeliveryConnectionWritesNoTemporaryFile) {
+  enqueue(5000);
+  const std::filesystem::path temp_dir = db_.dir() / "sqlite-temp";
+  std::filesystem::create_directory(temp_dir);
+  const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT_GE(watch, 0);
+  ASSERT_GE(::inotify_add_watch(watch, temp_dir.c_str(), IN_CREATE), 0);
+  // SQLite's first choice of a directory for temporary files, whatever the environment.
+  sqlite3_temp_directory = sqlite3_mprintf("%s", temp_dir.c_str());
+
+  store_->tune_for_delivery();
+  EXPECT_EQ(claim(1, 5000).size(), 5000u);
+
+  alignas(inotify_event) char events[4096];
+  const ssize_t n = ::read(watch, events, sizeof events);
+  EXPECT_LT(n, 0) << "a temporary file was created in " << temp_dir;
+  ::close(watch);
+  sqlite3_free(sqlite3_temp_directory);
+  sqlite3_temp_directory = nullptr;
 }
 
 TEST_F(QueueStoreTest, ClaimLeasesOnlyDueRecipients) {

@@ -73,6 +73,9 @@ TEST(StorageErrorTest, CodesAreClassified) {
   EXPECT_TRUE((StorageError{SQLITE_CANTOPEN, "x", EACCES}.read_only()));
   EXPECT_TRUE((StorageError{SQLITE_IOERR_WRITE, "x", EROFS}.read_only()));
   EXPECT_EQ((StorageError{SQLITE_CANTOPEN, "x", ENOENT}.failure()), StorageFailure::kOther);
+  // No temp directory: errno is the last directory tried's, not the database's.
+  EXPECT_EQ((StorageError{SQLITE_IOERR_GETTEMPPATH, "x", EROFS}.failure()),
+            StorageFailure::kNoTempDirectory);
   EXPECT_EQ((StorageError{SQLITE_CONSTRAINT, "x"}.failure()), StorageFailure::kOther);
   EXPECT_EQ((StorageError{0, "x"}.failure()), StorageFailure::kOther);
 }
@@ -90,6 +93,7 @@ TEST(StorageErrorTest, EachClassHasItsHint) {
             std::string::npos);
   EXPECT_NE(hint_of(SQLITE_READONLY).find("read-only"), std::string::npos);
   EXPECT_NE(hint_of(SQLITE_READONLY).find("cannot write"), std::string::npos);
+  EXPECT_NE(hint_of(SQLITE_IOERR_GETTEMPPATH).find("SQLITE_TMPDIR"), std::string::npos);
   EXPECT_EQ(hint_of(SQLITE_CONSTRAINT), "");
   for (int code : {SQLITE_FULL, SQLITE_BUSY, SQLITE_CORRUPT, SQLITE_READONLY}) {
     const std::string h = hint_of(code);
