@@ -16,6 +16,7 @@
 #include <limits>
 #include <sstream>
 
+#include "app/age.h"
 #include "app/mailbox.h"
 
 namespace ringmail::app {
@@ -343,6 +344,28 @@ constexpr KeyRule kRules[] = {
      }},
     {"storage", "idle_poll",
      [](const toml::node& n, Config& c) { return read_seconds(n, c.storage.idle_poll, false); }},
+    {"storage", "retention",
+     [](const toml::node& n, Config& c) -> Status {
+       // An age as `purge --older-than` takes it, or 0: kept for ever.
+       if ((n.is_integer() && n.as_integer()->get() == 0) ||
+           (n.is_string() && n.as_string()->get() == "0")) {
+         c.storage.retention = storage::Seconds(0);
+         return {};
+       }
+       if (!n.is_string())
+         return std::unexpected(fmt::format(
+             "must be an age such as \"30d\" or \"12h\", or 0 to keep everything, not {}",
+             type_name(n)));
+       auto ms = parse_age_ms(n.as_string()->get());
+       if (!ms) return std::unexpected(ms.error());
+       if (*ms == 0) return std::unexpected("must be more than 0 (or 0 itself: kept for ever)");
+       c.storage.retention = storage::Seconds(static_cast<double>(*ms) / 1000);
+       return {};
+     }},
+    {"storage", "retention_check",
+     [](const toml::node& n, Config& c) {
+       return read_seconds(n, c.storage.retention_check, false);
+     }},
     {"storage", "message_cache_mb",
      [](const toml::node& n, Config& c) -> Status {
        size_t mb = 0;

@@ -115,8 +115,11 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   storage::StorageWarningListener warn = [&console](const std::string& line) {
     console.print_line("ringmail: " + line);
   };
+  // Retention is the service's: a one-shot run or `send` does not purge on its way out.
+  storage::StorageOptions storage_options = c.storage;
+  if (options.until_done) storage_options.retention = storage::Seconds(0);
   auto storage_thread = std::make_unique<storage::StorageThread>(
-      std::move(*store), *owner, c.storage, c.retry, std::move(log_states), std::move(warn));
+      std::move(*store), *owner, storage_options, c.retry, std::move(log_states), std::move(warn));
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);
   // The log first: the storage thread may commit an outcome and hand its state change to
   // the log before the log has the outcome's own line, which must come first.

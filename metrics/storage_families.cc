@@ -78,6 +78,11 @@ std::vector<MetricFamily> storage_families(const StorageSample& sample) {
       "Recipients in flight under a run of this host that died (kill -9 of a sibling run or "
       "send), queued again by this run's check every minute",
       static_cast<double>(c.leases_recovered)));
+  out.push_back(counter_family(
+      "ringmail_storage_purged_total",
+      "Recipients in a final state (delivered, bounced, expired, suppressed) removed by the "
+      "service's retention (storage.retention) with their attempt log",
+      static_cast<double>(c.purged)));
   out.push_back(histogram_family("ringmail_storage_commit_batch_size",
                                  "Recipients whose state each grouped write transaction "
                                  "changes (outcomes, claims, releases)",

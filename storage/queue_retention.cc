@@ -33,6 +33,104 @@ void bind_range(Statement& st, int64_t lo, int64_t hi, int64_t before_ms,
   }
 }
 
+
+// A purge's statements, prepared once per purge (or per step of one).
+struct PurgeStatements {
+  Statement count_states;     // dry run: the states of what would go
+  Statement drop_attempts;    // the attempt log first: it refers to the recipients by id
+  Statement drop_recipients;  // returning their states and messages
+};
+
+std::expected<PurgeStatements, StorageError> prepare_purge(Connection& db) {
+  if (auto ok = db.exec("CREATE TEMP TABLE IF NOT EXISTS purge_messages(id INTEGER PRIMARY KEY)");
+      !ok)
+    return fail(ok);
+  auto count_states = db.prepare(
+      fmt::format("SELECT state, count(*) FROM recipients WHERE {} GROUP BY state", kPurgeable));
+  if (!count_states) return fail(count_states);
+  auto drop_attempts = db.prepare(
+      fmt::format("DELETE FROM attempts WHERE recipient_id IN (SELECT id FROM recipients WHERE {})",
+                  kPurgeable));
+  if (!drop_attempts) return fail(drop_attempts);
+  auto drop_recipients = db.prepare(
+      fmt::format("DELETE FROM recipients WHERE {} RETURNING state, message_id", kPurgeable));
+  if (!drop_recipients) return fail(drop_recipients);
+  return PurgeStatements{std::move(*count_states), std::move(*drop_attempts),
+                         std::move(*drop_recipients)};
+}
+
+// Adds the rows `st` returns (state, count) or, not grouped, (state, message_id) to
+// `counts`, and in the second case the messages to `emptied`.
+std::expected<void, StorageError> tally(Statement& st, bool grouped, PurgeCounts& counts,
+                                        std::set<int64_t>& emptied) {
+  while (true) {
+    auto r = st.step();
+    if (!r) return fail(r);
+    if (!*r) return {};
+    auto state = parse_state(st.column_text(0));
+    if (state) counts.recipients[*state] += grouped ? uint64_t(st.column_int(1)) : 1;
+    if (!grouped) emptied.insert(st.column_int(1));
+  }
+}
+
+// Ids `lo`..`hi` in one transaction: an interrupted purge has removed whole ranges,
+// nothing half, and a `run` on the same database gets the write lock between them.
+std::expected<void, StorageError> purge_range(Connection& db, PurgeStatements& st, int64_t lo,
+                                              int64_t hi, int64_t before_ms,
+                                              std::optional<int64_t> campaign_id,
+                                              PurgeCounts& counts, std::set<int64_t>& emptied) {
+  if (auto ok = db.begin(); !ok) return fail(ok);
+  auto work = [&]() -> std::expected<void, StorageError> {
+    bind_range(st.drop_attempts, lo, hi, before_ms, campaign_id);
+    auto dropped = st.drop_attempts.run();
+    st.drop_attempts.reset();
+    if (!dropped) return fail(dropped);
+    counts.attempts += uint64_t(db.changes());
+    bind_range(st.drop_recipients, lo, hi, before_ms, campaign_id);
+    auto ok = tally(st.drop_recipients, false, counts, emptied);
+    st.drop_recipients.reset();
+    if (!ok) return ok;
+    return db.commit();
+  };
+  auto ok = work();
+  if (!ok) db.rollback();
+  return ok;
+}
+
+// A message whose every recipient is gone keeps its row, so its idempotency key still
+// refuses a second enqueue, but not its body. Only the messages in `candidates` (those
+// that lost recipients) are looked at, by id, a few per transaction: freeing a body
+// frees its overflow pages, and all of them in one transaction would hold the write lock
+// (and grow the WAL) for as long as the bodies are big.
+std::expected<void, StorageError> drop_orphan_bodies(Connection& db,
+                                                     const std::set<int64_t>& candidates,
+                                                     PurgeCounts& counts) {
+  constexpr size_t kMessagesPerTransaction = 64;
+  auto drop_body = db.prepare(
+      "UPDATE messages SET body = X'' WHERE id = ?1 AND length(body) > 0 AND NOT EXISTS "
+      "(SELECT 1 FROM recipients WHERE message_id = ?1)");
+  if (!drop_body) return fail(drop_body);
+  auto next = candidates.begin();
+  while (next != candidates.end()) {
+    if (auto ok = db.begin(); !ok) return fail(ok);
+    auto work = [&]() -> std::expected<void, StorageError> {
+      for (size_t n = 0; n < kMessagesPerTransaction && next != candidates.end(); ++n, ++next) {
+        drop_body->bind(1, *next);
+        auto ok = drop_body->run();
+        drop_body->reset();
+        if (!ok) return fail(ok);
+        counts.bodies += uint64_t(db.changes());
+      }
+      return db.commit();
+    };
+    if (auto ok = work(); !ok) {
+      db.rollback();
+      return fail(ok);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 uint64_t PurgeCounts::recipients_total() const {
@@ -64,9 +162,8 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_
   const int64_t last = bounds->column_int(1);
   bounds->reset();
 
-  if (auto ok = db_.exec("CREATE TEMP TABLE IF NOT EXISTS purge_messages(id INTEGER PRIMARY KEY)");
-      !ok)
-    return fail(ok);
+  auto st = prepare_purge(db_);
+  if (!st) return fail(st);
   if (auto ok = db_.exec("DELETE FROM temp.purge_messages"); !ok) return fail(ok);
   if (campaign_id) {
     auto list = db_.prepare(
@@ -76,92 +173,37 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_
     if (auto ok = list->run(); !ok) return fail(ok);
   }
 
-  // dry run: the states of what would go. Otherwise the attempt log first (it refers to
-  // the recipients by id), then the recipients, returning their states and messages.
-  auto count_states = db_.prepare(
-      fmt::format("SELECT state, count(*) FROM recipients WHERE {} GROUP BY state", kPurgeable));
-  if (!count_states) return fail(count_states);
-  auto drop_attempts = db_.prepare(
-      fmt::format("DELETE FROM attempts WHERE recipient_id IN (SELECT id FROM recipients WHERE {})",
-                  kPurgeable));
-  if (!drop_attempts) return fail(drop_attempts);
-  auto drop_recipients = db_.prepare(
-      fmt::format("DELETE FROM recipients WHERE {} RETURNING state, message_id", kPurgeable));
-  if (!drop_recipients) return fail(drop_recipients);
-
-  std::set<int64_t> emptied_messages;  // messages that lost recipients: bodies to check
-  auto tally = [&](Statement& st, bool grouped) -> std::expected<void, StorageError> {
-    while (true) {
-      auto r = st.step();
-      if (!r) return fail(r);
-      if (!*r) return {};
-      auto state = parse_state(st.column_text(0));
-      if (state) counts.recipients[*state] += grouped ? uint64_t(st.column_int(1)) : 1;
-      if (!grouped) emptied_messages.insert(st.column_int(1));
-    }
-  };
-
-  // One transaction per `batch` ids: a `run` on the same database gets the write lock
-  // between them, and an interrupted purge has removed whole batches, nothing half.
+  std::set<int64_t> emptied;  // messages that lost recipients: bodies to check
   for (int64_t lo = first; lo <= last; lo += batch) {
     const int64_t hi = std::min(last, lo + batch - 1);
     if (dry_run) {
-      bind_range(*count_states, lo, hi, before_ms, campaign_id);
-      auto ok = tally(*count_states, true);
-      count_states->reset();
+      bind_range(st->count_states, lo, hi, before_ms, campaign_id);
+      auto ok = tally(st->count_states, true, counts, emptied);
+      st->count_states.reset();
       if (!ok) return fail(ok);
       continue;
     }
-    if (auto ok = db_.begin(); !ok) return fail(ok);
-    auto work = [&]() -> std::expected<void, StorageError> {
-      bind_range(*drop_attempts, lo, hi, before_ms, campaign_id);
-      auto dropped = drop_attempts->run();
-      drop_attempts->reset();
-      if (!dropped) return fail(dropped);
-      counts.attempts += uint64_t(db_.changes());
-      bind_range(*drop_recipients, lo, hi, before_ms, campaign_id);
-      auto ok = tally(*drop_recipients, false);
-      drop_recipients->reset();
-      if (!ok) return ok;
-      return db_.commit();
-    };
-    if (auto ok = work(); !ok) {
-      db_.rollback();
+    if (auto ok = purge_range(db_, *st, lo, hi, before_ms, campaign_id, counts, emptied); !ok)
       return fail(ok);
-    }
   }
   if (dry_run) return counts;
-
-  // A message whose every recipient is gone keeps its row, so its idempotency key still
-  // refuses a second enqueue, but not its body. Only messages that lost recipients here
-  // are looked at, by id, a few per transaction: freeing a body frees its overflow pages,
-  // and all of them in one transaction would hold the write lock (and grow the WAL) for
-  // as long as the bodies are big.
-  constexpr size_t kMessagesPerTransaction = 64;
-  auto drop_body = db_.prepare(
-      "UPDATE messages SET body = X'' WHERE id = ?1 AND length(body) > 0 AND NOT EXISTS "
-      "(SELECT 1 FROM recipients WHERE message_id = ?1)");
-  if (!drop_body) return fail(drop_body);
-  auto next = emptied_messages.begin();
-  while (next != emptied_messages.end()) {
-    if (auto ok = db_.begin(); !ok) return fail(ok);
-    auto work = [&]() -> std::expected<void, StorageError> {
-      for (size_t n = 0; n < kMessagesPerTransaction && next != emptied_messages.end();
-           ++n, ++next) {
-        drop_body->bind(1, *next);
-        auto ok = drop_body->run();
-        drop_body->reset();
-        if (!ok) return fail(ok);
-        counts.bodies += uint64_t(db_.changes());
-      }
-      return db_.commit();
-    };
-    if (auto ok = work(); !ok) {
-      db_.rollback();
-      return fail(ok);
-    }
-  }
+  if (auto ok = drop_orphan_bodies(db_, emptied, counts); !ok) return fail(ok);
   return counts;
+}
+
+std::expected<std::optional<int64_t>, StorageError> QueueStore::purge_final_step(
+    int64_t before_ms, int64_t first_id, int64_t batch, PurgeCounts& counts) {
+  auto last = db_.query_int("SELECT max(id) FROM recipients");
+  if (!last) return fail(last);
+  if (!*last || first_id > **last) return std::optional<int64_t>{};
+  auto st = prepare_purge(db_);
+  if (!st) return fail(st);
+  const int64_t hi = std::min(**last, first_id + batch - 1);
+  std::set<int64_t> emptied;
+  if (auto ok = purge_range(db_, *st, first_id, hi, before_ms, std::nullopt, counts, emptied); !ok)
+    return fail(ok);
+  if (auto ok = drop_orphan_bodies(db_, emptied, counts); !ok) return fail(ok);
+  return hi < **last ? std::optional<int64_t>{hi + 1} : std::optional<int64_t>{};
 }
 
 }  // namespace ringmail::storage

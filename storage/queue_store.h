@@ -270,6 +270,14 @@ class QueueStore {
   std::expected<PurgeCounts, StorageError> purge_final(int64_t before_ms,
                                                        std::optional<int64_t> campaign_id,
                                                        bool dry_run, int64_t batch = 10000);
+  // One step of purge_final, for a purge spread over time (the storage thread's
+  // retention): the ids from `first_id` on, up to `batch` of them, in one transaction,
+  // then the bodies of the messages that lost recipients there. Returns the id to start
+  // the next step at, nullopt when the table's last id was passed. Adds to `counts`.
+  std::expected<std::optional<int64_t>, StorageError> purge_final_step(int64_t before_ms,
+                                                                       int64_t first_id,
+                                                                       int64_t batch,
+                                                                       PurgeCounts& counts);
 
   // --- suppression list (addresses compared lower-cased) ---
   std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,

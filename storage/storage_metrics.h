@@ -68,6 +68,8 @@ struct StorageMetrics {
   // of dead runs of this host taken back while this run ran (StorageStats has the same).
   uint64_t lock_waits = 0;
   uint64_t leases_recovered = 0;
+  // Recipients in a final state removed by the service's retention (storage.retention).
+  uint64_t purged = 0;
 
   uint64_t outcome(RecipientState state) const { return outcomes[static_cast<size_t>(state)]; }
   void add(const StorageMetrics& other) {
@@ -78,6 +80,7 @@ struct StorageMetrics {
     commit_batch_size.add(other.commit_batch_size);
     lock_waits += other.lock_waits;
     leases_recovered += other.leases_recovered;
+    purged += other.purged;
   }
 };
 

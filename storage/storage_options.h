@@ -36,6 +36,14 @@ struct StorageOptions {
   Seconds idle_poll{1};           // `run` without --until-done looks for new work this often
   // Senders and bodies kept for claims to come (least recently claimed dropped first).
   size_t message_cache_bytes = size_t{64} << 20;
+  // `run` as a service purges, as `ringmail purge --older-than` would, the recipients in a
+  // final state last changed longer ago than `retention`, so a database that serves for
+  // months stays the size of its recent work. 0: kept for ever. A pass starts a minute
+  // after the service does and then every `retention_check`; it removes
+  // `retention_batch` ids per step, at most one step a second, between commits.
+  Seconds retention{30.0 * 24 * 3600};
+  Seconds retention_check{3600};
+  size_t retention_batch = 5000;
 };
 
 }  // namespace ringmail::storage

@@ -1,5 +1,7 @@
 #include "storage/storage_thread.h"
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -33,6 +35,14 @@ StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions opt
       schedule_(schedule),
       on_state_changes_(std::move(on_state_changes)),
       on_warning_(std::move(on_warning)),
+      // The first pass a minute in: not in the way of a start-up, and not put off for
+      // ever by a service restarted more often than retention_check.
+      retention_{std::chrono::steady_clock::now() +
+                     std::min<std::chrono::steady_clock::duration>(
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                             options_.retention_check),
+                         std::chrono::seconds(60)),
+                 {}, std::nullopt, 0, {}},
       messages_(options_.message_cache_bytes),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
@@ -317,6 +327,56 @@ void StorageThread::recover_dead_runs() {
                 " recipients in flight in a run that is gone are queued again");
 }
 
+void StorageThread::retention_step() {
+  if (options_.retention.count() <= 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!retention_.next_id) {
+    if (now < retention_.next_pass) return;
+    retention_.next_pass =
+        now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.retention_check);
+    retention_.next_id = 0;  // from the first id
+    retention_.before_ms = unix_now_ms() - static_cast<int64_t>(options_.retention.count() * 1000);
+    retention_.counts = {};
+  } else if (now < retention_.next_step) {
+    return;
+  }
+  // A second apart (retention_check apart, when that is shorter: the tests' setting).
+  retention_.next_step =
+      now + std::min<std::chrono::steady_clock::duration>(
+                std::chrono::seconds(1),
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.retention_check));
+  PurgeCounts step;
+  auto next = store_.purge_final_step(retention_.before_ms, *retention_.next_id,
+                                      static_cast<int64_t>(options_.retention_batch), step);
+  const uint64_t removed = step.recipients_total();
+  if (removed > 0) {
+    std::lock_guard lock(mutex_);
+    metrics_.purged += removed;
+  }
+  for (const auto& [state, n] : step.recipients) retention_.counts.recipients[state] += n;
+  retention_.counts.attempts += step.attempts;
+  retention_.counts.bodies += step.bodies;
+  if (next && *next) {
+    retention_.next_id = *next;
+    return;
+  }
+  // The pass is over, or failed (a lock held past the busy timeout, a full disk): what it
+  // removed stays removed, and the next pass starts over from the first id.
+  retention_.next_id.reset();
+  if (!on_warning_) return;
+  const auto before = std::chrono::sys_time<std::chrono::milliseconds>(
+      std::chrono::milliseconds(retention_.before_ms));
+  if (!next)
+    on_warning_(fmt::format("retention pass stopped, tried again in {:.0f} s: {}",
+                            options_.retention_check.count(), next.error().message));
+  else if (retention_.counts.recipients_total() > 0)
+    on_warning_(fmt::format(
+        "retention: removed {} recipients in a final state last changed before {:%FT%TZ} "
+        "(storage.retention), {} attempt log rows, {} message bodies",
+        retention_.counts.recipients_total(), std::chrono::floor<std::chrono::seconds>(before),
+        retention_.counts.attempts, retention_.counts.bodies));
+}
+
 std::expected<void, StorageError> StorageThread::commit_batch(
     const PendingOutcomes& outcomes,
     const std::vector<engine::DestinationStateChange>& destinations,
@@ -514,6 +574,7 @@ void StorageThread::loop() {
       applied_ = generation;
     }
     committed_.notify_all();
+    if (!failed && !stop) retention_step();
     outcomes.clear();
     destinations.clear();
     releases.clear();

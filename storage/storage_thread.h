@@ -181,6 +181,9 @@ class StorageThread final : public engine::OutcomeSink {
   // Every `dead_run_check` (60 s): leases of runs on this host that are gone (kill -9 of a
   // sibling `run` or `send`) are queued again, so a long-lived service picks them up.
   void recover_dead_runs();
+  // storage.retention, in a service: one step of a purge pass when one is due, at most
+  // one a second, between commits (QueueStore::purge_final_step).
+  void retention_step();
 
   QueueStore store_;  // storage thread only
   const int64_t owner_;
@@ -189,6 +192,15 @@ class StorageThread final : public engine::OutcomeSink {
   const StateChangeListener on_state_changes_;
   const StorageWarningListener on_warning_;
   std::chrono::steady_clock::time_point next_dead_run_check_ = std::chrono::steady_clock::now();
+  // Storage thread only: the retention pass. next_id_ set while one is in progress.
+  struct RetentionPass {
+    std::chrono::steady_clock::time_point next_pass;
+    std::chrono::steady_clock::time_point next_step;
+    std::optional<int64_t> next_id;
+    int64_t before_ms = 0;
+    PurgeCounts counts;
+  };
+  RetentionPass retention_;
   // Storage thread only, for this commit: its time, and the latest due time it gave a
   // parked recipient (StorageStats).
   int64_t commit_ms_ = 0;

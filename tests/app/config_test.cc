@@ -48,6 +48,8 @@ TEST(app_config, EmptyFileKeepsEveryDefault) {
   EXPECT_EQ(config->from, "");
   EXPECT_EQ(config->progress.mode, ProgressMode::kAuto);
   EXPECT_EQ(config->progress.plain_interval, engine::Seconds(5));
+  EXPECT_EQ(config->storage.retention, storage::StorageOptions{}.retention);
+  EXPECT_EQ(config->storage.retention_check, storage::StorageOptions{}.retention_check);
 }
 
 TEST(app_config, ReadsEveryKey) {
@@ -117,6 +119,26 @@ TEST(app_config, MessageCacheIsGivenInMebibytes) {
   ASSERT_TRUE(config) << config.error();
   EXPECT_EQ(config->storage.message_cache_bytes, size_t{3} << 20);
   EXPECT_FALSE(parse_config("[storage]\nmessage_cache_mb = 0\n", "cfg.toml"));
+}
+
+TEST(app_config, RetentionIsAnAgeOrZero) {
+  EXPECT_EQ(Config{}.storage.retention, storage::Seconds(30 * 24 * 3600));
+  auto config = parse_config("[storage]\nretention = \"12h\"\nretention_check = 600\n", "cfg.toml");
+  ASSERT_TRUE(config) << config.error();
+  EXPECT_EQ(config->storage.retention, storage::Seconds(12 * 3600));
+  EXPECT_EQ(config->storage.retention_check, storage::Seconds(600));
+  for (const char* off : {"retention = 0", "retention = \"0\""}) {
+    auto kept = parse_config(std::string("[storage]\n") + off + "\n", "cfg.toml");
+    ASSERT_TRUE(kept) << kept.error();
+    EXPECT_EQ(kept->storage.retention, storage::Seconds(0));
+  }
+  // A bare number other than 0 is refused: seconds or days would both be a guess.
+  auto number = parse_config("[storage]\nretention = 30\n", "cfg.toml");
+  ASSERT_FALSE(number);
+  EXPECT_NE(number.error().find("cfg.toml"), std::string::npos) << number.error();
+  EXPECT_NE(number.error().find("\"30d\""), std::string::npos) << number.error();
+  EXPECT_FALSE(parse_config("[storage]\nretention = \"30 days\"\n", "cfg.toml"));
+  EXPECT_FALSE(parse_config("[storage]\nretention_check = 0\n", "cfg.toml"));
 }
 
 TEST(app_config, DottedKeysAtTheTopLevelWorkToo) {

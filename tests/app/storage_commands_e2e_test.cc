@@ -314,6 +314,38 @@ TEST_F(StorageCommands, AServiceCreatesAMissingDatabaseThatItsGroupCanWrite) {
   EXPECT_NE(r.err.find("created an empty queue database"), std::string::npos) << r.err;
 }
 
+// storage.retention: a service removes delivered recipients once they are older than it,
+// and says so; a one-shot --until-done run with the same config never does.
+TEST_F(StorageCommands, AServicePurgesFinalRecipientsOlderThanTheRetention) {
+  auto sink = SmtpSinkProcess::start();
+  ASSERT_TRUE(sink) << sink.error();
+  ASSERT_EQ(run(enqueue_args(recipients(3))).exit_code, 0);
+  const fs::path config = dir_ / "retention.toml";
+  std::ofstream(config) << "[storage]\nidle_poll = 0.1\nretention = \"1s\"\n"
+                           "retention_check = 0.2\n";
+  std::vector<std::string> once = {"run", "--db", db_.string(), "--relay", (*sink)->address(),
+                                   "--config", config.string(), "--until-done", "--quiet"};
+  ASSERT_EQ(run(once).exit_code, 0);
+  ASSERT_EQ(count("delivered"), 3u);
+  std::this_thread::sleep_for(1500ms);  // older than the retention now
+  ASSERT_EQ(run(once).exit_code, 0);
+  EXPECT_EQ(count("delivered"), 3u);
+
+  fs::create_directories(dir_ / "service");
+  RingmailProcess service({"run", "--db", db_.string(), "--relay", (*sink)->address(),
+                           "--config", config.string(), "--shards", "1", "--quiet"},
+                          dir_ / "service", {.signal_after = 20s});
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (count("delivered") > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(count("delivered"), 0u);
+  EXPECT_EQ(sql_int(db_, "SELECT count(*) FROM messages WHERE length(body) > 0"), 0);
+  ASSERT_EQ(::kill(service.pid(), SIGTERM), 0);
+  Result r = service.wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("retention: removed 3 recipients"), std::string::npos) << r.err;
+}
+
 // logrotate: rename the outcome log, then SIGHUP. The service goes on (it used to die of
 // the signal, 129, without a drain) and writes the rest to a new file of the old name.
 TEST_F(StorageCommands, SighupReopensTheOutcomeLogAndTheServiceGoesOn) {

@@ -46,6 +46,7 @@ StorageSample known_sample() {
   m.commit_batch_size.observe(3000, 4);
   m.lock_waits = 2;
   m.leases_recovered = 600;
+  m.purged = 12345;
   QueueDepth depth{};
   depth[size_t(RecipientState::kQueued)] = 1000;
   depth[size_t(RecipientState::kInFlight)] = 200;
@@ -69,6 +70,8 @@ TEST(metrics_storage_families, ExpositionOfAKnownSample) {
            "ringmail_storage_lock_waits_total 2",
            "# TYPE ringmail_storage_leases_recovered_total counter",
            "ringmail_storage_leases_recovered_total 600",
+           "# TYPE ringmail_storage_purged_total counter",
+           "ringmail_storage_purged_total 12345",
 
            "# TYPE ringmail_delivery_attempts histogram",
            "ringmail_delivery_attempts_bucket{le=\"1\"} 80",
