@@ -123,19 +123,25 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
 
 std::expected<std::vector<std::pair<RecipientState, uint64_t>>, StorageError>
 QueueStore::state_counts(std::optional<int64_t> message_id) {
-  auto st = db_.prepare(message_id ? "SELECT state, count(*) FROM recipients WHERE message_id = ?1 "
-                                     "GROUP BY state"
-                                   : "SELECT state, count(*) FROM recipients GROUP BY state");
+  // One pass with a count per state, not GROUP BY state: with no index on the state
+  // (schema.cc, version 2), GROUP BY sorts every row first, which took 0.19 s instead of
+  // 0.15 s for 1,000,000 recipients and, past SQLite's sort memory, a temporary file (so
+  // the end of a run, status and the queue-depth gauge needed a writable temp directory).
+  std::string sql = "SELECT";
+  for (RecipientState state : kAllStates)
+    sql += fmt::format("{} count(*) FILTER (WHERE state = '{}')",
+                       state == kAllStates[0] ? "" : ",", to_string(state));
+  sql += message_id ? " FROM recipients WHERE message_id = ?1" : " FROM recipients";
+  auto st = db_.prepare(sql);
   if (!st) return fail(st);
   if (message_id) st->bind(1, *message_id);
-  std::vector<std::pair<RecipientState, uint64_t>> out;
-  while (true) {
-    auto row = st->step();
-    if (!row) return fail(row);
-    if (!*row) break;
-    if (auto s = parse_state(st->column_text(0)))
-      out.emplace_back(*s, static_cast<uint64_t>(st->column_int(1)));
-  }
+  auto row = st->step();
+  if (!row) return fail(row);
+  std::vector<std::pair<RecipientState, uint64_t>> out;  // the states with any recipient
+  for (size_t i = 0; i < std::size(kAllStates); ++i)
+    if (const int64_t n = st->column_int(static_cast<int>(i)); n > 0)
+      out.emplace_back(kAllStates[i], static_cast<uint64_t>(n));
+  st->reset();
   return out;
 }
 
