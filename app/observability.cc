@@ -1,5 +1,6 @@
 #include "app/observability.h"
 
+#include <chrono>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -22,10 +23,17 @@ std::expected<Observability, std::string> start_observability(const Config& conf
     } else if (metrics_settings.listen) {
       return std::unexpected(started.error());
     } else {
-      // The default address is often taken by another run on the same host: this run
-      // goes on unwatched rather than not at all.
+      // The default address is often taken by another run on the same host (a `send`):
+      // this run goes on unwatched rather than not at all, and binds once that run ends,
+      // so a service started meanwhile is not left unwatched for as long as it lives.
       std::cerr << "ringmail: warning: " << started.error()
-                << " (metrics off for this run; --metrics-listen picks another address)\n";
+                << " (metrics off until it is free: tried again every 10 s; "
+                   "--metrics-listen picks another address)\n";
+      o.late_exporter = std::make_unique<metrics::LateExporter>(
+          listen, std::chrono::seconds(10), [](const std::string& address) {
+            std::cerr << "ringmail: serving metrics at http://" << address
+                      << metrics::kMetricsPath << " now that it is free\n";
+          });
     }
   }
   if (!config.log.file.empty()) {
@@ -44,12 +52,14 @@ std::expected<Observability, std::string> start_observability(const Config& conf
 
 void Observability::expose(metrics::EngineSampler sampler,
                            std::vector<metrics::FamilyProvider> extra) {
-  if (!exporter) return;
+  if (!exporter && !late_exporter) return;
   std::vector<metrics::FamilyProvider> providers;
   if (outcome_log) providers.push_back(outcome_log->metrics_provider());
   for (metrics::FamilyProvider& p : extra) providers.push_back(std::move(p));
-  exporter->expose(
-      std::make_shared<metrics::RingmailCollector>(std::move(sampler), std::move(providers), sites));
+  auto collector =
+      std::make_shared<metrics::RingmailCollector>(std::move(sampler), std::move(providers), sites);
+  if (exporter) exporter->expose(std::move(collector));
+  else late_exporter->expose(std::move(collector));
 }
 
 void reopen_log_on_hangup(StopSignals& signals, Observability& observability) {

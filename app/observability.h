@@ -11,6 +11,7 @@
 #include "app/config.h"
 #include "metrics/delivery_collector.h"
 #include "metrics/exporter.h"
+#include "metrics/late_exporter.h"
 #include "metrics/outcome_log.h"
 
 namespace ringmail::app {
@@ -18,7 +19,17 @@ namespace ringmail::app {
 struct Observability {
   std::unique_ptr<metrics::OutcomeLogger> outcome_log;  // null: no outcome log
   std::unique_ptr<metrics::Exporter> exporter;           // null: metrics off
+  // The default address was taken at start-up: bound later, when it is free.
+  std::unique_ptr<metrics::LateExporter> late_exporter;
   metrics::SiteLabelOptions sites;                       // which sites get their own label
+
+  // Serving /metrics now (a late exporter once it is bound).
+  bool serving_metrics() const { return exporter || (late_exporter && late_exporter->bound()); }
+  // The late exporter (its retry thread) first, then the exporter.
+  void stop_exporters() {
+    late_exporter.reset();
+    exporter.reset();
+  }
 
   // Serves `sampler` (and the outcome log's own counters, then `extra`'s families, e.g.
   // metrics::storage_provider) at /metrics. Call once the engine can be sampled (after
@@ -49,13 +60,14 @@ class FanOutSink final : public engine::OutcomeSink {
 // Stops the exporter when it goes out of scope. Declare it after the engine the exporter
 // samples, so scraping ends before that engine is destroyed.
 struct StopExporterFirst {
-  std::unique_ptr<metrics::Exporter>& exporter;
-  ~StopExporterFirst() { exporter.reset(); }
+  Observability& observability;
+  ~StopExporterFirst() { observability.stop_exporters(); }
 };
 
 // Starts what the config asks for. An address that was given but cannot be bound, or an
 // outcome log that cannot be opened, is an error (exit 2, nothing sent); the default
-// metrics address being taken is only a warning on stderr.
+// metrics address being taken is only a warning on stderr, and it is tried again every
+// 10 s (a line says when it is bound).
 std::expected<Observability, std::string> start_observability(const Config& config);
 
 // SIGHUP (logrotate's postrotate) reopens the outcome log, if there is one. `observability`

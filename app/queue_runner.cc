@@ -139,7 +139,7 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     }
     return sample;
   }, {metrics::storage_provider(*storage_thread, c.storage)});
-  StopExporterFirst stop_exporter_first{observability.exporter};
+  StopExporterFirst stop_exporter_first{observability};
   const Clock::time_point start = Clock::now();
   ProgressMeter meter(console, style, c.progress.plain_interval, start);
   engine::DeliverySnapshot total;
@@ -257,7 +257,8 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
   // Every outcome line is written before the summary says the run is over.
   if (observability.outcome_log) observability.outcome_log->flush();
   print_queue_run(report, options.summary, options.quiet);
-  if (options.linger && observability.exporter && c.metrics.linger.count() > 0 && !interrupted) {
+  if (options.linger && observability.serving_metrics() && c.metrics.linger.count() > 0 &&
+      !interrupted) {
     // The final counts stay scrapeable for a while; a signal ends the wait.
     signals.wait(std::chrono::duration_cast<std::chrono::milliseconds>(c.metrics.linger));
   }

@@ -131,11 +131,10 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
   }
   reopen_log_on_hangup(signals, *observability);
   std::unique_ptr<metrics::OutcomeLogger>& outcome_log = observability->outcome_log;
-  std::unique_ptr<metrics::Exporter>& exporter = observability->exporter;
   const MetricsSettings& metrics_settings = plan.config.metrics;
   std::unique_ptr<engine::Engine> engine;
   // Declared after the engine, so destroyed before it: no scrape reads a gone engine.
-  StopExporterFirst stop_exporter_first{exporter};
+  StopExporterFirst stop_exporter_first{*observability};
 
   const Clock::time_point start = Clock::now();
   try {
@@ -190,7 +189,7 @@ int send_from_memory(const SendFlags& flags, SendPlan& plan) {
   } else if (!flags.quiet) {
     std::cout << format_summary_text(result) << std::flush;
   }
-  if (exporter && metrics_settings.linger.count() > 0 && !interrupted) {
+  if (observability->serving_metrics() && metrics_settings.linger.count() > 0 && !interrupted) {
     // The final counts stay scrapeable for a while; a signal ends the wait.
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(metrics_settings.linger);
     const timespec linger{time_t(ns.count() / 1'000'000'000), long(ns.count() % 1'000'000'000)};

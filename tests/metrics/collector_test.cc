@@ -1,14 +1,20 @@
 // The collectable's exposition for a known snapshot, the per-shard histogram it reads,
 // and the exporter serving it over real HTTP on loopback.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "engine/delivery_counters.h"
 #include "metrics/delivery_collector.h"
 #include "metrics/exporter.h"
+#include "metrics/late_exporter.h"
 #include "smtp/transaction.h"
 #include "tests/metrics/peer_process.h"
 
@@ -237,6 +243,71 @@ TEST(metrics_exporter, ServesTheCollectorOverHttp) {
   auto second = Exporter::start("127.0.0.1:" + std::to_string(port));
   ASSERT_FALSE(second);
   EXPECT_NE(second.error().find(std::to_string(port)), std::string::npos) << second.error();
+}
+
+// A listening socket on 127.0.0.1 holding a port, as another run would hold 9464.
+class HeldPort {
+ public:
+  HeldPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) == 0 && ::listen(fd_, 1) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port_ = ntohs(a.sin_port);
+  }
+  ~HeldPort() { release(); }
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST(metrics_late_exporter, BindsOnceTheAddressIsFreeAndServesWhatWasExposed) {
+  HeldPort held;
+  ASSERT_NE(held.port(), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(held.port());
+  ASSERT_FALSE(Exporter::start(address));  // taken, as at a service's start
+  std::mutex mutex;
+  std::string said;
+  LateExporter late(address, std::chrono::milliseconds(20), [&](const std::string& a) {
+    std::lock_guard lock(mutex);
+    said = a;
+  });
+  late.expose(std::make_shared<RingmailCollector>([] { return known_sample(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // several tries, all refused
+  EXPECT_FALSE(late.bound());
+
+  held.release();  // the other run ended
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!late.bound() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(late.bound());
+  auto r = test::http_get(held.port(), "/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(has_line(r->body, "ringmail_recipients_total{outcome=\"bounced\"} 3")) << r->body;
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(said, address);
+}
+
+TEST(metrics_late_exporter, StopsPromptlyWhileTheAddressIsTaken) {
+  HeldPort held;
+  ASSERT_NE(held.port(), 0);
+  const auto began = std::chrono::steady_clock::now();
+  {
+    LateExporter late("127.0.0.1:" + std::to_string(held.port()), std::chrono::seconds(10), {});
+    EXPECT_FALSE(late.bound());
+  }
+  // Destroyed mid-wait: it does not sit out the 10 s interval.
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(5));
 }
 
 }  // namespace
