@@ -72,16 +72,13 @@ std::expected<RelayAddress, std::string> parse_relay(std::string_view text) {
   return relay;
 }
 
-std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress& relay) {
+std::expected<std::string, std::string> lookup_relay_host(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  int rc = getaddrinfo(relay.host.c_str(), nullptr, &hints, &found);
-  if (rc != 0) {
-    return std::unexpected(
-        fmt::format("cannot resolve relay host '{}': {}", relay.host, gai_strerror(rc)));
-  }
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0) return std::unexpected(std::string(gai_strerror(rc)));
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, &freeaddrinfo);
   // The engine gets one address. Prefer IPv4: "localhost" commonly lists ::1 first while
   // test sinks and many relays listen on 127.0.0.1 only.
@@ -95,14 +92,31 @@ std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress
   char numeric[NI_MAXHOST];
   rc = getnameinfo(chosen->ai_addr, chosen->ai_addrlen, numeric, sizeof numeric, nullptr, 0,
                    NI_NUMERICHOST);
-  if (rc != 0) {
+  if (rc != 0) return std::unexpected(std::string(gai_strerror(rc)));
+  return std::string(numeric);
+}
+
+bool is_numeric_host(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;  // never a lookup: fails at once for a name
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return false;
+  freeaddrinfo(found);
+  return true;
+}
+
+std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress& relay) {
+  auto numeric = lookup_relay_host(relay.host);
+  if (!numeric) {
     return std::unexpected(
-        fmt::format("cannot resolve relay host '{}': {}", relay.host, gai_strerror(rc)));
+        fmt::format("cannot resolve relay host '{}': {}", relay.host, numeric.error()));
   }
   // The name as given is what a TLS certificate names (SNI and verification); a numeric
   // host is checked against the certificate's IP addresses instead.
-  const bool given_as_name = relay.host != numeric;
-  return engine::Destination{numeric, relay.port, given_as_name ? relay.host : std::string()};
+  const bool given_as_name = relay.host != *numeric;
+  return engine::Destination{*numeric, relay.port, given_as_name ? relay.host : std::string()};
 }
 
 }  // namespace ringmail::app

@@ -1,5 +1,6 @@
-// The relay every message goes to: parsed from "HOST:PORT" or "[v6]:PORT" and resolved once,
-// at start-up, to a numeric address (getaddrinfo blocks, so never on an engine thread).
+// The relay every message goes to: parsed from "HOST:PORT" or "[v6]:PORT" and resolved at
+// start-up to a numeric address (getaddrinfo blocks, so never on an engine thread); a name
+// is looked up again while ringmail runs by app/relay_refresher.h.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +24,12 @@ std::expected<RelayAddress, std::string> parse_relay(std::string_view text);
 // Looks the host up with getaddrinfo and returns one address numerically, the first IPv4
 // one when there is any. Blocking.
 std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress& relay);
+
+// The lookup behind resolve_relay(): one numeric address for `host` (NSS, so /etc/hosts and
+// the like count), or getaddrinfo's words for why there is none. Blocking.
+std::expected<std::string, std::string> lookup_relay_host(const std::string& host);
+
+// True when `host` is a numeric IPv4 or IPv6 address: nothing to look up, now or later.
+bool is_numeric_host(const std::string& host);
 
 }  // namespace ringmail::app

@@ -2,40 +2,123 @@
 
 #include <fmt/format.h>
 
+#include <map>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 #include "app/relay.h"
+#include "app/relay_refresher.h"
 #include "engine/domain_route_resolver.h"
 
 namespace ringmail::app {
 namespace {
 
-std::expected<engine::Destination, std::string> resolve(const std::string& text) {
-  auto address = parse_relay(text);
-  if (!address) return std::unexpected(address.error());
-  return resolve_relay(*address);
-}
+// Relays given by name: looked up once here (a failure is a start-up error), then again in
+// the background by one refresher per name, whichever relay and routes share it.
+class RelayNames {
+ public:
+  struct Resolved {
+    engine::Destination destination;  // as at start-up
+    std::string name;                 // the host name to look up again; empty when numeric
+  };
+  // `text` parsed and looked up; tls_name the override when given, else the name as
+  // written (certificates name the relay, never its address).
+  std::expected<Resolved, std::string> resolve(const std::string& text,
+                                               const std::string& tls_name_override) {
+    auto relay = parse_relay(text);
+    if (!relay) return std::unexpected(relay.error());
+    Resolved resolved;
+    if (is_numeric_host(relay->host)) {
+      auto destination = resolve_relay(*relay);
+      if (!destination) return std::unexpected(destination.error());
+      resolved.destination = std::move(*destination);
+    } else {
+      // One lookup per name, so every target of a name starts at the address its
+      // refresher starts from.
+      auto it = names_.find(relay->host);
+      if (it == names_.end()) {
+        auto address = lookup_relay_host(relay->host);
+        if (!address) {
+          return std::unexpected(
+              fmt::format("cannot resolve relay host '{}': {}", relay->host, address.error()));
+        }
+        it = names_.emplace(relay->host, Name{std::move(*address), {}}).first;
+      }
+      resolved.destination = engine::Destination{it->second.address, relay->port, relay->host};
+      resolved.name = relay->host;
+    }
+    if (!tls_name_override.empty()) resolved.destination.tls_name = tls_name_override;
+    return resolved;
+  }
+
+  // What route() gives for it, once the caller has finished the destination (its profile):
+  // fixed when numeric, live and kept current when a name.
+  engine::RouteTarget target(Resolved resolved) {
+    if (resolved.name.empty()) return engine::RouteTarget(std::move(resolved.destination));
+    auto live = std::make_shared<engine::LiveDestination>(std::move(resolved.destination));
+    names_.at(resolved.name).targets.push_back(live);
+    return engine::RouteTarget(std::shared_ptr<const engine::LiveDestination>(std::move(live)));
+  }
+
+  // Starts the refreshers; none when every relay is numeric.
+  std::vector<std::unique_ptr<RelayAddressRefresher>> start_refreshers() {
+    std::vector<std::unique_ptr<RelayAddressRefresher>> refreshers;
+    for (auto& [host, name] : names_) {
+      RelayAddressRefresher::Options options;
+      options.interval = relay_refresh_interval();
+      refreshers.push_back(std::make_unique<RelayAddressRefresher>(
+          host, name.address, std::move(name.targets), std::move(options)));
+    }
+    names_.clear();
+    return refreshers;
+  }
+
+ private:
+  struct Name {
+    std::string address;  // numeric, from the start-up lookup
+    std::vector<std::shared_ptr<engine::LiveDestination>> targets;
+  };
+  std::map<std::string, Name> names_;  // by host name as written
+};
+
+// The routes, plus the threads that keep their relay names' addresses current; stopping
+// them is part of destroying the resolver, after the engine is gone.
+class RefreshingRouteResolver final : public engine::RouteResolver {
+ public:
+  RefreshingRouteResolver(engine::DomainRouteResolver::Targets targets, uint16_t mx_port,
+                          std::vector<std::unique_ptr<RelayAddressRefresher>> refreshers)
+      : routes_(std::move(targets), mx_port), refreshers_(std::move(refreshers)) {}
+
+  engine::Destination route(std::string_view recipient_domain) override {
+    return routes_.route(recipient_domain);
+  }
+
+ private:
+  engine::DomainRouteResolver routes_;
+  std::vector<std::unique_ptr<RelayAddressRefresher>> refreshers_;
+};
 
 }  // namespace
 
 std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_resolver(
     Config& config) {
-  std::optional<engine::Destination> relay;
+  RelayNames names;
+  engine::DomainRouteResolver::Targets targets;
   if (!config.relay.empty()) {
-    auto resolved = resolve(config.relay);
+    auto resolved = names.resolve(config.relay, config.tls_server_name);
     if (!resolved) return std::unexpected(resolved.error());
-    if (!config.tls_server_name.empty()) resolved->tls_name = config.tls_server_name;
-    relay = std::move(*resolved);
+    targets.relay = names.target(std::move(*resolved));
   }
-  std::unordered_map<std::string, engine::Destination> routes;
   uint16_t shared_profile = 0;  // relay routes without security of their own, made once
   for (const auto& [domain, route] : config.routes) {
-    engine::Destination destination;
+    RelayNames::Resolved resolved;
+    engine::Destination& destination = resolved.destination;
     if (!route.relay.empty()) {
-      auto resolved = resolve(route.relay);
-      if (!resolved) return std::unexpected(fmt::format("route for {}: {}", domain, resolved.error()));
-      destination = std::move(*resolved);
+      auto by_relay = names.resolve(route.relay, "");
+      if (!by_relay)
+        return std::unexpected(fmt::format("route for {}: {}", domain, by_relay.error()));
+      resolved = std::move(*by_relay);
     } else {
       destination.port = config.mx_port;  // this domain's own MX, with its own TLS policy
       destination.mx_domain = domain;
@@ -75,10 +158,13 @@ std::expected<std::unique_ptr<engine::RouteResolver>, std::string> make_route_re
       }
       destination.security_profile = shared_profile;
     }
-    routes.emplace(domain, std::move(destination));
+    targets.routes.emplace(domain, names.target(std::move(resolved)));
   }
-  return std::make_unique<engine::DomainRouteResolver>(std::move(relay), std::move(routes),
-                                                       config.mx_port);
+  auto refreshers = names.start_refreshers();
+  if (refreshers.empty())
+    return std::make_unique<engine::DomainRouteResolver>(std::move(targets), config.mx_port);
+  return std::make_unique<RefreshingRouteResolver>(std::move(targets), config.mx_port,
+                                                   std::move(refreshers));
 }
 
 }  // namespace ringmail::app

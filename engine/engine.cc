@@ -21,6 +21,9 @@ namespace {
 // per batch, or sooner when the source is slow so no work waits long.
 constexpr size_t kFeedBatch = 64;
 constexpr auto kFeedMaxDelay = std::chrono::milliseconds(5);
+// How long the feeder reuses the route of a run of recipients in one domain: a route can
+// change while ringmail runs (a relay name looked up again, app/relay_refresher.h).
+constexpr auto kRouteReuse = std::chrono::seconds(1);
 
 std::string_view domain_of(std::string_view address) {
   size_t at = address.rfind('@');
@@ -126,6 +129,7 @@ void Engine::Impl::feed(JobSource& source) {
   std::string last_destination_key;
   std::string last_domain;
   bool have_last = false;
+  auto last_routed = std::chrono::steady_clock::time_point{};
   while (!drain.load(std::memory_order_relaxed)) {
     std::optional<DeliveryItem> item = source.next();
     if (!item) {
@@ -134,19 +138,23 @@ void Engine::Impl::feed(JobSource& source) {
       batcher.flush();
       push_all();
       if (drain.load(std::memory_order_relaxed) || !source.wait_for_more()) break;
+      have_last = false;  // the route may have changed while the source was idle
       continue;
     }
     taken.fetch_add(1, std::memory_order_relaxed);
     std::string_view domain = domain_of(item->recipient);
-    // Consecutive recipients often share a domain; skip the resolver call for them.
-    if (!have_last || domain != last_domain) {
+    const auto now = std::chrono::steady_clock::now();
+    // Consecutive recipients often share a domain; skip the resolver call for them, for a
+    // second at most (kRouteReuse).
+    if (!have_last || domain != last_domain || now - last_routed > kRouteReuse) {
+      last_routed = now;
       last_domain.assign(domain);
       last_destination = resolver.route(domain);
       last_destination_key = last_destination.key();
       have_last = true;
     }
     batcher.add(std::move(*item), last_destination, last_destination_key);
-    if (std::chrono::steady_clock::now() - last_push > kFeedMaxDelay) push_all();
+    if (now - last_push > kFeedMaxDelay) push_all();
   }
   // Flushed even when draining: every recipient taken must reach a shard, which gives
   // the ones it will not attempt their "not attempted" outcome.
