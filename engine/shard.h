@@ -74,13 +74,27 @@ class Shard final : public dns::SocketWatcher {
   // Forgets pools idle since the last sweep (called every EngineOptions::idle_pool_sweep).
   void sweep_idle_pools();
   // At the shard's connection limit: the pool waits for a slot, and one idle connection of
-  // another pool is asked to QUIT to make one. True when the pool may open a connection.
+  // another pool is asked to QUIT to make one (else a busy pool gives one back,
+  // ask_for_connection_back). True when the pool may open a connection.
   bool connection_slot_for(DestinationPool& pool);
   // A connection slot came free: the first waiting pool gets it, held for it until its
   // turn (so a pool scheduled before it cannot take it).
   void wake_slot_waiter();
   // A woken pool that did not use its held slot (rate limited, no work left) gives it back.
   void return_reserved_slot(DestinationPool& pool);
+  // Fair sharing of the cap: `waiter` waits for a slot and no idle connection can make
+  // room, so the pool holding the most connections (more than one, and more than the
+  // waiter would hold with one more) has one of them QUIT once the transactions it holds
+  // are done; the waiter moves to the front of the waiters, so that slot is its own.
+  // Asked only while fewer connections are on their way out than pools wait, so one
+  // waiter never closes a whole pool. Runs only when a pool waits.
+  void ask_for_connection_back(DestinationPool& waiter);
+  // Connections of the pool connecting or open and not asked to QUIT: what it will keep.
+  size_t connections_kept(const DestinationPool& pool) const;
+  // A pool other than `pool`, with work queued, waits for a slot.
+  bool another_pool_waits(const DestinationPool& pool) const;
+  // The connection says QUIT once the transactions it holds are done, and takes no more.
+  void ask_to_quit(uint32_t slot);
   void schedule_pool(DestinationPool& pool);
   void feed_connection(uint32_t slot);
   void defer_queue_of_dead_pool(DestinationPool& pool);

@@ -3,8 +3,11 @@
 #include "engine/shard.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -133,16 +136,21 @@ void Shard::schedule_pool(DestinationPool& pool) {
   }
   return_reserved_slot(pool);  // woken, then found nothing to open
   wait_for_token(pool);
+  if (!pool.queue.empty()) return;
   // No more work will come: idle connections close now rather than at the idle timeout.
-  if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
-    for (uint32_t slot : pool.connections) {
-      Connection& c = connections_[slot];
-      if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested) {
-        c.quit_requested = true;
-        c.session->quit();
-        mark_dirty(slot);
-        set_deadline(c);
-      }
+  // Nor does an idle connection keep a slot a pool with work waits for (one per waiting
+  // pool): the waiter may have asked before this connection went idle.
+  if (pool.connections.empty()) return;
+  const bool no_more_work = inbox_exhausted_ || draining_;
+  size_t to_close = no_more_work ? pool.connections.size()
+                    : another_pool_waits(pool) ? slot_waits_.size()
+                                               : 0;
+  for (size_t i = 0; i < pool.connections.size() && to_close > 0; ++i) {
+    const uint32_t slot = pool.connections[i];
+    Connection& c = connections_[slot];
+    if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested) {
+      ask_to_quit(slot);
+      --to_close;
     }
   }
 }
@@ -163,18 +171,97 @@ bool Shard::connection_slot_for(DestinationPool& pool) {
   }
   // Make room: an idle connection of a pool with nothing queued is worth less than this
   // pool's waiting work. One per waiting turn; its close wakes the first waiter.
+  size_t leaving = 0;  // connections on their way out: each one's slot goes to a waiter
   for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
     Connection& c = connections_[slot];
+    if (c.state == Connection::State::kFree) continue;
+    if (c.state == Connection::State::kClosing || c.quit_requested || c.close_after_send) {
+      ++leaving;
+      continue;
+    }
     if (c.state == Connection::State::kOpen && c.pool != &pool && c.pool->queue.empty() &&
-        c.session->idle() && !c.quit_requested) {
-      c.quit_requested = true;
-      c.session->quit();
-      mark_dirty(slot);
-      set_deadline(c);
-      break;
+        c.session->idle()) {
+      ask_to_quit(slot);
+      return false;
     }
   }
+  // No idle connection: a busy pool gives one back, unless enough are leaving already.
+  if (leaving < slot_waits_.size()) ask_for_connection_back(pool);
   return false;
+}
+
+void Shard::ask_for_connection_back(DestinationPool& waiter) {
+  // The donor must keep more than the waiter would hold with the slot: shares converge
+  // to even (Postfix's qmgr shares its process slots round-robin among destinations with
+  // work) and two pools never take a connection back and forth.
+  size_t most = connections_kept(waiter) + 1;
+  DestinationPool* donor = nullptr;
+  for (uint32_t slot = 0; slot < connections_.size(); ++slot) {
+    const Connection& c = connections_[slot];
+    if (c.state != Connection::State::kConnecting && c.state != Connection::State::kOpen) continue;
+    DestinationPool* candidate = c.pool;
+    if (candidate == &waiter || candidate == donor || candidate->connections.size() <= most)
+      continue;
+    const size_t kept = connections_kept(*candidate);
+    if (kept > most) {
+      most = kept;
+      donor = candidate;
+    }
+  }
+  if (!donor) return;
+  // Of its connections, the one to free its slot soonest: open and past EHLO (one still
+  // connecting would pay its handshake for a single transaction), holding the fewest
+  // transactions, and of those the nearest to its max_messages_per_connection anyway.
+  std::optional<uint32_t> chosen;
+  std::tuple<bool, size_t, uint64_t> best{};
+  for (uint32_t slot : donor->connections) {
+    const Connection& c = connections_[slot];
+    if (c.quit_requested || c.close_after_send) continue;
+    const bool ready = c.state == Connection::State::kOpen && c.reached_ready;
+    const std::tuple<bool, size_t, uint64_t> rank{!ready, c.session->queued_transactions(),
+                                                  UINT64_MAX - c.transactions_assigned};
+    if (!chosen || rank < best) {
+      chosen = slot;
+      best = rank;
+    }
+  }
+  if (!chosen) return;
+  ask_to_quit(*chosen);
+  // The slot it frees is this waiter's: ahead of the donor, which joins the waiters when
+  // its connection closes, and would otherwise take the next slot back.
+  auto it = std::find(slot_waits_.begin(), slot_waits_.end(), &waiter);
+  if (it != slot_waits_.end() && it != slot_waits_.begin()) {
+    slot_waits_.erase(it);
+    slot_waits_.push_front(&waiter);
+  }
+}
+
+size_t Shard::connections_kept(const DestinationPool& pool) const {
+  size_t kept = 0;
+  for (uint32_t slot : pool.connections) {
+    const Connection& c = connections_[slot];
+    if (!c.quit_requested && !c.close_after_send) ++kept;
+  }
+  return kept;
+}
+
+bool Shard::another_pool_waits(const DestinationPool& pool) const {
+  for (const DestinationPool* waiter : slot_waits_)
+    if (waiter != &pool && !waiter->queue.empty()) return true;
+  return false;
+}
+
+void Shard::ask_to_quit(uint32_t slot) {
+  // Never cuts a transaction: QUIT follows those the session holds, and feed_connection
+  // gives it no more (as after max_messages_per_connection).
+  Connection& c = connections_[slot];
+  c.quit_requested = true;
+  c.session->quit();
+  // A connection still connecting has nothing to send yet, and keeps its connect deadline.
+  if (c.state == Connection::State::kOpen) {
+    mark_dirty(slot);
+    set_deadline(c);
+  }
 }
 
 void Shard::wake_slot_waiter() {
