@@ -301,7 +301,7 @@ class QueueStore {
       insert_urgent_, relist_urgent_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
-      postpone_domain_, postpone_domain_of_message_;
+      postpone_domain_, postpone_domain_of_message_, postpone_chunk_end_;
   // Domains postponed in this process (postpone_domain) and still paused: the pause's end
   // and the destination's name. Few entries; looked up only for a deferral.
   struct Postponed {

@@ -72,12 +72,40 @@ TEST_F(DestinationStateTest, PostponingADomainUsesItsIndex) {
   auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
   ASSERT_TRUE(store);
   auto st = store->connection().prepare(
-      "EXPLAIN QUERY PLAN UPDATE recipients SET next_attempt_at = 1 WHERE domain = 'a.test' "
+      "EXPLAIN QUERY PLAN UPDATE recipients INDEXED BY recipients_by_domain SET "
+      "next_attempt_at = 1 WHERE domain = 'a.test' AND rowid > 5 AND rowid <= 10005 "
       "AND state IN ('queued', 'deferred') AND next_attempt_at < 1");
   ASSERT_TRUE(st);
   std::string plan;
   while (*st->step()) plan += st->column_string(3) + "\n";
-  EXPECT_NE(plan.find("recipients_by_domain"), std::string::npos) << plan;
+  // A seek to the chunk, not a walk of the domain's rows from its first.
+  EXPECT_NE(plan.find("recipients_by_domain (domain=? AND rowid>? AND rowid<?)"),
+            std::string::npos)
+      << plan;
+}
+
+// A paused domain's rows move in chunks of 10,000 (a bounded statement journal), all of
+// them: the due ones of that domain, never another domain's nor a final one.
+TEST_F(DestinationStateTest, PostponingMovesEveryChunkOfABigDomain) {
+  enqueue(12000, "a.test");
+  enqueue(50, "b.test");
+  enqueue(13000, "a.test");
+  const int64_t until = unix_now_ms() + 600'000;
+  {
+    auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->connection().exec(
+        "UPDATE recipients SET state = 'delivered' WHERE id IN (1, 9999, 10000, 25050)"));
+    auto moved = store->postpone_domain("relay", "a.test", until);
+    ASSERT_TRUE(moved) << moved.error().message;
+    EXPECT_EQ(*moved, 24996u);
+  }
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE next_attempt_at = " +
+                  std::to_string(until)),
+            24996);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE domain = 'b.test' AND "
+                  "next_attempt_at = " + std::to_string(until)),
+            0);
 }
 
 // `send` limits the store to its own message: its relay's pause says nothing of the route
