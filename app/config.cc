@@ -356,9 +356,8 @@ constexpr KeyRule kRules[] = {
          return std::unexpected(fmt::format(
              "must be an age such as \"30d\" or \"12h\", or 0 to keep everything, not {}",
              type_name(n)));
-       auto ms = parse_age_ms(n.as_string()->get());
+       auto ms = parse_age_ms(n.as_string()->get());  // "0d" too: kept for ever
        if (!ms) return std::unexpected(ms.error());
-       if (*ms == 0) return std::unexpected("must be more than 0 (or 0 itself: kept for ever)");
        c.storage.retention = storage::Seconds(static_cast<double>(*ms) / 1000);
        return {};
      }},

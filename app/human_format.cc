@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace ringmail::app {
@@ -24,6 +25,14 @@ std::string format_duration(double seconds) {
   if (whole < 60) return fmt::format("{}s", whole);
   if (whole < 3600) return fmt::format("{}m{:02}s", whole / 60, whole % 60);
   return fmt::format("{}h{:02}m", whole / 3600, whole % 3600 / 60);
+}
+
+std::string age_text(double seconds) {
+  const auto s = static_cast<uint64_t>(std::llround(std::max(0.0, seconds)));
+  if (s > 0 && s % 86400 == 0) return fmt::format("{}d", s / 86400);
+  if (s > 0 && s % 3600 == 0) return fmt::format("{}h", s / 3600);
+  if (s > 0 && s % 60 == 0) return fmt::format("{}m", s / 60);
+  return fmt::format("{}s", s);
 }
 
 std::string counted(uint64_t n, std::string_view one, std::string_view many) {

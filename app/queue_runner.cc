@@ -116,8 +116,16 @@ std::expected<QueueRunReport, std::string> deliver_queue(const Config& c,
     console.print_line("ringmail: " + line);
   };
   // Retention is the service's: a one-shot run or `send` does not purge on its way out.
+  // Said at a service's start: it deletes rows someone may read for history.
   storage::StorageOptions storage_options = c.storage;
   if (options.until_done) storage_options.retention = storage::Seconds(0);
+  else if (!options.quiet)
+    console.print_line(
+        storage_options.retention.count() > 0
+            ? fmt::format("ringmail: retention: recipients in a final state are removed {} "
+                          "after their last change (storage.retention; 0 keeps everything)",
+                          age_text(storage_options.retention.count()))
+            : "ringmail: retention: off (storage.retention = 0), nothing is removed");
   auto storage_thread = std::make_unique<storage::StorageThread>(
       std::move(*store), *owner, storage_options, c.retry, std::move(log_states), std::move(warn));
   storage_thread->count_startup_changes(storage::RecipientState::kSuppressed, *suppressed);

@@ -23,6 +23,9 @@ constexpr std::string_view kPurgeable =
     "id BETWEEN ?1 AND ?2 AND state IN ('delivered', 'bounced', 'expired', 'suppressed') "
     "AND updated_at < ?3 AND (?4 IS NULL OR message_id IN (SELECT id FROM temp.purge_messages))";
 
+// Bodies dropped per transaction: freeing a body walks its overflow pages.
+constexpr size_t kBodiesPerTransaction = 64;
+
 void bind_range(Statement& st, int64_t lo, int64_t hi, int64_t before_ms,
                 std::optional<int64_t> campaign_id) {
   st.bind(1, lo).bind(2, hi).bind(3, before_ms);
@@ -105,7 +108,6 @@ std::expected<void, StorageError> purge_range(Connection& db, PurgeStatements& s
 std::expected<void, StorageError> drop_orphan_bodies(Connection& db,
                                                      const std::set<int64_t>& candidates,
                                                      PurgeCounts& counts) {
-  constexpr size_t kMessagesPerTransaction = 64;
   auto drop_body = db.prepare(
       "UPDATE messages SET body = X'' WHERE id = ?1 AND length(body) > 0 AND NOT EXISTS "
       "(SELECT 1 FROM recipients WHERE message_id = ?1)");
@@ -114,7 +116,7 @@ std::expected<void, StorageError> drop_orphan_bodies(Connection& db,
   while (next != candidates.end()) {
     if (auto ok = db.begin(); !ok) return fail(ok);
     auto work = [&]() -> std::expected<void, StorageError> {
-      for (size_t n = 0; n < kMessagesPerTransaction && next != candidates.end(); ++n, ++next) {
+      for (size_t n = 0; n < kBodiesPerTransaction && next != candidates.end(); ++n, ++next) {
         drop_body->bind(1, *next);
         auto ok = drop_body->run();
         drop_body->reset();
@@ -159,7 +161,8 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_
   if (!row) return fail(row);
   if (!*row || bounds->column_is_null(0)) return counts;
   const int64_t first = bounds->column_int(0);
-  const int64_t last = bounds->column_int(1);
+  // The newest recipient stays (see purge_final_step): its id is never given again.
+  const int64_t last = bounds->column_int(1) - 1;
   bounds->reset();
 
   auto st = prepare_purge(db_);
@@ -192,18 +195,34 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_
 }
 
 std::expected<std::optional<int64_t>, StorageError> QueueStore::purge_final_step(
-    int64_t before_ms, int64_t first_id, int64_t batch, PurgeCounts& counts) {
+    int64_t before_ms, int64_t from_id, int64_t batch, PurgeCounts& counts,
+    std::set<int64_t>& pending_bodies) {
+  if (!pending_bodies.empty()) {
+    std::set<int64_t> now;
+    while (!pending_bodies.empty() && now.size() < kBodiesPerTransaction)
+      now.insert(pending_bodies.extract(pending_bodies.begin()));
+    if (auto ok = drop_orphan_bodies(db_, now, counts); !ok) return fail(ok);
+    return std::optional<int64_t>{from_id};
+  }
+  auto first = db_.prepare("SELECT id, created_at FROM recipients WHERE id >= ?1 ORDER BY id LIMIT 1");
+  if (!first) return fail(first);
+  first->bind(1, from_id);
+  auto row = first->step();
+  if (!row) return fail(row);
+  if (!*row || first->column_int(1) >= before_ms) return std::optional<int64_t>{};
+  const int64_t lo = first->column_int(0);
+  first->reset();
   auto last = db_.query_int("SELECT max(id) FROM recipients");
   if (!last) return fail(last);
-  if (!*last || first_id > **last) return std::optional<int64_t>{};
+  // The newest recipient stays: SQLite gives a new row the largest id plus one, so a
+  // purged newest id would be given again, and the outcome log's ids would repeat.
+  const int64_t hi = std::min(last->value_or(0) - 1, lo + batch - 1);
+  if (hi < lo) return std::optional<int64_t>{};
   auto st = prepare_purge(db_);
   if (!st) return fail(st);
-  const int64_t hi = std::min(**last, first_id + batch - 1);
-  std::set<int64_t> emptied;
-  if (auto ok = purge_range(db_, *st, first_id, hi, before_ms, std::nullopt, counts, emptied); !ok)
+  if (auto ok = purge_range(db_, *st, lo, hi, before_ms, std::nullopt, counts, pending_bodies); !ok)
     return fail(ok);
-  if (auto ok = drop_orphan_bodies(db_, emptied, counts); !ok) return fail(ok);
-  return hi < **last ? std::optional<int64_t>{hi + 1} : std::optional<int64_t>{};
+  return std::optional<int64_t>{hi + 1};
 }
 
 }  // namespace ringmail::storage

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -271,13 +272,16 @@ class QueueStore {
                                                        std::optional<int64_t> campaign_id,
                                                        bool dry_run, int64_t batch = 10000);
   // One step of purge_final, for a purge spread over time (the storage thread's
-  // retention): the ids from `first_id` on, up to `batch` of them, in one transaction,
-  // then the bodies of the messages that lost recipients there. Returns the id to start
-  // the next step at, nullopt when the table's last id was passed. Adds to `counts`.
-  std::expected<std::optional<int64_t>, StorageError> purge_final_step(int64_t before_ms,
-                                                                       int64_t first_id,
-                                                                       int64_t batch,
-                                                                       PurgeCounts& counts);
+  // retention), short however big the bodies: while `pending_bodies` (messages emptied by
+  // earlier steps) is not empty, the step drops at most 64 of their bodies; otherwise it
+  // removes the ids from the first one at or after `from_id`, up to `batch` of them, in
+  // one transaction, and adds the messages that lost recipients to `pending_bodies`.
+  // Returns the id to go on from, nullopt when no older recipient is left to look at:
+  // past the table's end, or at a recipient enqueued after the cut-off (ids grow with
+  // the enqueue time, and a recipient changes only after its enqueue). Adds to `counts`.
+  std::expected<std::optional<int64_t>, StorageError> purge_final_step(
+      int64_t before_ms, int64_t from_id, int64_t batch, PurgeCounts& counts,
+      std::set<int64_t>& pending_bodies);
 
   // --- suppression list (addresses compared lower-cased) ---
   std::expected<bool, StorageError> suppress(std::string_view address, std::string_view reason,

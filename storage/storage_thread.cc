@@ -42,7 +42,7 @@ StorageThread::StorageThread(QueueStore store, int64_t owner, StorageOptions opt
                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                              options_.retention_check),
                          std::chrono::seconds(60)),
-                 {}, std::nullopt, 0, {}},
+                 {}, std::nullopt, 0, {}, {}},
       messages_(options_.message_cache_bytes),
       thread_([this] {
         pthread_setname_np(pthread_self(), "ringmail-db");
@@ -329,25 +329,28 @@ void StorageThread::recover_dead_runs() {
 
 void StorageThread::retention_step() {
   if (options_.retention.count() <= 0) return;
-  const auto now = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto now = Clock::now();
   if (!retention_.next_id) {
     if (now < retention_.next_pass) return;
-    retention_.next_pass =
-        now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.retention_check);
-    retention_.next_id = 0;  // from the first id
+    retention_.next_pass = now + std::chrono::duration_cast<Clock::duration>(options_.retention_check);
+    retention_.next_id = 0;  // from the first id there is
     retention_.before_ms = unix_now_ms() - static_cast<int64_t>(options_.retention.count() * 1000);
     retention_.counts = {};
+    retention_.pending_bodies.clear();
   } else if (now < retention_.next_step) {
     return;
   }
-  // A second apart (retention_check apart, when that is shorter: the tests' setting).
-  retention_.next_step =
-      now + std::min<std::chrono::steady_clock::duration>(
-                std::chrono::seconds(1),
-                std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.retention_check));
   PurgeCounts step;
   auto next = store_.purge_final_step(retention_.before_ms, *retention_.next_id,
-                                      static_cast<int64_t>(options_.retention_batch), step);
+                                      static_cast<int64_t>(options_.retention_batch), step,
+                                      retention_.pending_bodies);
+  // A second from the step's end (retention_check, when that is shorter: the tests'), so
+  // the pass takes a bounded share of this thread however long a step was.
+  retention_.next_step =
+      Clock::now() + std::min<Clock::duration>(
+                         std::chrono::seconds(1),
+                         std::chrono::duration_cast<Clock::duration>(options_.retention_check));
   const uint64_t removed = step.recipients_total();
   if (removed > 0) {
     std::lock_guard lock(mutex_);
@@ -356,25 +359,28 @@ void StorageThread::retention_step() {
   for (const auto& [state, n] : step.recipients) retention_.counts.recipients[state] += n;
   retention_.counts.attempts += step.attempts;
   retention_.counts.bodies += step.bodies;
-  if (next && *next) {
-    retention_.next_id = *next;
+  if (next && (*next || !retention_.pending_bodies.empty())) {
+    // Past the last recipient, what is left is the bodies: INT64_MAX finds no more ids.
+    retention_.next_id = next->value_or(INT64_MAX);
     return;
   }
   // The pass is over, or failed (a lock held past the busy timeout, a full disk): what it
-  // removed stays removed, and the next pass starts over from the first id.
+  // removed stays removed, and the next pass starts over.
   retention_.next_id.reset();
   if (!on_warning_) return;
-  const auto before = std::chrono::sys_time<std::chrono::milliseconds>(
-      std::chrono::milliseconds(retention_.before_ms));
+  const auto before = std::chrono::floor<std::chrono::seconds>(
+      std::chrono::sys_time<std::chrono::milliseconds>(std::chrono::milliseconds(retention_.before_ms)));
+  const std::string removed_text = fmt::format(
+      "{} recipients in a final state last changed before {:%FT%TZ} (storage.retention), {} "
+      "attempt log rows, {} message bodies",
+      retention_.counts.recipients_total(), before, retention_.counts.attempts,
+      retention_.counts.bodies);
   if (!next)
-    on_warning_(fmt::format("retention pass stopped, tried again in {:.0f} s: {}",
-                            options_.retention_check.count(), next.error().message));
-  else if (retention_.counts.recipients_total() > 0)
-    on_warning_(fmt::format(
-        "retention: removed {} recipients in a final state last changed before {:%FT%TZ} "
-        "(storage.retention), {} attempt log rows, {} message bodies",
-        retention_.counts.recipients_total(), std::chrono::floor<std::chrono::seconds>(before),
-        retention_.counts.attempts, retention_.counts.bodies));
+    on_warning_(fmt::format("retention pass stopped after removing {}; tried again at the next "
+                            "pass: {}{}",
+                            removed_text, next.error().message, next.error().hint()));
+  else if (retention_.counts.recipients_total() > 0 || retention_.counts.bodies > 0)
+    on_warning_("retention: removed " + removed_text);
 }
 
 std::expected<void, StorageError> StorageThread::commit_batch(

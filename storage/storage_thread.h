@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -192,13 +193,14 @@ class StorageThread final : public engine::OutcomeSink {
   const StateChangeListener on_state_changes_;
   const StorageWarningListener on_warning_;
   std::chrono::steady_clock::time_point next_dead_run_check_ = std::chrono::steady_clock::now();
-  // Storage thread only: the retention pass. next_id_ set while one is in progress.
+  // Storage thread only: the retention pass. next_id set while one is in progress.
   struct RetentionPass {
     std::chrono::steady_clock::time_point next_pass;
     std::chrono::steady_clock::time_point next_step;
     std::optional<int64_t> next_id;
     int64_t before_ms = 0;
     PurgeCounts counts;
+    std::set<int64_t> pending_bodies;  // messages emptied, bodies not dropped yet
   };
   RetentionPass retention_;
   // Storage thread only, for this commit: its time, and the latest due time it gave a

@@ -127,7 +127,7 @@ TEST(app_config, RetentionIsAnAgeOrZero) {
   ASSERT_TRUE(config) << config.error();
   EXPECT_EQ(config->storage.retention, storage::Seconds(12 * 3600));
   EXPECT_EQ(config->storage.retention_check, storage::Seconds(600));
-  for (const char* off : {"retention = 0", "retention = \"0\""}) {
+  for (const char* off : {"retention = 0", "retention = \"0\"", "retention = \"0d\""}) {
     auto kept = parse_config(std::string("[storage]\n") + off + "\n", "cfg.toml");
     ASSERT_TRUE(kept) << kept.error();
     EXPECT_EQ(kept->storage.retention, storage::Seconds(0));

@@ -22,6 +22,14 @@ TEST(app_human_format, FormatsDurations) {
   EXPECT_EQ(format_duration(7380), "2h03m");
 }
 
+TEST(app_human_format, AgesInTheirLargestWholeUnit) {
+  EXPECT_EQ(age_text(30 * 86400.0), "30d");
+  EXPECT_EQ(age_text(12 * 3600.0), "12h");
+  EXPECT_EQ(age_text(5400), "90m");
+  EXPECT_EQ(age_text(90), "90s");
+  EXPECT_EQ(age_text(0), "0s");
+}
+
 TEST(app_human_format, CountsWithTheRightNoun) {
   EXPECT_EQ(counted(0, "attempt", "attempts"), "0 attempts");
   EXPECT_EQ(counted(1, "attempt", "attempts"), "1 attempt");

@@ -363,11 +363,13 @@ TEST_F(QueueStoreTest, PurgeRemovesOnlyOldFinalRecipients) {
   apply(9, d[0].id, S::kDelivered, 250, {2, 0, 0});
   apply(9, d[1].id, S::kDelivered, 250, {2, 0, 0});
   ASSERT_EQ(query("SELECT count(*) FROM attempts"), 2);
+  // The newest recipient is never purged (SQLite would give its id again): one queued last.
+  enqueue(1, "tail", "c3", kNow, "tail.test");
 
   auto dry = store_->purge_final(kNow + 1, std::nullopt, true, 3);
   ASSERT_TRUE(dry) << dry.error().message;
   EXPECT_EQ(dry->recipients_total(), 4u);
-  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 8);  // a dry run changes nothing
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 9);  // a dry run changes nothing
 
   auto purged = store_->purge_final(kNow + 1, std::nullopt, false, 3);  // batches of 3 ids
   ASSERT_TRUE(purged) << purged.error().message;
@@ -380,7 +382,7 @@ TEST_F(QueueStoreTest, PurgeRemovesOnlyOldFinalRecipients) {
   EXPECT_EQ(left[RecipientState::kDelivered], 1u);
   EXPECT_EQ(left[RecipientState::kDeferred], 1u);
   EXPECT_EQ(left[RecipientState::kInFlight], 1u);
-  EXPECT_EQ(left[RecipientState::kQueued], 1u);
+  EXPECT_EQ(left[RecipientState::kQueued], 2u);
   EXPECT_EQ(left[RecipientState::kBounced], 0u);
   EXPECT_EQ(query("SELECT count(*) FROM attempts"), 1);
   EXPECT_EQ(query("SELECT length(body) FROM messages WHERE id = " + std::to_string(done_message)),
@@ -397,13 +399,61 @@ TEST_F(QueueStoreTest, PurgeRemovesOnlyOldFinalRecipients) {
   ASSERT_TRUE(none);
   EXPECT_FALSE(*none);
   enqueue(1, "third", "c2", kNow, "third.test");
-  auto e = claim(9, 10);  // the queued c[5] and the new one
-  ASSERT_EQ(e.size(), 2u);
+  auto e = claim(9, 10);  // the queued c[5], the tail and the new one
+  ASSERT_EQ(e.size(), 3u);
   for (auto& r : e) apply(9, r.id, S::kDelivered, 250, {2, 0, 0});
   auto only_c1 = store_->purge_final(kNow + 20'000, *c1, false);
   ASSERT_TRUE(only_c1) << only_c1.error().message;
-  EXPECT_EQ(only_c1->recipients_total(), 2u);  // c[3] and c[5]; not the c2 one
-  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'delivered'"), 1);
+  EXPECT_EQ(only_c1->recipients_total(), 2u);  // c[3] and c[5]; not the c2 or c3 ones
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'delivered'"), 2);
+}
+
+// The service's retention steps: from the first id there is (a long-lived database's low
+// ids are long gone), bodies at most 64 per step, and the pass ends at the first recipient
+// enqueued after the cut-off.
+TEST_F(QueueStoreTest, PurgeStepsSkipGoneIdsBoundTheirBodiesAndStopAtNewWork) {
+  for (int i = 0; i < 100; ++i) enqueue(1, "receipt-" + std::to_string(i));  // one message each
+  ASSERT_TRUE(store_->connection().exec(
+      "UPDATE recipients SET state = 'delivered', id = id + 1000000, updated_at = " +
+      std::to_string(kNow - 10)));
+  enqueue(1, "new");  // id 1,000,101, enqueued at kNow: not older than the cut-off below
+  ASSERT_TRUE(store_->connection().exec("UPDATE recipients SET created_at = " +
+                                        std::to_string(kNow - 20) + " WHERE id <= 1000100"));
+  PurgeCounts counts;
+  std::set<int64_t> pending;
+  auto next = store_->purge_final_step(kNow - 5, 0, 5000, counts, pending);
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(*next, std::optional<int64_t>(1000101));  // one step past the empty ids
+  EXPECT_EQ(counts.recipients_total(), 100u);
+  EXPECT_EQ(pending.size(), 100u);
+  EXPECT_EQ(counts.bodies, 0u);
+  next = store_->purge_final_step(kNow - 5, *next.value(), 5000, counts, pending);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(counts.bodies, 64u);  // one transaction's worth
+  EXPECT_EQ(pending.size(), 36u);
+  next = store_->purge_final_step(kNow - 5, *next.value(), 5000, counts, pending);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(counts.bodies, 100u);
+  EXPECT_TRUE(pending.empty());
+  next = store_->purge_final_step(kNow - 5, *next.value(), 5000, counts, pending);
+  ASSERT_TRUE(next);
+  EXPECT_FALSE(*next);  // the next recipient was enqueued after the cut-off: done
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM messages WHERE length(body) > 0"), 1);
+}
+
+// A purge that would empty the table's end keeps its newest recipient, so the next
+// enqueue does not get an id an earlier recipient had (outcome log lines would repeat).
+TEST_F(QueueStoreTest, PurgeKeepsTheNewestRecipientSoIdsAreNeverGivenAgain) {
+  enqueue(3);
+  auto c = claim(9, 3);
+  for (auto& r : c) apply(9, r.id, smtp::RecipientStatus::kDelivered, 250, {2, 0, 0});
+  auto purged = store_->purge_final(kNow + 1, std::nullopt, false);
+  ASSERT_TRUE(purged) << purged.error().message;
+  EXPECT_EQ(purged->recipients_total(), 2u);
+  EXPECT_EQ(query("SELECT id FROM recipients"), 3);
+  enqueue(1, "next");
+  EXPECT_EQ(query("SELECT max(id) FROM recipients"), 4);
 }
 
 TEST_F(QueueStoreTest, OutcomesFollowThePolicy) {

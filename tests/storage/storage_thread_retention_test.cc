@@ -97,8 +97,12 @@ class StorageThreadRetention : public ::testing::Test {
 TEST_F(StorageThreadRetention, OldFinalRecipientsGoAndNothingElse) {
   const int64_t campaign = enqueue(30, "a");  // ids 1..30
   const int64_t receipts = enqueue(4, "b");   // ids 31..34: all old and final
+  enqueue(2, "c");                            // ids 35..36: queued, enqueued now
   const int64_t old = unix_now_ms() - 2 * kDayMs;
   const std::string m = std::to_string(campaign);
+  // All enqueued two days ago; a pass stops at the first recipient enqueued after its
+  // cut-off (ids grow with the enqueue time).
+  exec("UPDATE recipients SET created_at = " + std::to_string(old) + " WHERE id <= 34");
   // Of the campaign: 15 delivered and 3 bounced two days ago (with their attempt log),
   // 4 delivered just now, 4 deferred and 4 queued (as old as the rest).
   exec("UPDATE recipients SET state = 'delivered', updated_at = " + std::to_string(old) +
@@ -117,14 +121,14 @@ TEST_F(StorageThreadRetention, OldFinalRecipientsGoAndNothingElse) {
 
   EXPECT_EQ(run_until_purged(22), 22u);
 
-  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 12);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients"), 14);
   EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'delivered'"), 4);
   EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'deferred'"), 4);
-  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'queued'"), 4);
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'queued'"), 6);
   EXPECT_EQ(query("SELECT count(*) FROM attempts"), 0);
   // The receipts' message keeps its row (its idempotency key) without its body; the
   // campaign, with recipients left, keeps its body.
-  EXPECT_EQ(query("SELECT count(*) FROM messages"), 2);
+  EXPECT_EQ(query("SELECT count(*) FROM messages"), 3);
   EXPECT_EQ(query("SELECT length(body) FROM messages WHERE id = " + std::to_string(receipts)), 0);
   EXPECT_GT(query("SELECT length(body) FROM messages WHERE id = " + m), 0);
   std::lock_guard lock(mutex_);
