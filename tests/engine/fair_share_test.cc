@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "tests/engine/engine_harness.h"
 #include "tests/support/scripted_smtp_server.h"
@@ -39,6 +41,27 @@ std::map<std::string, int> recipients_seen(const ScriptedSmtpServer& server) {
 
 bool for_domain(const smtp::TransactionOutcome& o, std::string_view domain) {
   return !o.transaction.recipients.empty() && o.transaction.recipients.front().ends_with(domain);
+}
+
+// Of the outcomes of `busy_domain`, how many came after the first of `waiting_domain`'s:
+// more than the busy destination's connections hold means its queue was not empty yet.
+size_t busy_outcomes_after_waiter(const std::vector<smtp::TransactionOutcome>& outcomes,
+                                  std::string_view busy_domain, std::string_view waiting_domain,
+                                  size_t busy_total) {
+  const auto waiter_done = std::find_if(outcomes.begin(), outcomes.end(),
+                                        [&](const auto& o) { return for_domain(o, waiting_domain); });
+  EXPECT_NE(waiter_done, outcomes.end()) << waiting_domain << " never finished";
+  const auto before = size_t(std::count_if(outcomes.begin(), waiter_done,
+                                           [&](const auto& o) { return for_domain(o, busy_domain); }));
+  return busy_total - before;
+}
+
+// The server got `n` messages, each recipient exactly once: nothing lost or sent twice.
+void expect_each_recipient_once(const ScriptedSmtpServer& server, size_t n) {
+  EXPECT_EQ(server.messages().size(), n);
+  const std::map<std::string, int> seen = recipients_seen(server);
+  EXPECT_EQ(seen.size(), n);
+  for (const auto& [recipient, times] : seen) EXPECT_EQ(times, 1) << recipient;
 }
 
 engine::EngineOptions capped_options() {
@@ -77,14 +100,9 @@ TEST(FairShare, ABusyDestinationGivesAConnectionBackToAWaitingOne) {
   // The small destination was served while the big one still had work.
   const std::vector<smtp::TransactionOutcome> outcomes = sink.outcomes();
   ASSERT_EQ(outcomes.size(), kBig + 1);
-  const auto small_done = std::find_if(outcomes.begin(), outcomes.end(),
-                                       [](const auto& o) { return for_domain(o, "@d1.test"); });
-  ASSERT_NE(small_done, outcomes.end());
-  const auto big_before = size_t(std::count_if(outcomes.begin(), small_done,
-                                               [](const auto& o) { return for_domain(o, "@d0.test"); }));
   // More of the big one's outcomes came after than its 4 connections hold (2 each with
   // pipelining): its queue was not empty yet.
-  EXPECT_GT(kBig - big_before, 8u);
+  EXPECT_GT(busy_outcomes_after_waiter(outcomes, "@d0.test", "@d1.test", kBig), 8u);
   // Nothing lost, deferred, retried or sent twice because a connection was given back.
   for (const smtp::TransactionOutcome& o : outcomes) {
     EXPECT_FALSE(o.not_attempted);
@@ -95,10 +113,7 @@ TEST(FairShare, ABusyDestinationGivesAConnectionBackToAWaitingOne) {
   EXPECT_EQ(s.recipients_deferred, 0u);
   EXPECT_EQ(s.recipients_not_attempted, 0u);
   EXPECT_EQ(s.connection_failures, 0u);
-  EXPECT_EQ(big->messages().size(), kBig);
-  const std::map<std::string, int> seen = recipients_seen(*big);
-  EXPECT_EQ(seen.size(), kBig);
-  for (const auto& [recipient, times] : seen) EXPECT_EQ(times, 1) << recipient;
+  expect_each_recipient_once(*big, kBig);
   EXPECT_EQ(small->messages().size(), 1u);
   EXPECT_EQ(small->connections_accepted(), 1u);
   // The big destination gave one back, then took a slot again once the small one was done.
@@ -124,16 +139,8 @@ TEST(FairShare, AConnectionNotReadyYetCanBeGivenBack) {
   EXPECT_EQ(run.counts.recipients_delivered, kBig + 1);
   EXPECT_EQ(run.counts.recipients_deferred, 0u);
   EXPECT_EQ(run.counts.connection_failures, 0u);
-  const auto small_done = std::find_if(run.outcomes.begin(), run.outcomes.end(),
-                                       [](const auto& o) { return for_domain(o, "@d1.test"); });
-  ASSERT_NE(small_done, run.outcomes.end());
-  const auto big_before = size_t(std::count_if(run.outcomes.begin(), small_done,
-                                               [](const auto& o) { return for_domain(o, "@d0.test"); }));
-  EXPECT_GT(kBig - big_before, 8u);
-  EXPECT_EQ(big->messages().size(), kBig);
-  const std::map<std::string, int> seen = recipients_seen(*big);
-  EXPECT_EQ(seen.size(), kBig);
-  for (const auto& [recipient, times] : seen) EXPECT_EQ(times, 1) << recipient;
+  EXPECT_GT(busy_outcomes_after_waiter(run.outcomes, "@d0.test", "@d1.test", kBig), 8u);
+  expect_each_recipient_once(*big, kBig);
   EXPECT_LE(big->max_simultaneous_connections(), 3u);
 }
 

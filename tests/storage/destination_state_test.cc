@@ -10,6 +10,7 @@
 #include "storage/queue_store.h"
 #include "storage/schema.h"
 #include "storage/storage_thread.h"
+#include "tests/storage/query_db.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -36,13 +37,7 @@ class DestinationStateTest : public ::testing::Test {
     ASSERT_TRUE(store->finish_enqueue());
   }
 
-  int64_t query(const std::string& sql) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
-    EXPECT_TRUE(store);
-    auto v = store->connection().query_int(sql);
-    EXPECT_TRUE(v) << sql;
-    return v && *v ? **v : -1;
-  }
+  int64_t query(const std::string& sql) { return testing::query_db(options_, sql); }
 
   testing::TempDb db_;
   StorageOptions options_;

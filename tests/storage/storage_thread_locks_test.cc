@@ -15,6 +15,7 @@
 #include "smtp/message_body.h"
 #include "storage/queue_store.h"
 #include "storage/storage_thread.h"
+#include "tests/storage/query_db.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -37,13 +38,7 @@ class StorageThreadLocks : public ::testing::Test {
     ASSERT_TRUE(store->finish_enqueue());
   }
 
-  int64_t query(const std::string& sql) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
-    EXPECT_TRUE(store);
-    auto v = store->connection().query_int(sql);
-    EXPECT_TRUE(v) << sql;
-    return v && *v ? **v : -1;
-  }
+  int64_t query(const std::string& sql) { return testing::query_db(options_, sql); }
 
   // Warnings the thread gives, kept for the test to look at.
   StorageWarningListener collect_warnings() {

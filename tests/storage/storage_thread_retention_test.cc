@@ -13,6 +13,7 @@
 #include "smtp/message_body.h"
 #include "storage/queue_store.h"
 #include "storage/storage_thread.h"
+#include "tests/storage/query_db.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -52,13 +53,7 @@ class StorageThreadRetention : public ::testing::Test {
     ASSERT_TRUE(ok) << sql << ": " << ok.error().message;
   }
 
-  int64_t query(const std::string& sql) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
-    EXPECT_TRUE(store);
-    auto v = store->connection().query_int(sql);
-    EXPECT_TRUE(v) << sql;
-    return v && *v ? **v : -1;
-  }
+  int64_t query(const std::string& sql) { return testing::query_db(options_, sql); }
 
   // Runs a storage thread until it has purged `expected` recipients (or `limit` passed);
   // asks for the next due time meanwhile, as a waiting service's feeder does, which is
