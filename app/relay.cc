@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <charconv>
 #include <memory>
 
@@ -72,7 +73,7 @@ std::expected<RelayAddress, std::string> parse_relay(std::string_view text) {
   return relay;
 }
 
-std::expected<std::string, std::string> lookup_relay_host(const std::string& host) {
+std::expected<std::vector<std::string>, std::string> lookup_relay_addresses(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -80,20 +81,26 @@ std::expected<std::string, std::string> lookup_relay_host(const std::string& hos
   int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
   if (rc != 0) return std::unexpected(std::string(gai_strerror(rc)));
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, &freeaddrinfo);
-  // The engine gets one address. Prefer IPv4: "localhost" commonly lists ::1 first while
-  // test sinks and many relays listen on 127.0.0.1 only.
-  const addrinfo* chosen = found;
+  // IPv4 first: "localhost" commonly lists ::1 first while test sinks and many relays
+  // listen on 127.0.0.1 only.
+  std::vector<std::string> v4, v6;
   for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    if (a->ai_family == AF_INET) {
-      chosen = a;
-      break;
-    }
+    char numeric[NI_MAXHOST];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, numeric, sizeof numeric, nullptr, 0,
+                    NI_NUMERICHOST) != 0)
+      continue;
+    std::vector<std::string>& list = a->ai_family == AF_INET ? v4 : v6;
+    if (std::find(list.begin(), list.end(), numeric) == list.end()) list.emplace_back(numeric);
   }
-  char numeric[NI_MAXHOST];
-  rc = getnameinfo(chosen->ai_addr, chosen->ai_addrlen, numeric, sizeof numeric, nullptr, 0,
-                   NI_NUMERICHOST);
-  if (rc != 0) return std::unexpected(std::string(gai_strerror(rc)));
-  return std::string(numeric);
+  v4.insert(v4.end(), v6.begin(), v6.end());
+  if (v4.empty()) return std::unexpected(std::string("no usable address"));
+  return v4;
+}
+
+std::expected<std::string, std::string> lookup_relay_host(const std::string& host) {
+  auto all = lookup_relay_addresses(host);
+  if (!all) return std::unexpected(all.error());
+  return all->front();
 }
 
 bool is_numeric_host(const std::string& host) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <expected>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "engine/destination.h"
@@ -25,8 +26,12 @@ std::expected<RelayAddress, std::string> parse_relay(std::string_view text);
 // one when there is any. Blocking.
 std::expected<engine::Destination, std::string> resolve_relay(const RelayAddress& relay);
 
-// The lookup behind resolve_relay(): one numeric address for `host` (NSS, so /etc/hosts and
-// the like count), or getaddrinfo's words for why there is none. Blocking.
+// Every numeric address of `host` (NSS, so /etc/hosts and the like count), IPv4 ones first
+// and otherwise in the resolver's order, each once; or getaddrinfo's words for why there
+// is none. Blocking.
+std::expected<std::vector<std::string>, std::string> lookup_relay_addresses(const std::string& host);
+
+// The lookup behind resolve_relay(): the first of lookup_relay_addresses(). Blocking.
 std::expected<std::string, std::string> lookup_relay_host(const std::string& host);
 
 // True when `host` is a numeric IPv4 or IPv6 address: nothing to look up, now or later.

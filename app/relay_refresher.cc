@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <condition_variable>
 #include <cstdlib>
@@ -23,12 +24,26 @@ std::chrono::milliseconds relay_refresh_interval() {
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
   if (ec != std::errc() || end != value.data() + value.size() || ms == 0)
     return kRelayRefreshInterval;
-  return std::chrono::milliseconds(ms);
+  return std::chrono::milliseconds(std::max<uint64_t>(ms, 50));  // never a busy loop
 }
 
 RelayAddressTracker::Step RelayAddressTracker::on_lookup(
-    const std::expected<std::string, std::string>& result) {
+    const std::expected<std::vector<std::string>, std::string>& lookup) {
   Step step;
+  // The one to use: the current address while the name still has it, else the first of
+  // the same family (a partial answer must not move an IPv4 relay to IPv6), else the first.
+  std::expected<std::string, std::string> result = std::unexpected(
+      lookup ? std::string("no address") : lookup.error());
+  if (lookup && !lookup->empty()) {
+    const auto& all = *lookup;
+    const bool v6 = address_.find(':') != std::string::npos;
+    auto same = std::find(all.begin(), all.end(), address_);
+    if (same == all.end())
+      same = std::find_if(all.begin(), all.end(), [v6](const std::string& a) {
+        return (a.find(':') != std::string::npos) == v6;
+      });
+    result = same != all.end() ? *same : all.front();
+  }
   if (!result) {
     if (!failing_) {
       step.message = fmt::format("ringmail: relay {}: lookup failed ({}); still using {}", name_,
@@ -92,7 +107,7 @@ void say_on_stderr(const std::string& line) {
 RelayAddressRefresher::RelayAddressRefresher(
     std::string name, std::string address,
     std::vector<std::shared_ptr<engine::LiveDestination>> targets, Options options) {
-  if (!options.lookup) options.lookup = lookup_relay_host;
+  if (!options.lookup) options.lookup = lookup_relay_addresses;
   if (!options.message) options.message = say_on_stderr;
   state_ = std::make_shared<State>(std::move(name), std::move(address), std::move(targets),
                                    std::move(options));

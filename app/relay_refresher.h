@@ -40,7 +40,11 @@ class RelayAddressTracker {
     std::optional<std::string> message;  // one line for stderr (no newline), when worth one
   };
   // `result`: a numeric address, or the lookup's error text.
-  Step on_lookup(const std::expected<std::string, std::string>& result);
+  // `result`: every address the name has now (lookup_relay_addresses), or the error text.
+  // The address in use stays while it is among them: a name with several addresses
+  // (round-robin DNS, as hosted relays have) comes back in another order at every lookup,
+  // and each change would be a new pool (slow start, TLS handshakes, its own limits).
+  Step on_lookup(const std::expected<std::vector<std::string>, std::string>& result);
 
   const std::string& address() const { return address_; }
 
@@ -51,7 +55,8 @@ class RelayAddressTracker {
 };
 
 // A numeric address for a host name, or the error text; the real one is lookup_relay_host().
-using RelayHostLookup = std::function<std::expected<std::string, std::string>(const std::string&)>;
+using RelayHostLookup =
+    std::function<std::expected<std::vector<std::string>, std::string>(const std::string&)>;
 // Where a message line goes; the real one is one write(2) to stderr.
 using RelayMessageSink = std::function<void(const std::string&)>;
 
@@ -68,7 +73,7 @@ class RelayAddressRefresher {
  public:
   struct Options {
     std::chrono::milliseconds interval = kRelayRefreshInterval;
-    RelayHostLookup lookup;    // empty: lookup_relay_host()
+    RelayHostLookup lookup;    // empty: lookup_relay_addresses()
     RelayMessageSink message;  // empty: stderr
   };
   // `address` is the start-up lookup's answer, which every target's host holds already.

@@ -41,7 +41,8 @@ struct ScriptedLookup {
                                          std::chrono::milliseconds interval) {
     RelayAddressRefresher::Options o;
     o.interval = interval;
-    o.lookup = [self](const std::string& host) -> std::expected<std::string, std::string> {
+    o.lookup = [self](const std::string& host)
+        -> std::expected<std::vector<std::string>, std::string> {
       sigset_t mask;
       pthread_sigmask(SIG_BLOCK, nullptr, &mask);
       std::unique_lock lock(self->mutex);
@@ -53,7 +54,8 @@ struct ScriptedLookup {
       self->holding = false;
       auto answer = self->answers.front();
       if (self->answers.size() > 1) self->answers.pop_front();
-      return answer;
+      if (!answer) return std::unexpected(answer.error());
+      return std::vector<std::string>{*answer};
     };
     o.message = [self](const std::string& line) {
       std::lock_guard lock(self->mutex);
@@ -73,31 +75,52 @@ std::shared_ptr<engine::LiveDestination> relay_target() {
       engine::Destination{"192.0.2.1", 587, "smtp.provider.example", "", 3});
 }
 
+using Lookup = std::expected<std::vector<std::string>, std::string>;
+Lookup addresses(std::initializer_list<const char*> list) {
+  return std::vector<std::string>(list.begin(), list.end());
+}
+Lookup failure(std::string why) { return std::unexpected(std::move(why)); }
+
 TEST(app_relay_refresher, TrackerSaysFailuresOnceAndChangesAlways) {
   RelayAddressTracker t("smtp.provider.example", "192.0.2.1");
-  auto same = t.on_lookup(std::string("192.0.2.1"));
+  auto same = t.on_lookup(addresses({"192.0.2.1"}));
   EXPECT_FALSE(same.publish);
   EXPECT_FALSE(same.message);
 
-  auto failed = t.on_lookup(std::unexpected(std::string("Name or service not known")));
+  auto failed = t.on_lookup(failure(std::string("Name or service not known")));
   EXPECT_FALSE(failed.publish);
   EXPECT_EQ(failed.message,
             "ringmail: relay smtp.provider.example: lookup failed (Name or "
             "service not known); still using 192.0.2.1");
-  EXPECT_FALSE(t.on_lookup(std::unexpected(std::string("again"))).message);  // said once
-  auto back = t.on_lookup(std::string("192.0.2.1"));
+  EXPECT_FALSE(t.on_lookup(failure(std::string("again"))).message);  // said once
+  auto back = t.on_lookup(addresses({"192.0.2.1"}));
   EXPECT_FALSE(back.publish);
   EXPECT_EQ(back.message,
             "ringmail: relay smtp.provider.example: lookup works again; still using 192.0.2.1");
-  EXPECT_TRUE(t.on_lookup(std::unexpected(std::string("x"))).message);  // a new outage: said
+  EXPECT_TRUE(t.on_lookup(failure(std::string("x"))).message);  // a new outage: said
 
-  auto moved = t.on_lookup(std::string("192.0.2.2"));
+  auto moved = t.on_lookup(addresses({"192.0.2.2"}));
   EXPECT_EQ(moved.publish, "192.0.2.2");
   EXPECT_EQ(moved.message,
             "ringmail: relay smtp.provider.example: address changed from "
             "192.0.2.1 to 192.0.2.2; new transactions go to 192.0.2.2");
   EXPECT_EQ(t.address(), "192.0.2.2");
-  EXPECT_FALSE(t.on_lookup(std::string("192.0.2.2")).message);
+  EXPECT_FALSE(t.on_lookup(addresses({"192.0.2.2"})).message);
+}
+
+// Round-robin DNS (several A records, rotated by the resolver): the address in use stays
+// while the name has it, whatever the order; a move keeps to its family when it can.
+TEST(app_relay_refresher, TrackerKeepsAnAddressTheNameStillHas) {
+  RelayAddressTracker t("relay.example", "192.0.2.1");
+  for (int i = 0; i < 3; ++i) {
+    auto rotated = t.on_lookup(addresses({"192.0.2.2", "192.0.2.1", "192.0.2.3"}));
+    EXPECT_FALSE(rotated.publish);
+    EXPECT_FALSE(rotated.message);
+  }
+  auto moved = t.on_lookup(addresses({"2001:db8::1", "192.0.2.7", "192.0.2.8"}));
+  EXPECT_EQ(moved.publish, std::optional<std::string>("192.0.2.7"));  // IPv4 still
+  auto only_v6 = t.on_lookup(addresses({"2001:db8::1"}));
+  EXPECT_EQ(only_v6.publish, std::optional<std::string>("2001:db8::1"));  // nothing else
 }
 
 TEST(app_relay_refresher, PublishesANewAddressKeepingPortNameAndProfile) {
