@@ -49,6 +49,7 @@ struct Connection {
   bool failure_noted = false;    // counted as a failed connection (never reached ready)
   uint64_t transactions_assigned = 0;
   Clock::time_point deadline{};
+  Clock::time_point idle_since{};  // when it last went idle (set_deadline), for kIdleGrace
 
   // Read by the kernel while send_in_flight: owned here so they outlive the submission.
   std::array<iovec, kMaxSendSegments> send_iov{};

@@ -139,6 +139,9 @@ class DestinationPool {
   bool in_slot_wait = false;
   // Woken from that list with a slot held for it, which no other pool may take.
   bool slot_reserved = false;
+  // Waiting, it had a busy pool give a connection back (Shard::ask_for_connection_back):
+  // no second one is asked for until it gets a slot.
+  bool give_back_asked = false;
   // Some host is set aside past `now` (a pause not over). Unlike dead(), no side effect.
   bool any_host_set_aside(Clock::time_point now) const;
   // Where this pool's recipients and failed connections are counted by site; set by the

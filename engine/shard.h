@@ -86,13 +86,13 @@ class Shard final : public dns::SocketWatcher {
   // room, so the pool holding the most connections (more than one, and more than the
   // waiter would hold with one more) has one of them QUIT once the transactions it holds
   // are done; the waiter moves to the front of the waiters, so that slot is its own.
-  // Asked only while fewer connections are on their way out than pools wait, so one
-  // waiter never closes a whole pool. Runs only when a pool waits.
+  // Asked only while fewer connections are on their way out than pools wait, once per
+  // waiter until it gets a slot, and never for a waiter that is failing or, not proven
+  // yet, still has a connection on its way (a server that never greets would hold the
+  // slot for minutes). Runs only when a pool waits.
   void ask_for_connection_back(DestinationPool& waiter);
   // Connections of the pool connecting or open and not asked to QUIT: what it will keep.
   size_t connections_kept(const DestinationPool& pool) const;
-  // A pool other than `pool`, with work queued, waits for a slot.
-  bool another_pool_waits(const DestinationPool& pool) const;
   // The connection says QUIT once the transactions it holds are done, and takes no more.
   void ask_to_quit(uint32_t slot);
   void schedule_pool(DestinationPool& pool);

@@ -300,6 +300,7 @@ void Shard::set_deadline(Connection& c) {
   switch (c.session->awaiting()) {
     case smtp::Awaiting::kNothing:
       timeout = c.quit_requested ? t.command : c.pool->limits().idle_timeout;
+      if (!c.quit_requested) c.idle_since = now_;
       break;
     case smtp::Awaiting::kGreeting: timeout = t.greeting; break;
     case smtp::Awaiting::kCommand:

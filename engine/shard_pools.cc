@@ -17,6 +17,11 @@
 namespace ringmail::engine {
 namespace {
 
+// How long a connection of a pool with nothing queued stays idle before another pool
+// waiting for a slot closes it: a destination with a trickle of mail keeps its connection
+// between messages instead of closing and reopening for each one.
+constexpr auto kIdleGrace = std::chrono::seconds(1);
+
 // The site a pool serves, for per-site counters: the domain of an MX pool, else the
 // relay's configured name (its address when it has none).
 std::string_view site_of(const Destination& d) {
@@ -136,21 +141,16 @@ void Shard::schedule_pool(DestinationPool& pool) {
   }
   return_reserved_slot(pool);  // woken, then found nothing to open
   wait_for_token(pool);
-  if (!pool.queue.empty()) return;
   // No more work will come: idle connections close now rather than at the idle timeout.
-  // Nor does an idle connection keep a slot a pool with work waits for (one per waiting
-  // pool): the waiter may have asked before this connection went idle.
-  if (pool.connections.empty()) return;
-  const bool no_more_work = inbox_exhausted_ || draining_;
-  size_t to_close = no_more_work ? pool.connections.size()
-                    : another_pool_waits(pool) ? slot_waits_.size()
-                                               : 0;
-  for (size_t i = 0; i < pool.connections.size() && to_close > 0; ++i) {
-    const uint32_t slot = pool.connections[i];
-    Connection& c = connections_[slot];
-    if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested) {
-      ask_to_quit(slot);
-      --to_close;
+  // (An idle connection is not closed the moment another pool waits: a destination with
+  // a trickle of mail would close and reopen for every message, and take a busy pool's
+  // connection back each time. The waiter closes it once it has been idle a while,
+  // connection_slot_for, or its idle timeout does.)
+  if ((inbox_exhausted_ || draining_) && pool.queue.empty()) {
+    for (uint32_t slot : pool.connections) {
+      Connection& c = connections_[slot];
+      if (c.state == Connection::State::kOpen && c.session->idle() && !c.quit_requested)
+        ask_to_quit(slot);
     }
   }
 }
@@ -158,13 +158,17 @@ void Shard::schedule_pool(DestinationPool& pool) {
 bool Shard::connection_slot_for(DestinationPool& pool) {
   if (pool.slot_reserved) {  // woken with a slot held for it
     pool.slot_reserved = false;
+    pool.give_back_asked = false;
     --reserved_slots_;
     return true;
   }
   // Slots held for woken waiters are not free; nor is any slot while pools wait, unless
   // there are more free slots than waiters (first come, first served).
   const size_t taken = connections_.in_use() + reserved_slots_;
-  if (taken < connection_cap_ && connection_cap_ - taken > slot_waits_.size()) return true;
+  if (taken < connection_cap_ && connection_cap_ - taken > slot_waits_.size()) {
+    pool.give_back_asked = false;
+    return true;
+  }
   if (!pool.in_slot_wait) {
     pool.in_slot_wait = true;
     slot_waits_.push_back(&pool);
@@ -181,12 +185,24 @@ bool Shard::connection_slot_for(DestinationPool& pool) {
     }
     if (c.state == Connection::State::kOpen && c.pool != &pool && c.pool->queue.empty() &&
         c.session->idle()) {
-      ask_to_quit(slot);
+      if (now_ >= c.idle_since + kIdleGrace) {
+        ask_to_quit(slot);
+        return false;
+      }
+      // Idle only just: its pool may have its next message on the way (a trickle). It
+      // closes when it has been idle kIdleGrace, by its idle timeout made that short,
+      // unless its own pool gives it work first (which sets its deadline again).
+      c.deadline = std::min(c.deadline, c.idle_since + kIdleGrace);
       return false;
     }
   }
-  // No idle connection: a busy pool gives one back, unless enough are leaving already.
-  if (leaving < slot_waits_.size()) ask_for_connection_back(pool);
+  // No idle connection: a busy pool gives one back, unless enough are leaving already, or
+  // this pool had one given back already and waits for it, or may not use it: failing
+  // (its slot would idle through connect timeouts), or not proven yet with a connection
+  // of its own still on its way (a server that never greets would hold it for minutes).
+  if (leaving < slot_waits_.size() && !pool.give_back_asked && !pool.failing(now_) &&
+      (pool.proven() || pool.connections.empty()))
+    ask_for_connection_back(pool);
   return false;
 }
 
@@ -227,6 +243,7 @@ void Shard::ask_for_connection_back(DestinationPool& waiter) {
   }
   if (!chosen) return;
   ask_to_quit(*chosen);
+  waiter.give_back_asked = true;
   // The slot it frees is this waiter's: ahead of the donor, which joins the waiters when
   // its connection closes, and would otherwise take the next slot back.
   auto it = std::find(slot_waits_.begin(), slot_waits_.end(), &waiter);
@@ -245,22 +262,19 @@ size_t Shard::connections_kept(const DestinationPool& pool) const {
   return kept;
 }
 
-bool Shard::another_pool_waits(const DestinationPool& pool) const {
-  for (const DestinationPool* waiter : slot_waits_)
-    if (waiter != &pool && !waiter->queue.empty()) return true;
-  return false;
-}
-
 void Shard::ask_to_quit(uint32_t slot) {
   // Never cuts a transaction: QUIT follows those the session holds, and feed_connection
   // gives it no more (as after max_messages_per_connection).
   Connection& c = connections_[slot];
   c.quit_requested = true;
   c.session->quit();
-  // A connection still connecting has nothing to send yet, and keeps its connect deadline.
+  // A connection still connecting has nothing to send yet, and keeps its connect deadline;
+  // one waiting for a reply keeps that reply's deadline when it is the earlier.
   if (c.state == Connection::State::kOpen) {
     mark_dirty(slot);
+    const Clock::time_point before = c.deadline;
     set_deadline(c);
+    if (before != Clock::time_point{} && before < c.deadline) c.deadline = before;
   }
 }
 
@@ -270,7 +284,10 @@ void Shard::wake_slot_waiter() {
     DestinationPool* pool = slot_waits_.front();
     slot_waits_.pop_front();
     pool->in_slot_wait = false;
-    if (pool->queue.empty()) continue;  // its work went elsewhere (a drain, a connection)
+    if (pool->queue.empty()) {  // its work went elsewhere (a drain, a connection)
+      pool->give_back_asked = false;
+      continue;
+    }
     pool->slot_reserved = true;
     ++reserved_slots_;
     activate(*pool);

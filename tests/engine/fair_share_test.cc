@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <thread>
 #include <string_view>
 #include <vector>
 
@@ -81,7 +82,12 @@ TEST(FairShare, ABusyDestinationGivesAConnectionBackToAWaitingOne) {
   PortPerDomain resolver({big->port(), small->port()});
   RecordingSink sink;
   FollowingSource source;
-  engine::Engine engine(capped_options(), resolver, &sink);
+  auto options = capped_options();
+  // The small destination's connection, idle once its message is out, keeps its slot
+  // until its idle timeout (no close-and-reopen for a trickle of mail); then the big one
+  // takes it back.
+  options.pool.idle_timeout = engine::Seconds(2);
+  engine::Engine engine(options, resolver, &sink);
   engine.start(source);
   source.push(make_items(kBig, 200, "d0.test"));
   // The big destination holds the whole cap, every connection busy.
@@ -90,9 +96,7 @@ TEST(FairShare, ABusyDestinationGivesAConnectionBackToAWaitingOne) {
   }));
   source.push(make_items(1, 200, "d1.test"));
   ASSERT_TRUE(eventually([&] { return engine.snapshot().recipients_delivered == kBig + 1; }, 60s));
-  // The small destination's connection closed once it was done, for the big one waiting
-  // (not at the idle timeout, 30 s away).
-  EXPECT_TRUE(small->wait_for_closed(1, 5s));
+  EXPECT_TRUE(small->wait_for_closed(1, 10s));
   const engine::DeliverySnapshot s = engine.snapshot();
   engine.request_drain();
   EXPECT_TRUE(engine.wait_for(10s));
@@ -118,7 +122,9 @@ TEST(FairShare, ABusyDestinationGivesAConnectionBackToAWaitingOne) {
   EXPECT_EQ(small->connections_accepted(), 1u);
   // The big destination gave one back, then took a slot again once the small one was done.
   EXPECT_GE(big->connections_accepted(), 5u);
-  EXPECT_LE(big->max_simultaneous_connections(), 4u);
+  // The server counts a connection until it reads its end, which may come after the
+  // shard opened the next one in the freed slot: one more than the cap, at most.
+  EXPECT_LE(big->max_simultaneous_connections(), 4u + 1);
 }
 
 // The waiter comes before the busy destination's connections are ready (no greeting yet):
@@ -141,7 +147,7 @@ TEST(FairShare, AConnectionNotReadyYetCanBeGivenBack) {
   EXPECT_EQ(run.counts.connection_failures, 0u);
   EXPECT_GT(busy_outcomes_after_waiter(run.outcomes, "@d0.test", "@d1.test", kBig), 8u);
   expect_each_recipient_once(*big, kBig);
-  EXPECT_LE(big->max_simultaneous_connections(), 3u);
+  EXPECT_LE(big->max_simultaneous_connections(), 3u + 1);  // as above: the server's count lags
 }
 
 // Two destinations with long queues meet at an even share (2 + 2 of 4), and no
@@ -183,6 +189,39 @@ TEST(FairShare, TwoBusyDestinationsShareTheCapWithoutChurn) {
   // other its 2 again (4 + 4 in all). More would be connections taken back and forth.
   EXPECT_LE(first->connections_accepted() + second->connections_accepted(), 8u);
   EXPECT_LE(s.connections_opened, 8u);
+}
+
+// A destination with a trickle of mail beside a busy one: it gets a connection once and
+// keeps it between its messages (idle less than a second), instead of closing it after
+// each and taking one back from the busy destination for the next (a review measured 17
+// connections for 20 trickled messages, and 20 for the busy one where 4 do).
+TEST(FairShare, ATrickleKeepsItsConnectionInsteadOfChurning) {
+  auto big = server_with_delay(20ms);
+  auto small = server_with_delay(0ms);
+  ASSERT_TRUE(big && small);
+  constexpr size_t kBig = 600;
+  constexpr size_t kTrickle = 8;
+  PortPerDomain resolver({big->port(), small->port()});
+  RecordingSink sink;
+  FollowingSource source;
+  engine::Engine engine(capped_options(), resolver, &sink);
+  engine.start(source);
+  source.push(make_items(kBig, 200, "d0.test"));
+  ASSERT_TRUE(eventually([&] {
+    return big->max_simultaneous_connections() == 4 && engine.snapshot().recipients_delivered >= 20;
+  }));
+  for (size_t i = 0; i < kTrickle; ++i) {
+    source.push(make_items(1, 200, "d1.test"));
+    std::this_thread::sleep_for(300ms);
+  }
+  ASSERT_TRUE(eventually([&] { return engine.snapshot().recipients_delivered == kBig + kTrickle; },
+                         60s));
+  engine.request_drain();
+  EXPECT_TRUE(engine.wait_for(10s));
+  EXPECT_EQ(small->messages().size(), kTrickle);
+  EXPECT_LE(small->connections_accepted(), 2u);
+  EXPECT_LE(big->connections_accepted(), 6u);
+  expect_each_recipient_once(*big, kBig);
 }
 
 // A destination alone (it wants more connections than the cap allows) keeps every
