@@ -266,15 +266,18 @@ void Shard::ask_to_quit(uint32_t slot) {
   // Never cuts a transaction: QUIT follows those the session holds, and feed_connection
   // gives it no more (as after max_messages_per_connection).
   Connection& c = connections_[slot];
+  // Waiting for a reply (not idle): that reply keeps its deadline when it is the earlier.
+  // An idle connection's deadline was its idle timeout, which says nothing of how long
+  // the QUIT's reply may take: it gets the QUIT's own.
+  const bool awaiting_reply = c.state == Connection::State::kOpen && !c.session->idle();
+  const Clock::time_point before = c.deadline;
   c.quit_requested = true;
   c.session->quit();
-  // A connection still connecting has nothing to send yet, and keeps its connect deadline;
-  // one waiting for a reply keeps that reply's deadline when it is the earlier.
+  // A connection still connecting has nothing to send yet, and keeps its connect deadline.
   if (c.state == Connection::State::kOpen) {
     mark_dirty(slot);
-    const Clock::time_point before = c.deadline;
     set_deadline(c);
-    if (before != Clock::time_point{} && before < c.deadline) c.deadline = before;
+    if (awaiting_reply && before < c.deadline) c.deadline = before;
   }
 }
 
