@@ -10,7 +10,7 @@
 #include "storage/queue_store.h"
 #include "storage/schema.h"
 #include "storage/storage_thread.h"
-#include "tests/storage/query_db.h"
+#include "tests/storage/other_connection.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -24,18 +24,7 @@ class DestinationStateTest : public ::testing::Test {
     schedule_.jitter = 0;
   }
 
-  void enqueue(size_t n, const std::string& domain) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteCreate);
-    ASSERT_TRUE(store) << store.error().message;
-    EnqueueRequest r{"c", "s@ringmail.test", smtp::encode_data_body("Subject: t\r\n\r\nhi\r\n"), 0,
-                     std::nullopt};
-    const int64_t now = unix_now_ms();
-    auto counts = store->begin_enqueue(r, now);
-    ASSERT_TRUE(counts);
-    for (size_t i = 0; i < n; ++i)
-      ASSERT_TRUE(store->add_recipient(*counts, "r" + std::to_string(i) + "@" + domain, domain, now, now));
-    ASSERT_TRUE(store->finish_enqueue());
-  }
+  void enqueue(size_t n, const std::string& domain) { testing::enqueue_db(options_, n, domain); }
 
   int64_t query(const std::string& sql) { return testing::query_db(options_, sql); }
 

@@ -15,7 +15,7 @@
 #include "smtp/message_body.h"
 #include "storage/queue_store.h"
 #include "storage/storage_thread.h"
-#include "tests/storage/query_db.h"
+#include "tests/storage/other_connection.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -25,18 +25,7 @@ class StorageThreadLocks : public ::testing::Test {
  protected:
   void SetUp() override { options_.path = db_.path(); }
 
-  void enqueue(size_t n) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteCreate);
-    ASSERT_TRUE(store) << store.error().message;
-    EnqueueRequest r{"c", "s@ringmail.test", smtp::encode_data_body("Subject: t\r\n\r\nhi\r\n"), 0,
-                     std::nullopt};
-    const int64_t now = unix_now_ms();
-    auto counts = store->begin_enqueue(r, now);
-    ASSERT_TRUE(counts);
-    for (size_t i = 0; i < n; ++i)
-      ASSERT_TRUE(store->add_recipient(*counts, "r" + std::to_string(i) + "@a.test", "a.test", now, now));
-    ASSERT_TRUE(store->finish_enqueue());
-  }
+  void enqueue(size_t n) { testing::enqueue_db(options_, n); }
 
   int64_t query(const std::string& sql) { return testing::query_db(options_, sql); }
 

@@ -13,7 +13,7 @@
 #include "smtp/message_body.h"
 #include "storage/queue_store.h"
 #include "storage/storage_thread.h"
-#include "tests/storage/query_db.h"
+#include "tests/storage/other_connection.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -30,20 +30,9 @@ class StorageThreadRetention : public ::testing::Test {
     options_.retention_batch = 7;              // several steps for the rows below
   }
 
-  // A message to `n` recipients; returns its id.
+  // A message to `n` recipients <campaign><i>@a.test; returns its id.
   int64_t enqueue(size_t n, const std::string& campaign) {
-    auto store = QueueStore::open(options_, OpenMode::kReadWriteCreate);
-    EXPECT_TRUE(store) << store.error().message;
-    EnqueueRequest r{campaign, "s@ringmail.test",
-                     smtp::encode_data_body("Subject: t\r\n\r\nhi\r\n"), 0, std::nullopt};
-    const int64_t now = unix_now_ms();
-    auto counts = store->begin_enqueue(r, now);
-    EXPECT_TRUE(counts);
-    for (size_t i = 0; i < n; ++i)
-      EXPECT_TRUE(store->add_recipient(*counts, campaign + std::to_string(i) + "@a.test",
-                                       "a.test", now, now));
-    EXPECT_TRUE(store->finish_enqueue());
-    return counts->message_id;
+    return testing::enqueue_db(options_, n, "a.test", campaign, campaign);
   }
 
   void exec(const std::string& sql) {
