@@ -1,6 +1,8 @@
 // QueueStore's destination state (storage/README.md, "Destinations"): a destination's pause
 // or recovery recorded in `destinations`, and a paused domain's due recipients postponed
 // to the pause's end, so claims skip them and a later run does not learn it again.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -10,6 +12,7 @@
 namespace ringmail::storage {
 
 using queue_store_internal::fail;
+using queue_store_internal::kPendingWaits;
 
 std::expected<void, StorageError> QueueStore::record_destination(std::string_view name,
                                                                 bool paused, int64_t until_ms,
@@ -59,18 +62,28 @@ std::expected<uint64_t, StorageError> QueueStore::postpone_domain(std::string_vi
   // memory on this connection (temp_store, tune_for_delivery), ~100 MB per million.
   constexpr int64_t kChunk = 10000;
   auto end = cached(postpone_chunk_end_,
-                    "SELECT rowid FROM recipients INDEXED BY recipients_by_domain "
+                    "SELECT rowid FROM recipient_rows INDEXED BY recipients_by_domain "
                     "WHERE domain = ?1 AND rowid > ?2 ORDER BY rowid LIMIT 1 OFFSET ?3");
+  // Pending rows still waiting for their claim become ordinary queued rows, due then:
+  // their unclaimed range's claim skips them (it takes pending rows only).
   auto st = only_message_
                 ? cached(postpone_domain_of_message_,
-                         "UPDATE recipients INDEXED BY recipients_by_domain SET next_attempt_at = ?2 "
-                         "WHERE domain = ?1 AND rowid > ?4 AND rowid <= ?5 "
-                         "AND state IN ('queued', 'deferred') AND next_attempt_at < ?2 "
-                         "AND message_id = ?3")
+                         fmt::format("UPDATE recipient_rows INDEXED BY recipients_by_domain "
+                                     "SET next_attempt_at = ?2, state = CASE state WHEN "
+                                     "'pending' THEN 'queued' ELSE state END "
+                                     "WHERE domain = ?1 AND rowid > ?4 AND rowid <= ?5 "
+                                     "AND (state IN ('queued', 'deferred') OR (state = "
+                                     "'pending' AND {})) AND next_attempt_at < ?2 "
+                                     "AND message_id = ?3",
+                                     kPendingWaits))
                 : cached(postpone_domain_,
-                         "UPDATE recipients INDEXED BY recipients_by_domain SET next_attempt_at = ?2 "
-                         "WHERE domain = ?1 AND rowid > ?4 AND rowid <= ?5 "
-                         "AND state IN ('queued', 'deferred') AND next_attempt_at < ?2");
+                         fmt::format("UPDATE recipient_rows INDEXED BY recipients_by_domain "
+                                     "SET next_attempt_at = ?2, state = CASE state WHEN "
+                                     "'pending' THEN 'queued' ELSE state END "
+                                     "WHERE domain = ?1 AND rowid > ?4 AND rowid <= ?5 "
+                                     "AND (state IN ('queued', 'deferred') OR (state = "
+                                     "'pending' AND {})) AND next_attempt_at < ?2",
+                                     kPendingWaits));
   if (!end) return fail(end);
   if (!st) return fail(st);
   uint64_t moved = 0;

@@ -42,6 +42,7 @@ struct PurgeStatements {
   Statement count_states;     // dry run: the states of what would go
   Statement drop_attempts;    // the attempt log first: it refers to the recipients by id
   Statement drop_recipients;  // returning their states and messages
+  Statement drop_deliveries;  // the deliveries ranges (queue_pending.cc) left with no row
 };
 
 std::expected<PurgeStatements, StorageError> prepare_purge(Connection& db) {
@@ -55,11 +56,20 @@ std::expected<PurgeStatements, StorageError> prepare_purge(Connection& db) {
       fmt::format("DELETE FROM attempts WHERE recipient_id IN (SELECT id FROM recipients WHERE {})",
                   kPurgeable));
   if (!drop_attempts) return fail(drop_attempts);
-  auto drop_recipients = db.prepare(
-      fmt::format("DELETE FROM recipients WHERE {} RETURNING state, message_id", kPurgeable));
+  // Through the view, which knows which pending rows are delivered; a pending row that
+  // goes is a delivered one.
+  auto drop_recipients = db.prepare(fmt::format(
+      "DELETE FROM recipient_rows WHERE id IN (SELECT id FROM recipients WHERE {}) "
+      "RETURNING CASE state WHEN 'pending' THEN 'delivered' ELSE state END, message_id",
+      kPurgeable));
   if (!drop_recipients) return fail(drop_recipients);
+  auto drop_deliveries = db.prepare(
+      "DELETE FROM deliveries WHERE lo >= coalesce((SELECT max(lo) FROM deliveries "
+      "WHERE lo <= ?1), ?1) AND lo <= ?2 AND NOT EXISTS (SELECT 1 FROM recipient_rows "
+      "WHERE id BETWEEN deliveries.lo AND deliveries.hi)");
+  if (!drop_deliveries) return fail(drop_deliveries);
   return PurgeStatements{std::move(*count_states), std::move(*drop_attempts),
-                         std::move(*drop_recipients)};
+                         std::move(*drop_recipients), std::move(*drop_deliveries)};
 }
 
 // Adds the rows `st` returns (state, count) or, not grouped, (state, message_id) to
@@ -93,6 +103,10 @@ std::expected<void, StorageError> purge_range(Connection& db, PurgeStatements& s
     auto ok = tally(st.drop_recipients, false, counts, emptied);
     st.drop_recipients.reset();
     if (!ok) return ok;
+    st.drop_deliveries.bind(1, lo).bind(2, hi);
+    auto emptied_ranges = st.drop_deliveries.run();
+    st.drop_deliveries.reset();
+    if (!emptied_ranges) return fail(emptied_ranges);
     return db.commit();
   };
   auto ok = work();
@@ -110,7 +124,7 @@ std::expected<void, StorageError> drop_orphan_bodies(Connection& db,
                                                      PurgeCounts& counts) {
   auto drop_body = db.prepare(
       "UPDATE messages SET body = X'' WHERE id = ?1 AND length(body) > 0 AND NOT EXISTS "
-      "(SELECT 1 FROM recipients WHERE message_id = ?1)");
+      "(SELECT 1 FROM recipient_rows WHERE message_id = ?1)");
   if (!drop_body) return fail(drop_body);
   auto next = candidates.begin();
   while (next != candidates.end()) {
@@ -155,7 +169,7 @@ std::expected<PurgeCounts, StorageError> QueueStore::purge_final(int64_t before_
                                                                  std::optional<int64_t> campaign_id,
                                                                  bool dry_run, int64_t batch) {
   PurgeCounts counts;
-  auto bounds = db_.prepare("SELECT min(id), max(id) FROM recipients");
+  auto bounds = db_.prepare("SELECT min(id), max(id) FROM recipient_rows");
   if (!bounds) return fail(bounds);
   auto row = bounds->step();
   if (!row) return fail(row);
@@ -204,7 +218,7 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::purge_final_step
     if (auto ok = drop_orphan_bodies(db_, now, counts); !ok) return fail(ok);
     return std::optional<int64_t>{from_id};
   }
-  auto first = db_.prepare("SELECT id, created_at FROM recipients WHERE id >= ?1 ORDER BY id LIMIT 1");
+  auto first = db_.prepare("SELECT id, created_at FROM recipient_rows WHERE id >= ?1 ORDER BY id LIMIT 1");
   if (!first) return fail(first);
   first->bind(1, from_id);
   auto row = first->step();
@@ -212,7 +226,7 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::purge_final_step
   if (!*row || first->column_int(1) >= before_ms) return std::optional<int64_t>{};
   const int64_t lo = first->column_int(0);
   first->reset();
-  auto last = db_.query_int("SELECT max(id) FROM recipients");
+  auto last = db_.query_int("SELECT max(id) FROM recipient_rows");
   if (!last) return fail(last);
   // The newest recipient stays: SQLite gives a new row the largest id plus one, so a
   // purged newest id would be given again, and the outcome log's ids would repeat.

@@ -25,6 +25,7 @@ namespace ringmail::storage {
 
 using queue_store_internal::fail;
 using queue_store_internal::lower;
+using queue_store_internal::kPendingWaits;
 using queue_store_internal::Status;
 
 namespace {
@@ -198,14 +199,22 @@ std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& count
   // first_due_at, from which max_age counts, is when the recipient entered the queue due:
   // a --send-at in the past is due now, and counting from that past moment would expire a
   // recipient on its first 4xx (Postfix counts maximal_queue_lifetime from arrival).
+  // A bulk recipient is stored pending, listed in an unclaimed range (queue_pending.cc);
+  // an urgent one is an ordinary queued row, claimed through urgent_due and the due index.
+  const bool pending = state == RecipientState::kQueued && !counts.urgent;
   auto st = cached(insert_recipient_,
-                   "INSERT INTO recipients(message_id, address, domain, state, next_attempt_at, "
-                   "first_due_at, created_at, updated_at) "
+                   "INSERT INTO recipient_rows(message_id, address, domain, state, "
+                   "next_attempt_at, first_due_at, created_at, updated_at) "
                    "VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?6, ?6)");
   if (!st) return fail(st);
   (*st)->bind(1, counts.message_id).bind_static(2, address).bind_static(3, domain);
-  (*st)->bind_static(4, to_string(state)).bind(5, due_at_ms).bind(6, now_ms);
+  (*st)->bind_static(4, pending ? std::string_view("pending") : to_string(state));
+  (*st)->bind(5, due_at_ms).bind(6, now_ms);
   if (auto ok = (*st)->run(); !ok) return ok;
+  if (pending) {
+    auto ok = add_pending_id(sqlite3_last_insert_rowid(db_.raw()), counts.message_id, due_at_ms);
+    if (!ok) return ok;
+  }
   if (counts.urgent && state == RecipientState::kQueued) {
     auto urgent = cached(insert_urgent_,
                          "INSERT INTO urgent_due(next_attempt_at, recipient_id) VALUES (?1, ?2)");
@@ -218,7 +227,8 @@ std::expected<void, StorageError> QueueStore::add_recipient(EnqueueCounts& count
 }
 
 std::expected<void, StorageError> QueueStore::finish_enqueue() {
-  auto ok = db_.commit();
+  auto ok = close_enqueue_range();
+  if (ok) ok = db_.commit();
   if (!ok) db_.rollback();
   return ok;
 }
@@ -238,23 +248,49 @@ std::expected<int64_t, StorageError> QueueStore::register_run(int64_t now_ms) {
 }
 
 std::expected<void, StorageError> QueueStore::unregister_run(int64_t owner) {
+  // Leases of pending rows still held (outcomes that never came: a failed run) go back to
+  // unclaimed ranges now rather than at the next run's recovery.
+  const std::string me = fmt::format("[{}]", owner);
+  if (auto ok = db_.begin(); !ok) return fail(ok);
+  auto requeued = requeue_leases("owner IN (SELECT value FROM json_each(?2))", unix_now_ms(), me, "");
+  if (!requeued) {
+    db_.rollback();
+    return fail(requeued);
+  }
   auto st = db_.prepare("DELETE FROM runs WHERE owner = ?1");
-  if (!st) return fail(st);
+  if (!st) {
+    db_.rollback();
+    return fail(st);
+  }
   st->bind(1, owner);
-  return st->run();
+  auto ok = st->run();
+  if (ok) ok = db_.commit();
+  if (!ok) db_.rollback();
+  return ok;
 }
 
 std::expected<QueueStore::ForeignLeases, StorageError> QueueStore::leased_by_other_runs(
     int64_t owner) {
-  // A scan (no in-flight index, schema.cc version 2), once per run start.
+  // In-flight rows of their own (through recipients_by_state, schema.cc version 5) and
+  // the leases of pending rows: those not delivered yet.
   auto st = db_.prepare(
-      "SELECT count(*), coalesce(min(lease_expires), 0) FROM recipients "
-      "WHERE state = 'in_flight' AND lease_owner IS NOT ?1");
+      "SELECT count(*), min(lease_expires) FROM recipient_rows "
+      "WHERE state = 'in_flight' AND lease_owner IS NOT ?1 "
+      "UNION ALL "
+      "SELECT count(*), min(v.lease_expires) FROM leases l JOIN recipients v "
+      "ON v.id BETWEEN l.lo AND l.hi WHERE l.owner IS NOT ?1 AND v.state = 'in_flight'");
   if (!st) return fail(st);
   st->bind(1, owner);
-  auto row = st->step();
-  if (!row) return fail(row);
-  ForeignLeases out{static_cast<uint64_t>(st->column_int(0)), st->column_int(1)};
+  ForeignLeases out;
+  while (true) {
+    auto row = st->step();
+    if (!row) return fail(row);
+    if (!*row) break;
+    out.recipients += static_cast<uint64_t>(st->column_int(0));
+    if (!st->column_is_null(1) &&
+        (out.first_expiry_ms == 0 || st->column_int(1) < out.first_expiry_ms))
+      out.first_expiry_ms = st->column_int(1);
+  }
   st->reset();
   return out;
 }
@@ -291,15 +327,15 @@ std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
   const std::string alive_json = fmt::format("[{}]", fmt::join(alive_here, ","));
   if (auto ok = db_.begin(); !ok) return fail(ok);
   auto body = [&]() -> std::expected<uint64_t, StorageError> {
-    // One scan of the table for all of it: there is no in-flight index (schema.cc,
-    // version 2). A live run of this host keeps its leases even once they expired: it
-    // still holds that work and will send it, so queueing it again would send it twice.
+    // In-flight rows through recipients_by_state (schema.cc, version 5). A live run of
+    // this host keeps its leases even once they expired: it still holds that work and
+    // will send it, so queueing it again would send it twice.
     auto requeue = db_.prepare(
         only_dead_runs
-            ? "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = "
+            ? "UPDATE recipient_rows SET state = 'queued', lease_owner = NULL, lease_expires = "
               "NULL, updated_at = ?1 WHERE state = 'in_flight' AND lease_owner IN (SELECT "
               "value FROM json_each(?2))"
-            : "UPDATE recipients SET state = 'queued', lease_owner = NULL, lease_expires = "
+            : "UPDATE recipient_rows SET state = 'queued', lease_owner = NULL, lease_expires = "
               "NULL, updated_at = ?1 WHERE state = 'in_flight' AND ((lease_expires < ?1 AND "
               "lease_owner NOT IN (SELECT value FROM json_each(?3))) OR lease_owner IS NULL OR "
               "lease_owner NOT IN (SELECT owner FROM runs) OR lease_owner IN (SELECT value "
@@ -310,7 +346,16 @@ std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
     requeue->bind(1, now_ms).bind_static(2, dead_json);
     if (!only_dead_runs) requeue->bind_static(3, alive_json);
     if (auto ok = requeue->run(); !ok) return fail(ok);
-    const auto recovered = static_cast<uint64_t>(db_.changes());
+    uint64_t recovered = static_cast<uint64_t>(db_.changes());
+    // The same for leases of pending rows: their ranges become unclaimed again.
+    auto ranges = requeue_leases(
+        only_dead_runs ? "owner IN (SELECT value FROM json_each(?2))"
+                       : "(expires < ?1 AND owner NOT IN (SELECT value FROM json_each(?3))) OR "
+                         "owner NOT IN (SELECT owner FROM runs) OR "
+                         "owner IN (SELECT value FROM json_each(?2))",
+        now_ms, dead_json, only_dead_runs ? "" : alive_json);
+    if (!ranges) return fail(ranges);
+    recovered += *ranges;
     for (int64_t owner : dead) {
       forget->bind(1, owner);
       if (auto ok = forget->run(); !ok) return fail(ok);
@@ -333,10 +378,12 @@ std::expected<uint64_t, StorageError> QueueStore::apply_suppressions(int64_t now
   auto any = db_.query_int("SELECT EXISTS (SELECT 1 FROM suppressions)");
   if (!any) return fail(any);
   if (any->value_or(0) == 0) return 0;
-  auto st = db_.prepare(
-      "UPDATE recipients SET state = 'suppressed', updated_at = ?1 "
-      "WHERE state IN ('queued', 'deferred') AND lower(address) IN (SELECT address FROM "
-      "suppressions)");
+  // Pending rows too, unless a lease or a delivery holds them (queue_pending.cc).
+  auto st = db_.prepare(fmt::format(
+      "UPDATE recipient_rows SET state = 'suppressed', updated_at = ?1 "
+      "WHERE (state IN ('queued', 'deferred') OR (state = 'pending' AND {})) "
+      "AND lower(address) IN (SELECT address FROM suppressions)",
+      kPendingWaits));
   if (!st) return fail(st);
   st->bind(1, now_ms);
   if (auto ok = st->run(); !ok) return fail(ok);
@@ -394,45 +441,54 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
     auto urgent = read_urgent(limit, now_ms, out);
     if (!urgent) return fail(urgent);
   }
+  std::vector<int64_t> explicit_taken;  // ordinary rows to lease below
+  for (const ClaimedRecipient& r : out) explicit_taken.push_back(r.id);
   if (out.size() < limit) {
+    // Ordinary rows (retries, rows given back) from the due index, with their due times,
+    // merged with the pending rows of unclaimed ranges (claim_merged).
     auto sel = only_message_
                    ? cached(select_due_of_message_,
-                            "SELECT id, message_id, address, attempts, first_due_at "
-                            "FROM recipients INDEXED BY recipients_due "
+                            "SELECT id, message_id, address, attempts, first_due_at, "
+                            "next_attempt_at FROM recipient_rows INDEXED BY recipients_due "
                             "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
                             "AND message_id = ?3 ORDER BY next_attempt_at LIMIT ?2")
                    : cached(select_due_,
-                            "SELECT id, message_id, address, attempts, first_due_at "
-                            "FROM recipients "
+                            "SELECT id, message_id, address, attempts, first_due_at, "
+                            "next_attempt_at FROM recipient_rows INDEXED BY recipients_due "
                             "WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1 "
                             "ORDER BY next_attempt_at LIMIT ?2");
     if (!sel) return fail(sel);
     Statement& s = **sel;
     const size_t urgent_count = out.size();
     // The urgent rows just read are due too, and this read may meet them again.
-    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
+    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit - urgent_count));
     if (only_message_) s.bind(3, *only_message_);
-    while (out.size() < limit) {
+    std::vector<std::pair<int64_t, ClaimedRecipient>> due;
+    while (true) {
       auto row = s.step();
-      if (!row) return fail(row);
+      if (!row) {
+        s.reset();
+        return fail(row);
+      }
       if (!*row) break;
       const int64_t id = s.column_int(0);
       if (urgent_count > 0 &&
           std::any_of(out.begin(), out.begin() + ptrdiff_t(urgent_count),
                       [id](const ClaimedRecipient& c) { return c.id == id; }))
         continue;
-      out.push_back({id, s.column_int(1), s.column_string(2), s.column_int(3), s.column_int(4)});
+      due.emplace_back(s.column_int(5), ClaimedRecipient{id, s.column_int(1), s.column_string(2),
+                                                         s.column_int(3), s.column_int(4)});
     }
     s.reset();
+    auto merged = claim_merged(owner, limit, now_ms, lease_expires_ms, due, out, explicit_taken);
+    if (!merged) return fail(merged);
   }
-  if (out.empty()) return out;
+  if (explicit_taken.empty()) return out;
 
-  std::vector<int64_t> ids;
-  ids.reserve(out.size());
-  for (const ClaimedRecipient& r : out) ids.push_back(r.id);
+  std::vector<int64_t>& ids = explicit_taken;
   std::sort(ids.begin(), ids.end());
   auto upd = cached(lease_range_,
-                    "UPDATE recipients SET state = 'in_flight', lease_owner = ?1, "
+                    "UPDATE recipient_rows NOT INDEXED SET state = 'in_flight', lease_owner = ?1, "
                     "lease_expires = ?2, updated_at = ?3 "
                     "WHERE id BETWEEN ?4 AND ?5 AND state IN ('queued', 'deferred')");
   if (!upd) return fail(upd);
@@ -491,8 +547,10 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
     return RecipientState::kDelivered;
   }
 
+  // A pending row becomes an ordinary in-flight one first: this outcome writes the row.
+  if (auto ok = materialize(owner, std::span(&u.recipient_id, 1)); !ok) return fail(ok);
   auto rd = cached(read_for_policy_,
-                   "SELECT attempts, first_due_at, address, domain FROM recipients "
+                   "SELECT attempts, first_due_at, address, domain FROM recipient_rows "
                    "WHERE id = ?1 AND state = 'in_flight' AND lease_owner = ?2");
   if (!rd) return fail(rd);
   Statement& r = **rd;
@@ -535,7 +593,7 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
     d.next_attempt_at_ms = std::max(d.next_attempt_at_ms, postponed->until_ms);
 
   auto st = cached(update_after_attempt_,
-                   "UPDATE recipients SET state = ?2, attempts = attempts + ?3, "
+                   "UPDATE recipient_rows SET state = ?2, attempts = attempts + ?3, "
                    "next_attempt_at = CASE WHEN ?4 > 0 THEN ?4 ELSE next_attempt_at END, "
                    "last_code = CASE WHEN ?3 > 0 THEN ?5 ELSE last_code END, "
                    "last_enhanced = CASE WHEN ?3 > 0 THEN ?6 ELSE last_enhanced END, "
@@ -565,25 +623,37 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
 std::expected<uint64_t, StorageError> QueueStore::apply_delivered(
     int64_t owner, std::span<const int64_t> sorted_ids, const smtp::Reply& reply, int64_t now_ms,
     const FirstAttempts& first_attempts) {
+  // Pending rows of this process's claims: a deliveries range each, no row written.
+  std::vector<int64_t> pending;
+  std::vector<int64_t> ordinary;
+  split_pending(sorted_ids, pending, ordinary);
+  uint64_t delivered = 0;
+  if (!pending.empty()) {
+    auto n = deliver_pending(owner, pending, reply, now_ms);
+    if (!n) return fail(n);
+    delivered += *n;
+    if (ordinary.empty()) return delivered;
+    sorted_ids = ordinary;
+  }
   const std::string enhanced = reply.enhanced.to_string();
   // Before the update, while the rows still say in_flight under this owner: a redelivery
   // (attempts > 0: deferred before, or recovered after a crash) is logged; a first-try
   // delivery is not (see apply_delivered in queue_store.h).
   auto log = cached(log_redelivered_,
                     "INSERT INTO attempts(recipient_id, at, result, code, enhanced, text) "
-                    "SELECT id, ?4, 'delivered', ?5, ?6, ?7 FROM recipients "
+                    "SELECT id, ?4, 'delivered', ?5, ?6, ?7 FROM recipient_rows NOT INDEXED "
                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'in_flight' AND lease_owner = ?3 "
                     "AND attempts > 0");
   if (!log) return fail(log);
   auto upd = cached(deliver_range_,
-                    "UPDATE recipients SET state = 'delivered', attempts = attempts + 1, "
+                    "UPDATE recipient_rows NOT INDEXED SET state = 'delivered', "
+                    "attempts = attempts + 1, "
                     "last_code = ?4, last_enhanced = ?5, last_text = ?6, lease_owner = NULL, "
                     "lease_expires = NULL, updated_at = ?7 "
                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'in_flight' AND lease_owner = ?3");
   if (!upd) return fail(upd);
   Statement& l = **log;
   Statement& d = **upd;
-  uint64_t delivered = 0;
   auto ok = for_each_id_run(sorted_ids, [&](int64_t lo, int64_t hi) -> Status {
     if (!first_attempts || !first_attempts(lo, hi)) {
       l.bind(1, lo).bind(2, hi).bind(3, owner).bind(4, now_ms).bind(5, reply.code);
@@ -608,8 +678,10 @@ std::expected<void, StorageError> QueueStore::release(int64_t owner, int64_t rec
 std::expected<void, StorageError> QueueStore::release(int64_t owner,
                                                       std::span<const int64_t> sorted_ids,
                                                       int64_t now_ms) {
+  // Pending rows become ordinary queued rows, due again through the due index.
+  if (auto ok = materialize(owner, sorted_ids); !ok) return fail(ok);
   auto st = cached(release_range_,
-                   "UPDATE recipients SET state = 'queued', lease_owner = NULL, "
+                   "UPDATE recipient_rows NOT INDEXED SET state = 'queued', lease_owner = NULL, "
                    "lease_expires = NULL, updated_at = ?4 "
                    "WHERE id BETWEEN ?1 AND ?2 AND state = 'in_flight' AND lease_owner = ?3");
   if (!st) return fail(st);
@@ -621,12 +693,18 @@ std::expected<void, StorageError> QueueStore::release(int64_t owner,
 }
 
 std::expected<std::optional<int64_t>, StorageError> QueueStore::next_due_at() {
-  auto st = only_message_ ? cached(next_due_of_message_,
-                                   "SELECT min(next_attempt_at) FROM recipients "
-                                   "WHERE message_id = ?1 AND state IN ('queued', 'deferred')")
-                          : cached(next_due_,
-                                   "SELECT min(next_attempt_at) FROM recipients "
-                                   "WHERE state IN ('queued', 'deferred')");
+  // Ordinary rows through the due index, pending ones through their unclaimed ranges.
+  auto st = only_message_
+                ? cached(next_due_of_message_,
+                         "SELECT min(due) FROM (SELECT min(next_attempt_at) AS due "
+                         "FROM recipient_rows INDEXED BY recipients_due WHERE message_id = ?1 AND "
+                         "state IN ('queued', 'deferred') UNION ALL "
+                         "SELECT min(due_at) FROM unclaimed WHERE message_id = ?1)")
+                : cached(next_due_,
+                         "SELECT min(due) FROM (SELECT min(next_attempt_at) AS due "
+                         "FROM recipient_rows INDEXED BY recipients_due "
+                         "WHERE state IN ('queued', 'deferred') UNION ALL "
+                         "SELECT min(due_at) FROM unclaimed)");
   if (!st) return fail(st);
   Statement& s = **st;
   if (only_message_) s.bind(1, *only_message_);

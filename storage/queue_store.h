@@ -164,7 +164,10 @@ class QueueStore {
                                                   std::string_view domain, int64_t due_at_ms,
                                                   int64_t now_ms);
   std::expected<void, StorageError> finish_enqueue();
-  void abort_enqueue() { db_.rollback(); }
+  void abort_enqueue() {
+    enqueue_range_.reset();
+    db_.rollback();
+  }
 
   // --- runs and leases ---
   // Registers this process as a run; returns its owner id (random, never 0).
@@ -187,6 +190,9 @@ class QueueStore {
   std::expected<uint64_t, StorageError> apply_suppressions(int64_t now_ms);
 
   // --- the storage thread's work ---
+  // Called at the start of each of the storage thread's transactions: a lease found to be
+  // this run's is taken as still this run's only until its transaction ends.
+  void forget_lease_checks() { leases_checked_.clear(); }
   // Settings for a long run of grouped commits, outside any transaction. Durability is
   // unchanged (WAL, `synchronous` as configured).
   void tune_for_delivery();
@@ -298,6 +304,64 @@ class QueueStore {
   // Prepares `sql` once into `slot`; later calls reuse it.
   std::expected<Statement*, StorageError> cached(Statement& slot, std::string_view sql);
 
+  // --- pending rows (queue_pending.cc; storage/README.md, "Pending rows and ranges") ---
+  // Enqueue: the pending ids added since the last range was written, and their due time.
+  struct OpenRange {
+    int64_t due_at_ms = 0;
+    int64_t lo = 0;
+    int64_t hi = 0;
+    int64_t message_id = 0;
+  };
+  std::expected<void, StorageError> add_pending_id(int64_t id, int64_t message_id,
+                                                   int64_t due_at_ms);
+  std::expected<void, StorageError> close_enqueue_range();
+  // Claims' pending part: up to `limit` pending rows of unclaimed ranges due by `now_ms`,
+  // merged by due time with `explicit_rows` (read from the due index, with their due
+  // times), into `out`. Leases what it takes, range by range.
+  std::expected<void, StorageError> claim_merged(
+      int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms,
+      std::vector<std::pair<int64_t, ClaimedRecipient>>& explicit_rows,
+      std::vector<ClaimedRecipient>& out, std::vector<int64_t>& explicit_taken);
+  // Which of `sorted_ids` this process claimed as pending rows (and not yet gave an
+  // outcome for); the rest stay in `others`.
+  void split_pending(std::span<const int64_t> sorted_ids, std::vector<int64_t>& pending,
+                     std::vector<int64_t>& others) const;
+  // Pending ids of this process's claims (from split_pending), delivered with `reply`:
+  // a `deliveries` range per run of consecutive ids of one lease, when the lease is still
+  // this owner's. Returns how many became delivered.
+  std::expected<uint64_t, StorageError> deliver_pending(int64_t owner,
+                                                        std::span<const int64_t> sorted_ids,
+                                                        const smtp::Reply& reply, int64_t now_ms);
+  // Pending ids of this process's claims become ordinary in-flight rows of `owner`, for
+  // an outcome that writes the row (a deferral, a bounce, a release): from then on the
+  // row's own state counts. Ids whose lease is no longer this owner's stay pending.
+  std::expected<void, StorageError> materialize(int64_t owner, std::span<const int64_t> sorted_ids);
+  // Forgets `id`'s claim; the last outcome of a lease deletes the lease.
+  std::expected<void, StorageError> settle_pending(int64_t owner, int64_t id);
+  // Whether lease `lo` is still `owner`'s in the database (another run may have recovered
+  // it after it expired). Remembered for the rest of the transaction.
+  std::expected<bool, StorageError> lease_is_mine(int64_t owner, int64_t lease_lo);
+  // Leases whose owner matches `owner_condition` (SQL over `leases`, with ?1 = now and
+  // ?2, ?3 JSON arrays bound by the caller's meaning) go back to unclaimed ranges, due
+  // at `now_ms`, without their delivered ids. Returns the pending rows requeued.
+  std::expected<uint64_t, StorageError> requeue_leases(std::string_view owner_condition,
+                                                       int64_t now_ms, std::string_view json2,
+                                                       std::string_view json3);
+
+  struct PendingRun {
+    int64_t last = 0;
+    int64_t lease_lo = 0;
+  };
+  std::map<int64_t, PendingRun> pending_runs_;  // this process's claimed pending ids
+  struct PendingLease {
+    int64_t hi = 0;
+    int64_t expires_ms = 0;
+    uint64_t outstanding = 0;  // claimed ids without an outcome yet
+  };
+  std::map<int64_t, PendingLease> pending_leases_;  // by lo
+  std::optional<OpenRange> enqueue_range_;
+  std::set<int64_t> leases_checked_;  // lease_is_mine() in this transaction
+
   Connection db_;  // declared first: destroyed after the statements below
   std::optional<int64_t> only_message_;  // limit_to_message()
   Statement select_due_of_message_, next_due_of_message_;
@@ -305,7 +369,10 @@ class QueueStore {
       insert_urgent_, relist_urgent_, lease_range_, load_message_,
       deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
       insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
-      postpone_domain_, postpone_domain_of_message_, postpone_chunk_end_;
+      postpone_domain_, postpone_domain_of_message_, postpone_chunk_end_, insert_unclaimed_,
+      select_unclaimed_, select_unclaimed_of_message_, read_pending_, shrink_unclaimed_,
+      drop_unclaimed_, insert_lease_, check_lease_, drop_lease_, insert_delivery_,
+      materialize_range_, postpone_pending_, postpone_pending_of_message_;
   // Domains postponed in this process (postpone_domain) and still paused: the pause's end
   // and the destination's name. Few entries; looked up only for a deferral.
   struct Postponed {

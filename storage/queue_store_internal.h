@@ -20,6 +20,14 @@ inline std::string lower(std::string_view s) {
   return out;
 }
 
+// A pending row of `recipient_rows` that waits for its claim: neither a lease nor a
+// delivery covers its id (ranges of each never overlap, so the one starting last at or
+// before the id is the only one that can).
+inline constexpr std::string_view kPendingWaits =
+    "coalesce((SELECT hi FROM leases WHERE lo <= recipient_rows.id ORDER BY lo DESC LIMIT 1), "
+    "0) < recipient_rows.id AND coalesce((SELECT hi FROM deliveries WHERE lo <= "
+    "recipient_rows.id ORDER BY lo DESC LIMIT 1), 0) < recipient_rows.id";
+
 template <typename T>
 std::unexpected<StorageError> fail(const std::expected<T, StorageError>& e) {
   return std::unexpected(e.error());

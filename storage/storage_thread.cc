@@ -393,6 +393,7 @@ std::expected<void, StorageError> StorageThread::commit_batch(
   commit_ms_ = now;
   commit_parked_due_ms_ = 0;
   if (auto ok = begin_write(); !ok) return ok;
+  store_.forget_lease_checks();
   auto work = [&]() -> std::expected<void, StorageError> {
     for (const DeliveredGroup& g : outcomes.delivered) {
       auto delivered = store_.apply_delivered(

@@ -109,7 +109,7 @@ TEST_F(DestinationState, ADeadRelayIsPausedInTheDatabaseAndDeliveredAfterThePaus
 
   // The pause is over (the clock moved on: rather than waiting 60 s, the times are moved
   // back), and the relay is alive now: everything is delivered and the relay is up.
-  ASSERT_GT(sql_int(db_, "UPDATE recipients SET next_attempt_at = next_attempt_at - 120000"), 0);
+  ASSERT_GT(sql_int(db_, "UPDATE recipient_rows SET next_attempt_at = next_attempt_at - 120000"), 0);
   ASSERT_EQ(sql_int(db_, "UPDATE destinations SET paused_until = paused_until - 120000"), 1);
   SmtpSinkOptions revived;
   revived.port = dead_port;  // the same relay, alive again

@@ -82,7 +82,7 @@ class OperatorOutput : public RingmailBinaryTest {
 TEST_F(OperatorOutput, StatusEscapesHostileReplyTextsAndJsonSurvivesInvalidUtf8) {
   enqueue({"one@example.test", "two@example.test"});
   ASSERT_EQ(exec_sql(db_,
-                           "UPDATE recipients SET state = 'deferred', attempts = 1, "
+                           "UPDATE recipient_rows SET state = 'deferred', attempts = 1, "
                            "last_code = 451, last_enhanced = '4.3.0', last_text = ?1",
                            kHostileText),
             2);
@@ -133,7 +133,7 @@ TEST_F(OperatorOutput, StatusNamesTheBusiestDomainsAndSumsTheRest) {
     for (int i = 0; i <= d; ++i)
       lines.push_back("u" + std::to_string(i) + "@d" + std::to_string(d) + ".test");
   enqueue(lines);
-  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'delivered' WHERE domain IN "
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipient_rows SET state = 'delivered' WHERE domain IN "
                           "('d0.test', 'd1.test', 'd2.test', 'd3.test', 'd4.test')"),
             15);
 
@@ -208,15 +208,15 @@ TEST_F(OperatorOutput, StatusOfACampaignSaysWhenThatCampaignIsNextDue) {
       << text.out;
 
   // A deferred recipient's retry counts; in-flight and finished ones do not.
-  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'deferred', attempts = 1, "
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipient_rows SET state = 'deferred', attempts = 1, "
                           "next_attempt_at = 16725225600000 WHERE address = 'a@example.test'"),
             1);  // 2500-01-01
-  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'in_flight', next_attempt_at = 0 "
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipient_rows SET state = 'in_flight', next_attempt_at = 0 "
                           "WHERE address = 'b@example.test'"),
             1);
   later = nlohmann::json::parse(status({"--json", "--campaign", "later"}).out);
   EXPECT_EQ(later["campaign_next_due_at"], "2500-01-01T00:00:00Z") << later.dump();
-  ASSERT_EQ(exec_sql(db_, "UPDATE recipients SET state = 'delivered' WHERE address = "
+  ASSERT_EQ(exec_sql(db_, "UPDATE recipient_rows SET state = 'delivered' WHERE address = "
                           "'a@example.test'"),
             1);
   later = nlohmann::json::parse(status({"--json", "--campaign", "later"}).out);

@@ -39,6 +39,7 @@ TEST_F(DestinationStateTest, AVersion2DatabaseIsMigratedToVersion3) {
     auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->connection().exec(
+        std::string(testing::kUndoVersion5) +
         "DROP TABLE destinations; DROP INDEX recipients_by_domain;"
         "DROP TABLE urgent_due;"
         "UPDATE schema_version SET version = 2"));
@@ -56,7 +57,7 @@ TEST_F(DestinationStateTest, PostponingADomainUsesItsIndex) {
   auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
   ASSERT_TRUE(store);
   auto st = store->connection().prepare(
-      "EXPLAIN QUERY PLAN UPDATE recipients INDEXED BY recipients_by_domain SET "
+      "EXPLAIN QUERY PLAN UPDATE recipient_rows INDEXED BY recipients_by_domain SET "
       "next_attempt_at = 1 WHERE domain = 'a.test' AND rowid > 5 AND rowid <= 10005 "
       "AND state IN ('queued', 'deferred') AND next_attempt_at < 1");
   ASSERT_TRUE(st);
@@ -79,7 +80,7 @@ TEST_F(DestinationStateTest, PostponingMovesEveryChunkOfABigDomain) {
     auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
     ASSERT_TRUE(store);
     ASSERT_TRUE(store->connection().exec(
-        "UPDATE recipients SET state = 'delivered' WHERE id IN (1, 9999, 10000, 25050)"));
+        "UPDATE recipient_rows SET state = 'delivered' WHERE id IN (1, 9999, 10000, 25050)"));
     auto moved = store->postpone_domain("relay", "a.test", until);
     ASSERT_TRUE(moved) << moved.error().message;
     EXPECT_EQ(*moved, 24996u);

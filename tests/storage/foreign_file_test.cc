@@ -15,6 +15,7 @@
 
 #include "storage/queue_store.h"
 #include "storage/schema.h"
+#include "tests/storage/other_connection.h"
 #include "tests/storage/temp_db.h"
 
 namespace ringmail::storage {
@@ -218,6 +219,7 @@ TEST_F(ForeignFileTest, OurDatabaseWithoutWalIsSwitchedToWal) {
 TEST_F(ForeignFileTest, AnOlderVersionWithoutWalIsMigratedAndSwitchedToWal) {
   make_ringmail_database_without_wal();
   sqlite_exec(tmp_.path(),
+              std::string(testing::kUndoVersion5) +
               "DROP TABLE destinations; DROP INDEX recipients_by_domain; "
               "DROP TABLE urgent_due; "
               "UPDATE schema_version SET version = 2");

@@ -12,6 +12,14 @@
 
 namespace ringmail::storage::testing {
 
+// SQL that takes a database at schema version 5 back to version 4's tables (pending rows
+// become ordinary queued ones), for tests of the migrations from older versions.
+inline constexpr const char* kUndoVersion5 =
+    "DROP VIEW recipients; DROP TABLE unclaimed; DROP TABLE leases; DROP TABLE deliveries;"
+    "DROP INDEX recipients_by_state;"
+    "ALTER TABLE recipient_rows RENAME TO recipients;"
+    "UPDATE recipients SET state = 'queued' WHERE state = 'pending';";
+
 // -1 when the query fails (reported) or gives NULL.
 inline int64_t query_db(const StorageOptions& options, const std::string& sql) {
   auto store = QueueStore::open(options, OpenMode::kReadWriteExisting);

@@ -53,7 +53,7 @@ void make_database(const std::string& path, int rows) {
   ASSERT_TRUE(db->exec(
       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
       std::to_string(rows) +
-      ") INSERT INTO recipients (message_id, address, domain, state, next_attempt_at, "
+      ") INSERT INTO recipient_rows (message_id, address, domain, state, next_attempt_at, "
       "first_due_at, created_at, updated_at) SELECT 1, 'user' || i || "
       "'@example.test.with.a.long.domain.name', 'example.test', 'queued', 0, 0, 0, 0 FROM n"));
   ASSERT_TRUE(db->exec("PRAGMA wal_checkpoint(TRUNCATE)"));
@@ -191,9 +191,9 @@ TEST(StorageErrorTest, ADamagedPageInTheMiddleIsCorrupt) {
   std::optional<StorageError> error;
   for (const char* sql :
        {"SELECT count(*) FROM recipients WHERE address LIKE 'user%'",
-        "SELECT count(*) FROM recipients INDEXED BY recipients_by_domain WHERE domain >= ''",
-        "SELECT count(*) FROM recipients INDEXED BY recipients_by_message WHERE message_id >= 0",
-        "SELECT count(*) FROM recipients INDEXED BY recipients_due "
+        "SELECT count(*) FROM recipient_rows INDEXED BY recipients_by_domain WHERE domain >= ''",
+        "SELECT count(*) FROM recipient_rows INDEXED BY recipients_by_message WHERE message_id >= 0",
+        "SELECT count(*) FROM recipient_rows INDEXED BY recipients_due "
         "WHERE next_attempt_at >= 0 AND state IN ('queued', 'deferred')"}) {
     if (auto n = db->query_int(sql); !n) {
       error = n.error();
@@ -245,7 +245,7 @@ TEST(StorageErrorTest, AWriteThroughAReadOnlyConnectionIsReadOnly) {
   make_database(tmp.path(), 1);
   auto db = Connection::open(tmp.path(), OpenMode::kReadOnly);
   ASSERT_TRUE(db) << db.error().message;
-  auto ok = db->exec("DELETE FROM recipients");
+  auto ok = db->exec("DELETE FROM recipient_rows");
   ASSERT_FALSE(ok);
   EXPECT_TRUE(ok.error().read_only()) << ok.error().message;
   EXPECT_NE(ok.error().message.find("readonly"), std::string::npos) << ok.error().message;

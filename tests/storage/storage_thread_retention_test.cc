@@ -86,21 +86,21 @@ TEST_F(StorageThreadRetention, OldFinalRecipientsGoAndNothingElse) {
   const std::string m = std::to_string(campaign);
   // All enqueued two days ago; a pass stops at the first recipient enqueued after its
   // cut-off (ids grow with the enqueue time).
-  exec("UPDATE recipients SET created_at = " + std::to_string(old) + " WHERE id <= 34");
+  exec("UPDATE recipient_rows SET created_at = " + std::to_string(old) + " WHERE id <= 34");
   // Of the campaign: 15 delivered and 3 bounced two days ago (with their attempt log),
   // 4 delivered just now, 4 deferred and 4 queued (as old as the rest).
-  exec("UPDATE recipients SET state = 'delivered', updated_at = " + std::to_string(old) +
+  exec("UPDATE recipient_rows SET state = 'delivered', updated_at = " + std::to_string(old) +
        " WHERE id BETWEEN 1 AND 15");
-  exec("UPDATE recipients SET state = 'bounced', updated_at = " + std::to_string(old) +
+  exec("UPDATE recipient_rows SET state = 'bounced', updated_at = " + std::to_string(old) +
        " WHERE id BETWEEN 16 AND 18");
   exec("INSERT INTO attempts(recipient_id, at, result, code, enhanced, text) SELECT id, " +
        std::to_string(old) + ", 'bounced', 550, '5.1.1', 'no such user' FROM recipients "
        "WHERE id BETWEEN 16 AND 18");
-  exec("UPDATE recipients SET state = 'delivered' WHERE id BETWEEN 19 AND 22");
-  exec("UPDATE recipients SET state = 'deferred', updated_at = " + std::to_string(old) +
+  exec("UPDATE recipient_rows SET state = 'delivered' WHERE id BETWEEN 19 AND 22");
+  exec("UPDATE recipient_rows SET state = 'deferred', updated_at = " + std::to_string(old) +
        " WHERE id BETWEEN 23 AND 26");
-  exec("UPDATE recipients SET updated_at = " + std::to_string(old) + " WHERE id BETWEEN 27 AND 30");
-  exec("UPDATE recipients SET state = 'delivered', updated_at = " + std::to_string(old) +
+  exec("UPDATE recipient_rows SET updated_at = " + std::to_string(old) + " WHERE id BETWEEN 27 AND 30");
+  exec("UPDATE recipient_rows SET state = 'delivered', updated_at = " + std::to_string(old) +
        " WHERE message_id = " + std::to_string(receipts));
 
   EXPECT_EQ(run_until_purged(22), 22u);
@@ -125,7 +125,7 @@ TEST_F(StorageThreadRetention, OldFinalRecipientsGoAndNothingElse) {
 TEST_F(StorageThreadRetention, ZeroKeepsEverything) {
   options_.retention = Seconds(0);
   enqueue(10, "a");
-  exec("UPDATE recipients SET state = 'delivered', updated_at = " +
+  exec("UPDATE recipient_rows SET state = 'delivered', updated_at = " +
        std::to_string(unix_now_ms() - 400 * kDayMs));
   // Ten passes' worth of time (retention_check is 50 ms).
   EXPECT_EQ(run_until_purged(1, std::chrono::milliseconds(500)), 0u);

@@ -1,0 +1,318 @@
+// QueueStore's pending rows (storage/README.md, "Pending rows and ranges"): a bulk
+// recipient's first attempt is claimed and delivered through ranges of ids (`unclaimed`,
+// `leases`, `deliveries`) without writing its row; any other outcome makes the row an
+// ordinary one again (materialize), and the row's own state counts from then on.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "storage/queue_store.h"
+#include "storage/queue_store_internal.h"
+
+namespace ringmail::storage {
+
+using queue_store_internal::fail;
+using queue_store_internal::Status;
+
+// ---------------------------------------------------------------- enqueue
+
+std::expected<void, StorageError> QueueStore::add_pending_id(int64_t id, int64_t message_id,
+                                                             int64_t due_at_ms) {
+  if (enqueue_range_ && enqueue_range_->due_at_ms == due_at_ms &&
+      enqueue_range_->message_id == message_id && enqueue_range_->hi + 1 == id) {
+    enqueue_range_->hi = id;
+    return {};
+  }
+  if (auto ok = close_enqueue_range(); !ok) return ok;
+  enqueue_range_ = OpenRange{due_at_ms, id, id, message_id};
+  return {};
+}
+
+std::expected<void, StorageError> QueueStore::close_enqueue_range() {
+  if (!enqueue_range_) return {};
+  const OpenRange r = *enqueue_range_;
+  enqueue_range_.reset();
+  auto st = cached(insert_unclaimed_,
+                   "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
+  if (!st) return fail(st);
+  (*st)->bind(1, r.due_at_ms).bind(2, r.lo).bind(3, r.hi).bind(4, r.message_id);
+  return (*st)->run();
+}
+
+// ---------------------------------------------------------------- claim
+
+std::expected<void, StorageError> QueueStore::claim_merged(
+    int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms,
+    std::vector<std::pair<int64_t, ClaimedRecipient>>& explicit_rows,
+    std::vector<ClaimedRecipient>& out, std::vector<int64_t>& explicit_taken) {
+  struct Range {
+    int64_t due_at, lo, hi, message_id;
+  };
+  std::vector<Range> ranges;
+  {
+    // Ranges are a claim's worth of ids or more; a few cover any limit, unless their
+    // rows went elsewhere (postponed, suppressed), which the loop below then drops.
+    auto sel = only_message_
+                   ? cached(select_unclaimed_of_message_,
+                            "SELECT due_at, lo, hi, message_id FROM unclaimed "
+                            "WHERE due_at <= ?1 AND message_id = ?3 ORDER BY due_at, lo LIMIT ?2")
+                   : cached(select_unclaimed_,
+                            "SELECT due_at, lo, hi, message_id FROM unclaimed "
+                            "WHERE due_at <= ?1 ORDER BY due_at, lo LIMIT ?2");
+    if (!sel) return fail(sel);
+    Statement& s = **sel;
+    s.bind(1, now_ms).bind(2, int64_t(64));
+    if (only_message_) s.bind(3, *only_message_);
+    while (true) {
+      auto row = s.step();
+      if (!row) {
+        s.reset();
+        return fail(row);
+      }
+      if (!*row) break;
+      ranges.push_back({s.column_int(0), s.column_int(1), s.column_int(2), s.column_int(3)});
+    }
+    s.reset();
+  }
+  auto read = cached(read_pending_,
+                     "SELECT id, message_id, address, first_due_at FROM recipient_rows NOT INDEXED "
+                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' LIMIT ?3");
+  auto shrink = cached(shrink_unclaimed_,
+                       "UPDATE unclaimed SET lo = ?3 WHERE due_at = ?1 AND lo = ?2");
+  auto drop = cached(drop_unclaimed_, "DELETE FROM unclaimed WHERE due_at = ?1 AND lo = ?2");
+  auto lease = cached(insert_lease_,
+                      "INSERT INTO leases(lo, hi, owner, expires, message_id) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!read) return fail(read);
+  if (!shrink) return fail(shrink);
+  if (!drop) return fail(drop);
+  if (!lease) return fail(lease);
+
+  size_t next_explicit = 0;
+  auto take_explicit_due_by = [&](int64_t due) {
+    while (next_explicit < explicit_rows.size() && out.size() < limit &&
+           explicit_rows[next_explicit].first <= due) {
+      explicit_taken.push_back(explicit_rows[next_explicit].second.id);
+      out.push_back(std::move(explicit_rows[next_explicit++].second));
+    }
+  };
+  for (const Range& range : ranges) {
+    // Earlier due ordinary rows (retries, recipients given back) go first.
+    take_explicit_due_by(range.due_at);
+    if (out.size() >= limit) break;
+    Statement& r = **read;
+    r.bind(1, range.lo).bind(2, range.hi).bind(3, int64_t(limit - out.size()));
+    const size_t first = out.size();
+    int64_t last_id = range.lo - 1;
+    while (true) {
+      auto row = r.step();
+      if (!row) {
+        r.reset();
+        return fail(row);
+      }
+      if (!*row) break;
+      last_id = r.column_int(0);
+      out.push_back({last_id, r.column_int(1), r.column_string(2), 0, r.column_int(3), false});
+    }
+    r.reset();
+    const size_t taken = out.size() - first;
+    // What is left of the range: after the last id taken, unless the read stopped short
+    // of the limit (then nothing pending is left in it).
+    const bool exhausted = out.size() < limit || last_id >= range.hi;
+    Statement& left = exhausted ? **drop : **shrink;
+    left.bind(1, range.due_at).bind(2, range.lo);
+    if (!exhausted) left.bind(3, last_id + 1);
+    if (auto ok = left.run(); !ok) return ok;
+    if (taken == 0) continue;
+    (*lease)->bind(1, range.lo).bind(2, last_id).bind(3, owner).bind(4, lease_expires_ms);
+    (*lease)->bind(5, range.message_id);
+    if (auto ok = (*lease)->run(); !ok) return ok;
+    pending_leases_[range.lo] = PendingLease{last_id, lease_expires_ms, taken};
+    leases_checked_.insert(range.lo);
+    // Runs of consecutive ids, for split_pending.
+    for (size_t i = first; i < out.size();) {
+      size_t j = i;
+      while (j + 1 < out.size() && out[j + 1].id == out[j].id + 1) ++j;
+      pending_runs_[out[i].id] = PendingRun{out[j].id, range.lo};
+      i = j + 1;
+    }
+  }
+  take_explicit_due_by(INT64_MAX);
+  return {};
+}
+
+// ---------------------------------------------------------------- outcomes
+
+void QueueStore::split_pending(std::span<const int64_t> sorted_ids, std::vector<int64_t>& pending,
+                               std::vector<int64_t>& others) const {
+  for (int64_t id : sorted_ids) {
+    auto it = pending_runs_.upper_bound(id);
+    const bool mine = it != pending_runs_.begin() && std::prev(it)->second.last >= id;
+    (mine ? pending : others).push_back(id);
+  }
+}
+
+std::expected<bool, StorageError> QueueStore::lease_is_mine(int64_t owner, int64_t lease_lo) {
+  if (leases_checked_.contains(lease_lo)) return true;
+  auto st = cached(check_lease_, "SELECT owner FROM leases WHERE lo = ?1");
+  if (!st) return fail(st);
+  (*st)->bind(1, lease_lo);
+  auto row = (*st)->step();
+  const bool mine = row && *row && (*st)->column_int(0) == owner;
+  (*st)->reset();
+  if (!row) return fail(row);
+  if (mine) leases_checked_.insert(lease_lo);
+  return mine;
+}
+
+std::expected<void, StorageError> QueueStore::settle_pending(int64_t owner, int64_t id) {
+  auto it = pending_runs_.upper_bound(id);
+  if (it == pending_runs_.begin() || std::prev(it)->second.last < id) return {};
+  --it;
+  const int64_t first = it->first;
+  const PendingRun run = it->second;
+  pending_runs_.erase(it);
+  if (first < id) pending_runs_[first] = PendingRun{id - 1, run.lease_lo};
+  if (id < run.last) pending_runs_[id + 1] = PendingRun{run.last, run.lease_lo};
+  auto lease = pending_leases_.find(run.lease_lo);
+  if (lease == pending_leases_.end() || --lease->second.outstanding > 0) return {};
+  pending_leases_.erase(lease);
+  leases_checked_.erase(run.lease_lo);
+  // Every claimed id of the lease has its outcome: nothing in it is in flight any more.
+  auto st = cached(drop_lease_, "DELETE FROM leases WHERE lo = ?1 AND owner = ?2");
+  if (!st) return fail(st);
+  (*st)->bind(1, run.lease_lo).bind(2, owner);
+  return (*st)->run();
+}
+
+std::expected<uint64_t, StorageError> QueueStore::deliver_pending(
+    int64_t owner, std::span<const int64_t> sorted_ids, const smtp::Reply& reply, int64_t now_ms) {
+  auto st = cached(insert_delivery_,
+                   "INSERT INTO deliveries(lo, hi, at, code, enhanced, text) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  if (!st) return fail(st);
+  const std::string enhanced = reply.enhanced.to_string();
+  uint64_t delivered = 0;
+  size_t i = 0;
+  while (i < sorted_ids.size()) {
+    auto it = std::prev(pending_runs_.upper_bound(sorted_ids[i]));  // split_pending found it
+    const int64_t run_last = it->second.last;
+    const int64_t lease_lo = it->second.lease_lo;
+    size_t j = i;
+    while (j + 1 < sorted_ids.size() && sorted_ids[j + 1] == sorted_ids[j] + 1 &&
+           sorted_ids[j + 1] <= run_last)
+      ++j;
+    const int64_t lo = sorted_ids[i];
+    const int64_t hi = sorted_ids[j];
+    auto mine = lease_is_mine(owner, lease_lo);
+    if (!mine) return fail(mine);
+    if (*mine) {
+      (*st)->bind(1, lo).bind(2, hi).bind(3, now_ms).bind(4, reply.code);
+      (*st)->bind_static(5, enhanced).bind_static(6, reply.text);
+      if (auto ok = (*st)->run(); !ok) return fail(ok);
+      delivered += uint64_t(hi - lo + 1);
+    }
+    for (size_t k = i; k <= j; ++k)
+      if (auto ok = settle_pending(owner, sorted_ids[k]); !ok) return fail(ok);
+    i = j + 1;
+  }
+  return delivered;
+}
+
+std::expected<void, StorageError> QueueStore::materialize(int64_t owner,
+                                                          std::span<const int64_t> sorted_ids) {
+  auto st = cached(materialize_range_,
+                   "UPDATE recipient_rows NOT INDEXED SET state = 'in_flight', lease_owner = ?3, "
+                   "lease_expires = ?4 WHERE id BETWEEN ?1 AND ?2 AND state = 'pending'");
+  if (!st) return fail(st);
+  for (int64_t id : sorted_ids) {
+    auto it = pending_runs_.upper_bound(id);
+    if (it == pending_runs_.begin() || std::prev(it)->second.last < id) continue;
+    const int64_t lease_lo = std::prev(it)->second.lease_lo;
+    auto mine = lease_is_mine(owner, lease_lo);
+    if (!mine) return fail(mine);
+    if (*mine) {
+      const auto lease = pending_leases_.find(lease_lo);
+      const int64_t expires = lease != pending_leases_.end() ? lease->second.expires_ms : 0;
+      (*st)->bind(1, id).bind(2, id).bind(3, owner).bind(4, expires);
+      if (auto ok = (*st)->run(); !ok) return ok;
+    }
+    if (auto ok = settle_pending(owner, id); !ok) return ok;
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------- recovery
+
+std::expected<uint64_t, StorageError> QueueStore::requeue_leases(std::string_view owner_condition,
+                                                                 int64_t now_ms,
+                                                                 std::string_view json2,
+                                                                 std::string_view json3) {
+  struct Lease {
+    int64_t lo, hi, message_id;
+  };
+  std::vector<Lease> leases;
+  {
+    auto st = db_.prepare(
+        fmt::format("SELECT lo, hi, message_id FROM leases WHERE {} ORDER BY lo", owner_condition));
+    if (!st) return fail(st);
+    st->bind(1, now_ms).bind_static(2, json2);
+    if (!json3.empty()) st->bind_static(3, json3);
+    while (true) {
+      auto row = st->step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      leases.push_back({st->column_int(0), st->column_int(1), st->column_int(2)});
+    }
+  }
+  if (leases.empty()) return 0;
+  auto delivered = db_.prepare("SELECT lo, hi FROM deliveries WHERE lo BETWEEN ?1 AND ?2 ORDER BY lo");
+  auto count = db_.prepare(
+      "SELECT count(*) FROM recipient_rows NOT INDEXED WHERE id BETWEEN ?1 AND ?2 AND "
+      "state = 'pending'");
+  auto insert = db_.prepare(
+      "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
+  auto drop = db_.prepare("DELETE FROM leases WHERE lo = ?1");
+  if (!delivered) return fail(delivered);
+  if (!count) return fail(count);
+  if (!insert) return fail(insert);
+  if (!drop) return fail(drop);
+  uint64_t requeued = 0;
+  for (const Lease& l : leases) {
+    // The lease's ids less its deliveries (each inside the lease: a delivery is of ids
+    // one lease claimed) are due again now.
+    std::vector<std::pair<int64_t, int64_t>> gaps;
+    int64_t next = l.lo;
+    delivered->bind(1, l.lo).bind(2, l.hi);
+    while (true) {
+      auto row = delivered->step();
+      if (!row) return fail(row);
+      if (!*row) break;
+      if (delivered->column_int(0) > next) gaps.emplace_back(next, delivered->column_int(0) - 1);
+      next = std::max(next, delivered->column_int(1) + 1);
+    }
+    delivered->reset();
+    if (next <= l.hi) gaps.emplace_back(next, l.hi);
+    drop->bind(1, l.lo);
+    if (auto ok = drop->run(); !ok) return fail(ok);
+    for (const auto& [lo, hi] : gaps) {
+      count->bind(1, lo).bind(2, hi);
+      auto row = count->step();
+      const int64_t n = row && *row ? count->column_int(0) : 0;
+      count->reset();
+      if (!row) return fail(row);
+      if (n == 0) continue;
+      requeued += uint64_t(n);
+      insert->bind(1, now_ms).bind(2, lo).bind(3, hi).bind(4, l.message_id);
+      if (auto ok = insert->run(); !ok) return fail(ok);
+    }
+    // A lease of this process's own (unregister_run) is forgotten here too.
+    for (auto it = pending_runs_.lower_bound(l.lo); it != pending_runs_.end() && it->first <= l.hi;)
+      it = pending_runs_.erase(it);
+    pending_leases_.erase(l.lo);
+    leases_checked_.erase(l.lo);
+  }
+  return requeued;
+}
+
+}  // namespace ringmail::storage
