@@ -271,11 +271,12 @@ std::expected<void, StorageError> QueueStore::unregister_run(int64_t owner) {
 
 std::expected<QueueStore::ForeignLeases, StorageError> QueueStore::leased_by_other_runs(
     int64_t owner) {
-  // In-flight rows of their own (through recipients_by_state, schema.cc version 5) and
+  // In-flight rows of their own (through recipients_by_state, schema.cc version 5: its
+  // WHERE repeated, or SQLite does not see that the index holds them) and
   // the leases of pending rows: those not delivered yet.
   auto st = db_.prepare(
       "SELECT count(*), min(lease_expires) FROM recipient_rows "
-      "WHERE state = 'in_flight' AND lease_owner IS NOT ?1 "
+      "WHERE state = 'in_flight' AND state <> 'pending' AND lease_owner IS NOT ?1 "
       "UNION ALL "
       "SELECT count(*), min(v.lease_expires) FROM leases l JOIN recipients v "
       "ON v.id BETWEEN l.lo AND l.hi WHERE l.owner IS NOT ?1 AND v.state = 'in_flight'");
@@ -327,16 +328,18 @@ std::expected<uint64_t, StorageError> QueueStore::recover_leases(int64_t now_ms,
   const std::string alive_json = fmt::format("[{}]", fmt::join(alive_here, ","));
   if (auto ok = db_.begin(); !ok) return fail(ok);
   auto body = [&]() -> std::expected<uint64_t, StorageError> {
-    // In-flight rows through recipients_by_state (schema.cc, version 5). A live run of
+    // In-flight rows through recipients_by_state (schema.cc, version 5; `state <>
+    // 'pending'` lets SQLite see that the partial index holds them). A live run of
     // this host keeps its leases even once they expired: it still holds that work and
     // will send it, so queueing it again would send it twice.
     auto requeue = db_.prepare(
         only_dead_runs
             ? "UPDATE recipient_rows SET state = 'queued', lease_owner = NULL, lease_expires = "
-              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND lease_owner IN (SELECT "
-              "value FROM json_each(?2))"
+              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND state <> 'pending' AND "
+              "lease_owner IN (SELECT value FROM json_each(?2))"
             : "UPDATE recipient_rows SET state = 'queued', lease_owner = NULL, lease_expires = "
-              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND ((lease_expires < ?1 AND "
+              "NULL, updated_at = ?1 WHERE state = 'in_flight' AND state <> 'pending' AND "
+              "((lease_expires < ?1 AND "
               "lease_owner NOT IN (SELECT value FROM json_each(?3))) OR lease_owner IS NULL OR "
               "lease_owner NOT IN (SELECT owner FROM runs) OR lease_owner IN (SELECT value "
               "FROM json_each(?2)))");
@@ -378,11 +381,12 @@ std::expected<uint64_t, StorageError> QueueStore::apply_suppressions(int64_t now
   auto any = db_.query_int("SELECT EXISTS (SELECT 1 FROM suppressions)");
   if (!any) return fail(any);
   if (any->value_or(0) == 0) return 0;
-  // Pending rows too, unless a lease or a delivery holds them (queue_pending.cc).
+  // Pending rows too, unless a lease or a delivery holds them (queue_pending.cc): looked
+  // up only for a suppressed address.
   auto st = db_.prepare(fmt::format(
       "UPDATE recipient_rows SET state = 'suppressed', updated_at = ?1 "
-      "WHERE (state IN ('queued', 'deferred') OR (state = 'pending' AND {})) "
-      "AND lower(address) IN (SELECT address FROM suppressions)",
+      "WHERE lower(address) IN (SELECT address FROM suppressions) "
+      "AND (state IN ('queued', 'deferred') OR (state = 'pending' AND {}))",
       kPendingWaits));
   if (!st) return fail(st);
   st->bind(1, now_ms);
