@@ -76,7 +76,7 @@ std::expected<void, StorageError> QueueStore::claim_merged(
   }
   auto read = cached(read_pending_,
                      "SELECT id, message_id, address, first_due_at FROM recipient_rows NOT INDEXED "
-                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' LIMIT ?3");
+                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' ORDER BY id LIMIT ?3");
   auto shrink = cached(shrink_unclaimed_,
                        "UPDATE unclaimed SET lo = ?3 WHERE due_at = ?1 AND lo = ?2");
   auto drop = cached(drop_unclaimed_, "DELETE FROM unclaimed WHERE due_at = ?1 AND lo = ?2");

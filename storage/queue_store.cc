@@ -278,8 +278,10 @@ std::expected<QueueStore::ForeignLeases, StorageError> QueueStore::leased_by_oth
       "SELECT count(*), min(lease_expires) FROM recipient_rows "
       "WHERE state = 'in_flight' AND state <> 'pending' AND lease_owner IS NOT ?1 "
       "UNION ALL "
-      "SELECT count(*), min(v.lease_expires) FROM leases l JOIN recipients v "
-      "ON v.id BETWEEN l.lo AND l.hi WHERE l.owner IS NOT ?1 AND v.state = 'in_flight'");
+      "SELECT count(*), min(l.expires) FROM leases l CROSS JOIN recipient_rows r "
+      "ON r.id BETWEEN l.lo AND l.hi WHERE l.owner IS NOT ?1 AND +r.state = 'pending' AND "
+      "coalesce((SELECT hi FROM deliveries WHERE lo <= r.id ORDER BY lo DESC LIMIT 1), 0) < "
+      "r.id");
   if (!st) return fail(st);
   st->bind(1, owner);
   ForeignLeases out;

@@ -246,7 +246,9 @@ class QueueStore {
   // message's rows move: other messages may go to that domain by another route.
   std::expected<uint64_t, StorageError> postpone_domain(std::string_view name,
                                                         std::string_view domain, int64_t until_ms);
-  // The earliest next_attempt_at of a queued or deferred recipient; nullopt: none.
+  // The earliest next_attempt_at of a queued or deferred recipient, or due time of an
+  // unclaimed range (one whose rows all went elsewhere, postponed or suppressed, says
+  // "due" until the next claim drops it: one spare claim); nullopt: none.
   std::expected<std::optional<int64_t>, StorageError> next_due_at();
   // From now on claim(), next_due_at() and postpone_domain() see only this message's
   // recipients (`send`
