@@ -48,20 +48,20 @@ std::expected<void, StorageError> QueueStore::claim_merged(
   struct Range {
     int64_t due_at, lo, hi, message_id;
   };
-  std::vector<Range> ranges;
-  {
-    // Ranges are a claim's worth of ids or more; a few cover any limit, unless their
-    // rows went elsewhere (postponed, suppressed), which the loop below then drops.
-    auto sel = only_message_
+  auto sel = only_message_
                    ? cached(select_unclaimed_of_message_,
                             "SELECT due_at, lo, hi, message_id FROM unclaimed "
                             "WHERE due_at <= ?1 AND message_id = ?3 ORDER BY due_at, lo LIMIT ?2")
                    : cached(select_unclaimed_,
                             "SELECT due_at, lo, hi, message_id FROM unclaimed "
                             "WHERE due_at <= ?1 ORDER BY due_at, lo LIMIT ?2");
-    if (!sel) return fail(sel);
+  if (!sel) return fail(sel);
+  // Ranges are read a page at a time: one per enqueue, so a claim over one-recipient
+  // messages (receipts) needs as many ranges as recipients.
+  constexpr int64_t kRangesPerRead = 64;
+  auto read_ranges = [&](std::vector<Range>& ranges) -> Status {
     Statement& s = **sel;
-    s.bind(1, now_ms).bind(2, int64_t(64));
+    s.bind(1, now_ms).bind(2, kRangesPerRead);
     if (only_message_) s.bind(3, *only_message_);
     while (true) {
       auto row = s.step();
@@ -73,7 +73,8 @@ std::expected<void, StorageError> QueueStore::claim_merged(
       ranges.push_back({s.column_int(0), s.column_int(1), s.column_int(2), s.column_int(3)});
     }
     s.reset();
-  }
+    return {};
+  };
   auto read = cached(read_pending_,
                      "SELECT id, message_id, address, first_due_at FROM recipient_rows NOT INDEXED "
                      "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' ORDER BY id LIMIT ?3");
@@ -96,6 +97,10 @@ std::expected<void, StorageError> QueueStore::claim_merged(
       out.push_back(std::move(explicit_rows[next_explicit++].second));
     }
   };
+  std::vector<Range> ranges;
+  while (out.size() < limit) {
+  ranges.clear();
+  if (auto ok = read_ranges(ranges); !ok) return ok;
   for (const Range& range : ranges) {
     // Earlier due ordinary rows (retries, recipients given back) go first.
     take_explicit_due_by(range.due_at);
@@ -127,7 +132,8 @@ std::expected<void, StorageError> QueueStore::claim_merged(
     (*lease)->bind(1, range.lo).bind(2, last_id).bind(3, owner).bind(4, lease_expires_ms);
     (*lease)->bind(5, range.message_id);
     if (auto ok = (*lease)->run(); !ok) return ok;
-    pending_leases_[range.lo] = PendingLease{last_id, lease_expires_ms, taken};
+    forget_claims(range.lo, last_id);
+    pending_leases_[range.lo] = PendingLease{last_id, lease_expires_ms, taken, range.message_id};
     leases_checked_.insert(range.lo);
     // Runs of consecutive ids, for split_pending.
     for (size_t i = first; i < out.size();) {
@@ -136,6 +142,10 @@ std::expected<void, StorageError> QueueStore::claim_merged(
       pending_runs_[out[i].id] = PendingRun{out[j].id, range.lo};
       i = j + 1;
     }
+  }
+  // A short page was the last; a full one may have more behind it (those taken whole are
+  // gone from the table, a range cut short ends the claim).
+  if (ranges.size() < size_t(kRangesPerRead)) break;
   }
   take_explicit_due_by(INT64_MAX);
   return {};
@@ -238,6 +248,133 @@ std::expected<void, StorageError> QueueStore::materialize(int64_t owner,
       if (auto ok = (*st)->run(); !ok) return ok;
     }
     if (auto ok = settle_pending(owner, id); !ok) return ok;
+  }
+  return {};
+}
+
+void QueueStore::forget_claims(int64_t lo, int64_t hi) {
+  auto it = pending_runs_.upper_bound(lo);
+  if (it != pending_runs_.begin() && std::prev(it)->second.last >= lo) --it;
+  while (it != pending_runs_.end() && it->first <= hi) {
+    const int64_t first = it->first;
+    const PendingRun run = it->second;
+    it = pending_runs_.erase(it);
+    // What lies outside lo..hi stays claimed.
+    if (first < lo) pending_runs_[first] = PendingRun{lo - 1, run.lease_lo};
+    if (run.last > hi) it = pending_runs_.emplace(hi + 1, PendingRun{run.last, run.lease_lo}).first;
+    auto lease = pending_leases_.find(run.lease_lo);
+    if (lease == pending_leases_.end()) continue;
+    const uint64_t gone = uint64_t(std::min(run.last, hi) - std::max(first, lo) + 1);
+    lease->second.outstanding -= std::min(gone, lease->second.outstanding);
+    if (lease->second.outstanding == 0) {
+      leases_checked_.erase(lease->first);
+      pending_leases_.erase(lease);
+    }
+  }
+}
+
+std::expected<void, StorageError> QueueStore::give_back_pending(int64_t owner,
+                                                                std::vector<GiveBack>& items,
+                                                                bool want_addresses) {
+  // The items of each lease of this process's claims, by the lease's first id.
+  std::map<int64_t, std::vector<GiveBack*>> by_lease;
+  for (GiveBack& item : items) {
+    auto it = pending_runs_.upper_bound(item.id);
+    if (it == pending_runs_.begin() || std::prev(it)->second.last < item.id) continue;
+    by_lease[std::prev(it)->second.lease_lo].push_back(&item);
+  }
+  if (by_lease.empty()) return {};
+  auto read = cached(read_given_back_, "SELECT address, domain FROM recipient_rows WHERE id = ?1");
+  auto drop = cached(drop_lease_, "DELETE FROM leases WHERE lo = ?1 AND owner = ?2");
+  auto lease = cached(insert_lease_,
+                      "INSERT INTO leases(lo, hi, owner, expires, message_id) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  auto unclaimed = cached(insert_unclaimed_,
+                          "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
+  if (!read) return fail(read);
+  if (!drop) return fail(drop);
+  if (!lease) return fail(lease);
+  if (!unclaimed) return fail(unclaimed);
+  for (auto& [lease_lo, given] : by_lease) {
+    for (GiveBack* item : given) item->handled = true;
+    auto mine = lease_is_mine(owner, lease_lo);
+    if (!mine) return fail(mine);
+    if (!*mine) {  // another run recovered the lease: not ours to give back
+      for (GiveBack* item : given)
+        if (auto ok = settle_pending(owner, item->id); !ok) return ok;
+      continue;
+    }
+    const auto found = pending_leases_.find(lease_lo);
+    const PendingLease held = found != pending_leases_.end() ? found->second : PendingLease{};
+    // The address for the log, the domain for a pause that outlasts a parked recipient's
+    // wait (as apply() does for an ordinary row).
+    for (GiveBack* item : given) {
+      item->ours = true;
+      if (!want_addresses && (postponed_.empty() || !item->parked)) continue;
+      (*read)->bind(1, item->id);
+      auto row = (*read)->step();
+      if (!row) {
+        (*read)->reset();
+        return fail(row);
+      }
+      if (*row) {
+        item->address = (*read)->column_string(0);
+        auto p = item->parked ? postponed_.find((*read)->column_string(1)) : postponed_.end();
+        if (p != postponed_.end()) item->due_ms = std::max(item->due_ms, p->second.until_ms);
+      }
+      (*read)->reset();
+    }
+    std::sort(given.begin(), given.end(),
+              [](const GiveBack* a, const GiveBack* b) { return a->id < b->id; });
+    given.erase(std::unique(given.begin(), given.end(),
+                            [](const GiveBack* a, const GiveBack* b) { return a->id == b->id; }),
+                given.end());
+    // What stays claimed: the lease's claimed runs less the ids given back, each run a
+    // lease of its own (ranges of one kind never overlap, so the old one goes).
+    std::vector<std::pair<int64_t, int64_t>> kept;
+    size_t g = 0;
+    for (auto it = pending_runs_.lower_bound(lease_lo);
+         it != pending_runs_.end() && it->first <= held.hi;) {
+      if (it->second.lease_lo != lease_lo) {
+        ++it;
+        continue;
+      }
+      for (int64_t id = it->first; id <= it->second.last;) {
+        while (g < given.size() && given[g]->id < id) ++g;
+        const int64_t stop = g < given.size() ? std::min(given[g]->id, it->second.last + 1)
+                                              : it->second.last + 1;
+        if (stop > id) {
+          kept.emplace_back(id, stop - 1);
+          id = stop;
+        } else {
+          id = given[g]->id + 1;  // given back: skipped
+        }
+      }
+      it = pending_runs_.erase(it);
+    }
+    pending_leases_.erase(lease_lo);
+    leases_checked_.erase(lease_lo);
+    (*drop)->bind(1, lease_lo).bind(2, owner);
+    if (auto ok = (*drop)->run(); !ok) return ok;
+    for (const auto& [lo, hi] : kept) {
+      (*lease)->bind(1, lo).bind(2, hi).bind(3, owner).bind(4, held.expires_ms);
+      (*lease)->bind(5, held.message_id);
+      if (auto ok = (*lease)->run(); !ok) return ok;
+      pending_runs_[lo] = PendingRun{hi, lo};
+      pending_leases_[lo] = PendingLease{hi, held.expires_ms, uint64_t(hi - lo + 1), held.message_id};
+      leases_checked_.insert(lo);
+    }
+    // The ids given back, as unclaimed ranges of consecutive ids due at the same time.
+    for (size_t i = 0; i < given.size();) {
+      size_t j = i;
+      while (j + 1 < given.size() && given[j + 1]->id == given[j]->id + 1 &&
+             given[j + 1]->due_ms == given[i]->due_ms)
+        ++j;
+      (*unclaimed)->bind(1, given[i]->due_ms).bind(2, given[i]->id).bind(3, given[j]->id);
+      (*unclaimed)->bind(4, held.message_id);
+      if (auto ok = (*unclaimed)->run(); !ok) return ok;
+      i = j + 1;
+    }
   }
   return {};
 }

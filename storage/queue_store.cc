@@ -75,6 +75,22 @@ Status for_each_id_run(std::span<const int64_t> sorted, Fn&& fn) {
 
 }  // namespace
 
+std::optional<int64_t> unsent_due_at(const RecipientUpdate& u, const RetrySchedule& schedule,
+                                     int64_t now_ms) {
+  if (!u.not_attempted) return std::nullopt;
+  AttemptFacts facts;
+  facts.status = u.status;
+  facts.reply = u.reply;
+  facts.not_attempted = true;
+  facts.retry_after_ms = u.retry_after_ms;
+  facts.about_recipient = u.about_recipient;
+  facts.now_ms = now_ms;
+  // The two ways back unsent depend on neither the attempts nor the age nor the jitter.
+  const PolicyDecision d = decide(facts, schedule, 0.0);
+  if (d.state != RecipientState::kQueued || d.counts_attempt) return std::nullopt;
+  return d.next_attempt_at_ms > 0 ? d.next_attempt_at_ms : now_ms;
+}
+
 int64_t unix_now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -553,7 +569,21 @@ std::expected<RecipientState, StorageError> QueueStore::apply(int64_t owner,
     return RecipientState::kDelivered;
   }
 
-  // A pending row becomes an ordinary in-flight one first: this outcome writes the row.
+  // A pending row given back unsent goes back to an unclaimed range; for any other
+  // outcome it becomes an ordinary in-flight row first: the outcome writes the row.
+  if (auto due = unsent_due_at(u, schedule, now_ms)) {
+    std::vector<GiveBack> one{{u.recipient_id, *due, false, false, u.retry_after_ms > 0, {}}};
+    if (auto ok = give_back_pending(owner, one, applied != nullptr); !ok) return fail(ok);
+    if (one[0].handled) {
+      if (!one[0].ours) return RecipientState::kInFlight;  // not ours any more
+      if (applied) {
+        applied->address = std::move(one[0].address);
+        applied->attempts = 0;
+        applied->next_attempt_at_ms = one[0].due_ms;
+      }
+      return RecipientState::kQueued;
+    }
+  }
   if (auto ok = materialize(owner, std::span(&u.recipient_id, 1)); !ok) return fail(ok);
   auto rd = cached(read_for_policy_,
                    "SELECT attempts, first_due_at, address, domain FROM recipient_rows "
@@ -684,8 +714,15 @@ std::expected<void, StorageError> QueueStore::release(int64_t owner, int64_t rec
 std::expected<void, StorageError> QueueStore::release(int64_t owner,
                                                       std::span<const int64_t> sorted_ids,
                                                       int64_t now_ms) {
-  // Pending rows become ordinary queued rows, due again through the due index.
-  if (auto ok = materialize(owner, sorted_ids); !ok) return fail(ok);
+  // Pending rows go back to unclaimed ranges, due now; the others are rows written back.
+  std::vector<GiveBack> items;
+  items.reserve(sorted_ids.size());
+  for (int64_t id : sorted_ids) items.push_back({id, now_ms, false, false, false, {}});
+  if (auto ok = give_back_pending(owner, items, false); !ok) return fail(ok);
+  std::vector<int64_t> ordinary;
+  for (const GiveBack& item : items)
+    if (!item.handled) ordinary.push_back(item.id);
+  sorted_ids = ordinary;
   auto st = cached(release_range_,
                    "UPDATE recipient_rows NOT INDEXED SET state = 'queued', lease_owner = NULL, "
                    "lease_expires = NULL, updated_at = ?4 "

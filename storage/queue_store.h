@@ -86,6 +86,21 @@ struct AppliedOutcome {
   bool suppressed = false;         // the address was added to the suppression list
 };
 
+// When `u` is a recipient given back unsent (the policy queues it again without counting
+// an attempt: a drain's "not attempted", a parked one), the time it is due again.
+std::optional<int64_t> unsent_due_at(const RecipientUpdate& u, const RetrySchedule& schedule,
+                                     int64_t now_ms);
+
+// A recipient given back unsent, due again at `due_ms` (QueueStore::give_back_pending).
+struct GiveBack {
+  int64_t id = 0;
+  int64_t due_ms = 0;
+  bool handled = false;  // a pending row of this run's claims: done, no row written
+  bool ours = false;     // handled, and its lease was still this run's (else ignored)
+  bool parked = false;   // retry_after: a postponed domain's pause may push due_ms later
+  std::string address;   // read when asked for (the structured log)
+};
+
 struct StateCount {
   std::string group;  // campaign name or domain
   RecipientState state;
@@ -233,6 +248,12 @@ class QueueStore {
   // The same for many; `sorted_ids` ascending, no duplicates.
   std::expected<void, StorageError> release(int64_t owner, std::span<const int64_t> sorted_ids,
                                             int64_t now_ms);
+  // Pending ids of this process's claims given back unsent (a release, a drain's "not
+  // attempted", a parked recipient): back in unclaimed ranges due at `due_ms`, the rest of
+  // their leases re-leased as before, no row written. Items of ids that are not pending
+  // claims of this process are left `handled` false, for the per-row way.
+  std::expected<void, StorageError> give_back_pending(int64_t owner, std::vector<GiveBack>& items,
+                                                      bool want_addresses);
   // A destination paused until `until_ms` (reason: the deciding reply) or, with
   // `paused` false, up again. A paused one gets a row (failures + 1); up only changes an
   // existing row, so destinations that never paused cost nothing.
@@ -359,7 +380,11 @@ class QueueStore {
     int64_t hi = 0;
     int64_t expires_ms = 0;
     uint64_t outstanding = 0;  // claimed ids without an outcome yet
+    int64_t message_id = 0;
   };
+  // Forgets this process's claims of ids lo..hi (a lease another run recovered, whose
+  // ids this run now claims again), so a stale run never stands for a new one.
+  void forget_claims(int64_t lo, int64_t hi);
   std::map<int64_t, PendingLease> pending_leases_;  // by lo
   std::optional<OpenRange> enqueue_range_;
   std::set<int64_t> leases_checked_;  // lease_is_mine() in this transaction
@@ -374,7 +399,7 @@ class QueueStore {
       postpone_domain_, postpone_domain_of_message_, postpone_chunk_end_, insert_unclaimed_,
       select_unclaimed_, select_unclaimed_of_message_, read_pending_, shrink_unclaimed_,
       drop_unclaimed_, insert_lease_, check_lease_, drop_lease_, insert_delivery_,
-      materialize_range_, postpone_pending_, postpone_pending_of_message_;
+      materialize_range_, read_given_back_;
   // Domains postponed in this process (postpone_domain) and still paused: the pause's end
   // and the destination's name. Few entries; looked up only for a deferral.
   struct Postponed {

@@ -403,7 +403,40 @@ std::expected<void, StorageError> StorageThread::commit_batch(
       metrics.outcomes[index_of(RecipientState::kDelivered)] += *delivered;
       for_each_id_run(g.ids, [&](int64_t lo, int64_t hi) { return_claimed(lo, hi, now, metrics); });
     }
-    for (const RecipientUpdate& u : outcomes.others) {
+    // Pending rows given back unsent (a drain's "not attempted", parked ones) go back to
+    // unclaimed ranges together, one pass per lease: one apply() each would re-lease the
+    // rest of its lease once per recipient.
+    std::vector<GiveBack> unsent;
+    std::vector<size_t> unsent_of;  // their index in outcomes.others
+    for (size_t i = 0; i < outcomes.others.size(); ++i) {
+      const RecipientUpdate& u = outcomes.others[i];
+      if (auto due = unsent_due_at(u, schedule_, now)) {
+        unsent.push_back({u.recipient_id, *due, false, false, u.retry_after_ms > 0, {}});
+        unsent_of.push_back(i);
+      }
+    }
+    std::vector<bool> given_back(outcomes.others.size(), false);
+    if (!unsent.empty()) {
+      if (auto ok = store_.give_back_pending(owner_, unsent, bool(on_state_changes_)); !ok)
+        return ok;
+      for (size_t k = 0; k < unsent.size(); ++k) {
+        if (!unsent[k].handled) continue;
+        const RecipientUpdate& u = outcomes.others[unsent_of[k]];
+        given_back[unsent_of[k]] = true;
+        return_claimed(u.recipient_id, u.recipient_id, std::nullopt, metrics);
+        if (!unsent[k].ours) continue;  // its lease is another run's now: nothing committed
+        ++metrics.outcomes[index_of(RecipientState::kQueued)];
+        if (u.retry_after_ms > 0) commit_parked_due_ms_ = std::max(commit_parked_due_ms_, unsent[k].due_ms);
+        if (on_state_changes_) {
+          AppliedOutcome applied{std::move(unsent[k].address), 0, unsent[k].due_ms, false};
+          state_changes_.push_back(
+              {u.recipient_id, RecipientState::kQueued, std::move(applied), u.reply, now});
+        }
+      }
+    }
+    for (size_t i = 0; i < outcomes.others.size(); ++i) {
+      if (given_back[i]) continue;
+      const RecipientUpdate& u = outcomes.others[i];
       AppliedOutcome applied;
       auto state = store_.apply(owner_, u, schedule_, now, on_state_changes_ ? &applied : nullptr);
       if (!state) return std::unexpected(state.error());

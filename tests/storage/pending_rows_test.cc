@@ -631,9 +631,10 @@ TEST_F(PendingRowsTest, DeliveredPendingIdsBecomeDeliveriesRangesWithoutARowWrit
   expect_states({{"delivered", 5}});
 }
 
-// A deferral, a bounce, a not-attempted outcome and a release each write the row (it
-// becomes an ordinary one); the lease is deleted only with the last outcome of its ids.
-TEST_F(PendingRowsTest, OtherOutcomesWriteThePendingRow) {
+// A deferral and a bounce each write the row (it becomes an ordinary one); a drain's
+// not-attempted outcome and a release give the id back to an unclaimed range without a
+// write; the lease is deleted only with the last outcome of its ids.
+TEST_F(PendingRowsTest, OtherOutcomesWriteThePendingRowAndGiveBacksDoNot) {
   const EnqueueCounts m = enqueue(5);
   const auto ids = ids_of(m.message_id);
   ASSERT_EQ(claim(4, 5).size(), 5u);
@@ -653,39 +654,45 @@ TEST_F(PendingRowsTest, OtherOutcomesWriteThePendingRow) {
   EXPECT_EQ(query("SELECT count(*) FROM suppressions WHERE address = 'user1@example.test'"), 1);
   EXPECT_EQ(leases().size(), 1u);
 
-  // Nothing reached the server (the run was stopping): queued again, no attempt.
+  // Nothing reached the server (the run was stopping): queued again, no attempt, and no
+  // row written either: the id goes back to an unclaimed range, the rest of the lease is
+  // leased again without it.
   EXPECT_EQ(apply(4, ids[2], S::kDeferred, 0, {4, 3, 2}, /*not_attempted=*/true),
             RecipientState::kQueued);
-  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'queued' AND attempts = 0 "
+  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending' AND attempts = 0 "
                   "AND lease_owner IS NULL AND id = " +
                   std::to_string(ids[2])),
             1);
-  EXPECT_EQ(leases().size(), 1u);
+  EXPECT_EQ(leases(), (Rows{{ids[3], ids[4], 4}}));
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed WHERE lo = " + std::to_string(ids[2]) +
+                  " AND hi = lo"),
+            1);
 
-  release(4, {ids[3]});
-  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'queued' AND attempts = 0 "
+  release(4, {ids[3]});  // the same for a release
+  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending' AND attempts = 0 "
                   "AND lease_owner IS NULL AND id = " +
                   std::to_string(ids[3])),
             1);
-  EXPECT_EQ(leases(), (Rows{{ids[0], ids[4], 4}}));
+  EXPECT_EQ(leases(), (Rows{{ids[4], ids[4], 4}}));
   EXPECT_EQ(query("SELECT count(*) FROM attempts"), 2);  // the deferral and the bounce
   expect_states({{"deferred", 1}, {"bounced", 1}, {"queued", 2}, {"in_flight", 1}});
   expect_status_matches_view();
+  expect_ranges_consistent();
 
   EXPECT_EQ(deliver(4, {ids[4]}), 1u);  // the last outcome: the lease goes
   EXPECT_TRUE(leases().empty());
-  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending'"), 1);
+  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending'"), 3);
   expect_states({{"deferred", 1}, {"bounced", 1}, {"queued", 2}, {"delivered", 1}});
   expect_status_matches_view();
 
-  // The two queued rows are due again as ordinary rows (the deferral is not due yet).
+  // The two given back are claimed again from their ranges (the deferral is not due yet).
   auto again = claim(4, 10, kNow + 1000);
   ASSERT_EQ(again.size(), 2u);
   EXPECT_EQ(std::set<int64_t>({again[0].id, again[1].id}), std::set<int64_t>({ids[2], ids[3]}));
-  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'in_flight' AND "
+  EXPECT_EQ(query("SELECT count(*) FROM recipients WHERE state = 'in_flight' AND "
                   "lease_owner = 4"),
             2);
-  EXPECT_TRUE(leases().empty());
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed"), 0);
   expect_ranges_consistent();
 }
 
@@ -1248,5 +1255,87 @@ TEST_F(PendingRowsTest, ARangeEmptiedBySuppressionIsDroppedByTheClaimAtItsTime) 
   ASSERT_TRUE(next);
   EXPECT_FALSE(next->has_value());
 }
+// A drain gives back most of a claim at once (storage thread: give_back_pending in one
+// pass): every other id of a lease, some parked for later, the rest delivered. No row is
+// written; the ids go back to unclaimed ranges by due time and the ids still out stay
+// leased, each run of them a lease of its own.
+TEST_F(PendingRowsTest, ABatchGivenBackLeavesRowsPendingAndTheRestLeased) {
+  const EnqueueCounts m = enqueue(10);
+  const auto ids = ids_of(m.message_id);
+  ASSERT_EQ(claim(4, 10).size(), 10u);
+  std::vector<GiveBack> items;
+  for (size_t i = 0; i < 10; i += 2) items.push_back({ids[i], kNow, false, false, false, {}});
+  items[1].due_ms = kNow + 60'000;  // ids[2]: parked for a minute
+  items[1].parked = true;
+  items.push_back({ids[0], kNow, false, false, false, {}});  // a repeat changes nothing
+  items.push_back({ids[9] + 100, kNow, false, false, false, {}});  // not a claim of ours
+  ASSERT_TRUE(store_->connection().begin());
+  store_->forget_lease_checks();
+  ASSERT_TRUE(store_->give_back_pending(4, items, /*want_addresses=*/true));
+  ASSERT_TRUE(store_->connection().commit());
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_TRUE(items[i].handled && items[i].ours) << i;
+    EXPECT_EQ(items[i].address, "user" + std::to_string(i == 5 ? 0 : 2 * i) + "@example.test");
+  }
+  EXPECT_FALSE(items[6].handled);
+  EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending'"), 10);
+  // Odd ids still out, each a lease; even ids due again, the parked one later.
+  Rows expected_leases;
+  for (size_t i = 1; i < 10; i += 2) expected_leases.push_back({ids[i], ids[i], 4});
+  EXPECT_EQ(leases(), expected_leases);
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed WHERE due_at = " + std::to_string(kNow)), 4);
+  EXPECT_EQ(query("SELECT lo FROM unclaimed WHERE due_at = " + std::to_string(kNow + 60'000)),
+            ids[2]);
+  expect_states({{"queued", 5}, {"in_flight", 5}});
+  expect_ranges_consistent();
+
+  // The rest delivered: the leases go; the four due now are claimed again, not the parked.
+  EXPECT_EQ(deliver(4, {ids[1], ids[3], ids[5], ids[7], ids[9]}), 5u);
+  EXPECT_TRUE(leases().empty());
+  auto again = claim(4, 10, kNow + 1000);
+  EXPECT_EQ(again.size(), 4u);
+  EXPECT_EQ(claim(4, 10, kNow + 61'000).size(), 1u);
+  expect_states({{"in_flight", 5}, {"delivered", 5}});
+  expect_ranges_consistent();
+}
+
+// One range per enqueue: a claim over many one-recipient messages (receipts) reads the
+// ranges a page at a time until it is full.
+TEST_F(PendingRowsTest, AClaimFillsUpFromManySmallMessages) {
+  for (int i = 0; i < 150; ++i) enqueue(1, Batch().prefix("r" + std::to_string(i) + "-"));
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed"), 150);
+  EXPECT_EQ(claim(4, 100).size(), 100u);
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed"), 50);
+  EXPECT_EQ(claim(4, 100).size(), 50u);
+  EXPECT_EQ(query("SELECT count(*) FROM unclaimed"), 0);
+  expect_states({{"in_flight", 150}});
+  expect_ranges_consistent();
+}
+
+// A run whose lease another run recovered (it expired) and that claims some of those ids
+// again keeps its new claim: outcomes of the old one for ids it lost do not overwrite it.
+TEST_F(PendingRowsTest, AClaimAgainOfIdsALostLeaseHeldIsNotOverwrittenByItsOutcomes) {
+  const EnqueueCounts m = enqueue(10);
+  const auto ids = ids_of(m.message_id);
+  ASSERT_EQ(claim(4, 10).size(), 10u);
+  // Run 99 took the lease over: it recovered it and claimed ids[0..4] back.
+  exec("DELETE FROM leases");
+  exec("INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (" + std::to_string(kNow) +
+       ", " + std::to_string(ids[0]) + ", " + std::to_string(ids[9]) + ", " +
+       std::to_string(m.message_id) + ")");
+  ASSERT_EQ(claim(99, 5).size(), 5u);
+  // Run 4 claims the rest again (its first claim's ids 5..9 are claimed anew).
+  auto mine = claim(4, 10);
+  ASSERT_EQ(mine.size(), 5u);
+  EXPECT_EQ(mine[0].id, ids[5]);
+  // Run 4's outcomes of its first claim for ids[0..4]: not its own any more.
+  EXPECT_EQ(deliver(4, {ids[0], ids[1], ids[2], ids[3], ids[4]}), 0u);
+  // Its new claim's deliveries count, and end its lease.
+  EXPECT_EQ(deliver(4, {ids[5], ids[6], ids[7], ids[8], ids[9]}), 5u);
+  EXPECT_EQ(leases(), (Rows{{ids[0], ids[4], 99}}));
+  expect_states({{"in_flight", 5}, {"delivered", 5}});
+  expect_ranges_consistent();
+}
+
 }  // namespace
 }  // namespace ringmail::storage

@@ -697,6 +697,12 @@ TEST_F(QueueStoreTest, TheClaimUsesTheDueIndex) {
   // The view finds a row's delivery and lease by their first id, not by a scan.
   std::string view = plan_of("SELECT state FROM recipients WHERE id = 5");
   EXPECT_EQ(view.find("SCAN"), std::string::npos) << view;
+  // The urgent list's read joins the table by id (the view there would be built whole).
+  std::string urgent = plan_of(
+      "SELECT u.recipient_id, r.state FROM urgent_due u LEFT JOIN recipient_rows r ON r.id = "
+      "u.recipient_id WHERE u.next_attempt_at <= 5 ORDER BY u.next_attempt_at LIMIT 10");
+  EXPECT_EQ(urgent.find("SCAN r"), std::string::npos) << urgent;
+  EXPECT_EQ(urgent.find("MATERIALIZE"), std::string::npos) << urgent;
 }
 
 }  // namespace
