@@ -371,6 +371,9 @@ class QueueStore {
                                                        int64_t now_ms, std::string_view json2,
                                                        std::string_view json3);
 
+  // This process's pending claims, changed with the transaction that writes them and not
+  // restored if it rolls back: after a failed commit the storage thread stops for good
+  // (StorageThread::fail), so a store whose transaction failed is not used again.
   struct PendingRun {
     int64_t last = 0;
     int64_t lease_lo = 0;
