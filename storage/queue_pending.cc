@@ -45,21 +45,18 @@ std::expected<void, StorageError> QueueStore::claim_merged(
     int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms,
     std::vector<std::pair<int64_t, ClaimedRecipient>>& explicit_rows,
     std::vector<ClaimedRecipient>& out, std::vector<int64_t>& explicit_taken) {
-  struct Range {
-    int64_t due_at, lo, hi, message_id;
-  };
   auto sel = only_message_
-                   ? cached(select_unclaimed_of_message_,
-                            "SELECT due_at, lo, hi, message_id FROM unclaimed "
-                            "WHERE due_at <= ?1 AND message_id = ?3 ORDER BY due_at, lo LIMIT ?2")
-                   : cached(select_unclaimed_,
-                            "SELECT due_at, lo, hi, message_id FROM unclaimed "
-                            "WHERE due_at <= ?1 ORDER BY due_at, lo LIMIT ?2");
+                 ? cached(select_unclaimed_of_message_,
+                          "SELECT due_at, lo, hi, message_id FROM unclaimed "
+                          "WHERE due_at <= ?1 AND message_id = ?3 ORDER BY due_at, lo LIMIT ?2")
+                 : cached(select_unclaimed_,
+                          "SELECT due_at, lo, hi, message_id FROM unclaimed "
+                          "WHERE due_at <= ?1 ORDER BY due_at, lo LIMIT ?2");
   if (!sel) return fail(sel);
   // Ranges are read a page at a time: one per enqueue, so a claim over one-recipient
   // messages (receipts) needs as many ranges as recipients.
   constexpr int64_t kRangesPerRead = 64;
-  auto read_ranges = [&](std::vector<Range>& ranges) -> Status {
+  auto read_ranges = [&](std::vector<UnclaimedRange>& ranges) -> Status {
     Statement& s = **sel;
     s.bind(1, now_ms).bind(2, kRangesPerRead);
     if (only_message_) s.bind(3, *only_message_);
@@ -75,20 +72,6 @@ std::expected<void, StorageError> QueueStore::claim_merged(
     s.reset();
     return {};
   };
-  auto read = cached(read_pending_,
-                     "SELECT id, message_id, address, first_due_at FROM recipient_rows NOT INDEXED "
-                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' ORDER BY id LIMIT ?3");
-  auto shrink = cached(shrink_unclaimed_,
-                       "UPDATE unclaimed SET lo = ?3 WHERE due_at = ?1 AND lo = ?2");
-  auto drop = cached(drop_unclaimed_, "DELETE FROM unclaimed WHERE due_at = ?1 AND lo = ?2");
-  auto lease = cached(insert_lease_,
-                      "INSERT INTO leases(lo, hi, owner, expires, message_id) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5)");
-  if (!read) return fail(read);
-  if (!shrink) return fail(shrink);
-  if (!drop) return fail(drop);
-  if (!lease) return fail(lease);
-
   size_t next_explicit = 0;
   auto take_explicit_due_by = [&](int64_t due) {
     while (next_explicit < explicit_rows.size() && out.size() < limit &&
@@ -97,57 +80,79 @@ std::expected<void, StorageError> QueueStore::claim_merged(
       out.push_back(std::move(explicit_rows[next_explicit++].second));
     }
   };
-  std::vector<Range> ranges;
+  std::vector<UnclaimedRange> ranges;
   while (out.size() < limit) {
-  ranges.clear();
-  if (auto ok = read_ranges(ranges); !ok) return ok;
-  for (const Range& range : ranges) {
-    // Earlier due ordinary rows (retries, recipients given back) go first.
-    take_explicit_due_by(range.due_at);
-    if (out.size() >= limit) break;
-    Statement& r = **read;
-    r.bind(1, range.lo).bind(2, range.hi).bind(3, int64_t(limit - out.size()));
-    const size_t first = out.size();
-    int64_t last_id = range.lo - 1;
-    while (true) {
-      auto row = r.step();
-      if (!row) {
-        r.reset();
-        return fail(row);
-      }
-      if (!*row) break;
-      last_id = r.column_int(0);
-      out.push_back({last_id, r.column_int(1), r.column_string(2), 0, r.column_int(3), false});
+    ranges.clear();
+    if (auto ok = read_ranges(ranges); !ok) return ok;
+    for (const UnclaimedRange& range : ranges) {
+      // Earlier due ordinary rows (retries, rows given back long ago) go first.
+      take_explicit_due_by(range.due_at);
+      if (out.size() >= limit) break;
+      if (auto ok = claim_range(owner, range, limit - out.size(), lease_expires_ms, out); !ok)
+        return ok;
     }
-    r.reset();
-    const size_t taken = out.size() - first;
-    // What is left of the range: after the last id taken, unless the read stopped short
-    // of the limit (then nothing pending is left in it).
-    const bool exhausted = out.size() < limit || last_id >= range.hi;
-    Statement& left = exhausted ? **drop : **shrink;
-    left.bind(1, range.due_at).bind(2, range.lo);
-    if (!exhausted) left.bind(3, last_id + 1);
-    if (auto ok = left.run(); !ok) return ok;
-    if (taken == 0) continue;
-    (*lease)->bind(1, range.lo).bind(2, last_id).bind(3, owner).bind(4, lease_expires_ms);
-    (*lease)->bind(5, range.message_id);
-    if (auto ok = (*lease)->run(); !ok) return ok;
-    forget_claims(range.lo, last_id);
-    pending_leases_[range.lo] = PendingLease{last_id, lease_expires_ms, taken, range.message_id};
-    leases_checked_.insert(range.lo);
-    // Runs of consecutive ids, for split_pending.
-    for (size_t i = first; i < out.size();) {
-      size_t j = i;
-      while (j + 1 < out.size() && out[j + 1].id == out[j].id + 1) ++j;
-      pending_runs_[out[i].id] = PendingRun{out[j].id, range.lo};
-      i = j + 1;
-    }
-  }
-  // A short page was the last; a full one may have more behind it (those taken whole are
-  // gone from the table, a range cut short ends the claim).
-  if (ranges.size() < size_t(kRangesPerRead)) break;
+    // A short page was the last; a full one may have more behind it (those taken whole are
+    // gone from the table, a range cut short ends the claim).
+    if (ranges.size() < size_t(kRangesPerRead)) break;
   }
   take_explicit_due_by(INT64_MAX);
+  return {};
+}
+
+std::expected<void, StorageError> QueueStore::claim_range(int64_t owner,
+                                                          const UnclaimedRange& range, size_t want,
+                                                          int64_t lease_expires_ms,
+                                                          std::vector<ClaimedRecipient>& out) {
+  auto read = cached(read_pending_,
+                     "SELECT id, message_id, address, first_due_at FROM recipient_rows NOT INDEXED "
+                     "WHERE id BETWEEN ?1 AND ?2 AND state = 'pending' ORDER BY id LIMIT ?3");
+  auto shrink =
+      cached(shrink_unclaimed_, "UPDATE unclaimed SET lo = ?3 WHERE due_at = ?1 AND lo = ?2");
+  auto drop = cached(drop_unclaimed_, "DELETE FROM unclaimed WHERE due_at = ?1 AND lo = ?2");
+  auto lease = cached(insert_lease_,
+                      "INSERT INTO leases(lo, hi, owner, expires, message_id) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!read) return fail(read);
+  if (!shrink) return fail(shrink);
+  if (!drop) return fail(drop);
+  if (!lease) return fail(lease);
+  Statement& r = **read;
+  r.bind(1, range.lo).bind(2, range.hi).bind(3, int64_t(want));
+  const size_t first = out.size();
+  int64_t last_id = range.lo - 1;
+  while (true) {
+    auto row = r.step();
+    if (!row) {
+      r.reset();
+      return fail(row);
+    }
+    if (!*row) break;
+    last_id = r.column_int(0);
+    out.push_back({last_id, r.column_int(1), r.column_string(2), 0, r.column_int(3), false});
+  }
+  r.reset();
+  const size_t taken = out.size() - first;
+  // What is left of the range: after the last id taken, unless the read stopped short of
+  // what it wanted (then nothing pending is left in it).
+  const bool exhausted = taken < want || last_id >= range.hi;
+  Statement& left = exhausted ? **drop : **shrink;
+  left.bind(1, range.due_at).bind(2, range.lo);
+  if (!exhausted) left.bind(3, last_id + 1);
+  if (auto ok = left.run(); !ok) return ok;
+  if (taken == 0) return {};
+  (*lease)->bind(1, range.lo).bind(2, last_id).bind(3, owner).bind(4, lease_expires_ms);
+  (*lease)->bind(5, range.message_id);
+  if (auto ok = (*lease)->run(); !ok) return ok;
+  forget_claims(range.lo, last_id);
+  pending_leases_[range.lo] = PendingLease{last_id, lease_expires_ms, taken, range.message_id};
+  leases_checked_.insert(range.lo);
+  // Runs of consecutive ids, for split_pending.
+  for (size_t i = first; i < out.size();) {
+    size_t j = i;
+    while (j + 1 < out.size() && out[j + 1].id == out[j].id + 1) ++j;
+    pending_runs_[out[i].id] = PendingRun{out[j].id, range.lo};
+    i = j + 1;
+  }
   return {};
 }
 
@@ -289,8 +294,9 @@ std::expected<void, StorageError> QueueStore::give_back_pending(int64_t owner,
   auto lease = cached(insert_lease_,
                       "INSERT INTO leases(lo, hi, owner, expires, message_id) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)");
-  auto unclaimed = cached(insert_unclaimed_,
-                          "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
+  auto unclaimed =
+      cached(insert_unclaimed_,
+             "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
   if (!read) return fail(read);
   if (!drop) return fail(drop);
   if (!lease) return fail(lease);
@@ -341,8 +347,8 @@ std::expected<void, StorageError> QueueStore::give_back_pending(int64_t owner,
       }
       for (int64_t id = it->first; id <= it->second.last;) {
         while (g < given.size() && given[g]->id < id) ++g;
-        const int64_t stop = g < given.size() ? std::min(given[g]->id, it->second.last + 1)
-                                              : it->second.last + 1;
+        const int64_t stop =
+            g < given.size() ? std::min(given[g]->id, it->second.last + 1) : it->second.last + 1;
         if (stop > id) {
           kept.emplace_back(id, stop - 1);
           id = stop;
@@ -361,7 +367,8 @@ std::expected<void, StorageError> QueueStore::give_back_pending(int64_t owner,
       (*lease)->bind(5, held.message_id);
       if (auto ok = (*lease)->run(); !ok) return ok;
       pending_runs_[lo] = PendingRun{hi, lo};
-      pending_leases_[lo] = PendingLease{hi, held.expires_ms, uint64_t(hi - lo + 1), held.message_id};
+      pending_leases_[lo] =
+          PendingLease{hi, held.expires_ms, uint64_t(hi - lo + 1), held.message_id};
       leases_checked_.insert(lo);
     }
     // The ids given back, as unclaimed ranges of consecutive ids due at the same time.
@@ -403,12 +410,13 @@ std::expected<uint64_t, StorageError> QueueStore::requeue_leases(std::string_vie
     }
   }
   if (leases.empty()) return 0;
-  auto delivered = db_.prepare("SELECT lo, hi FROM deliveries WHERE lo BETWEEN ?1 AND ?2 ORDER BY lo");
+  auto delivered =
+      db_.prepare("SELECT lo, hi FROM deliveries WHERE lo BETWEEN ?1 AND ?2 ORDER BY lo");
   auto count = db_.prepare(
       "SELECT count(*) FROM recipient_rows NOT INDEXED WHERE id BETWEEN ?1 AND ?2 AND "
       "state = 'pending'");
-  auto insert = db_.prepare(
-      "INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
+  auto insert =
+      db_.prepare("INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (?1, ?2, ?3, ?4)");
   auto drop = db_.prepare("DELETE FROM leases WHERE lo = ?1");
   if (!delivered) return fail(delivered);
   if (!count) return fail(count);

@@ -117,10 +117,11 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
 
   // The last replies of rows with a state of their own, and of delivered pending rows
   // their deliveries' replies, one per row.
-  auto replies = db_.prepare("SELECT r.last_code, coalesce(r.last_enhanced, ''), count(*)" +
-                             rows_join + "AND r.last_code IS NOT NULL GROUP BY 1, 2 UNION ALL "
-                             "SELECT d.code, d.enhanced, count(*)" + delivered_join +
-                             "GROUP BY 1, 2");
+  auto replies =
+      db_.prepare("SELECT r.last_code, coalesce(r.last_enhanced, ''), count(*)" + rows_join +
+                  "AND r.last_code IS NOT NULL GROUP BY 1, 2 UNION ALL "
+                  "SELECT d.code, d.enhanced, count(*)" +
+                  delivered_join + "GROUP BY 1, 2");
   if (!replies) return fail(replies);
   bind_campaign(*replies);
   std::map<std::pair<int, std::string>, uint64_t> reply_counts;
@@ -131,7 +132,8 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
     reply_counts[{static_cast<int>(replies->column_int(0)), replies->column_string(1)}] +=
         static_cast<uint64_t>(replies->column_int(2));
   }
-  for (const auto& [reply, n] : reply_counts) report.top_replies.push_back({reply.first, reply.second, n});
+  for (const auto& [reply, n] : reply_counts)
+    report.top_replies.push_back({reply.first, reply.second, n});
   // The most frequent first; ties by code, then enhanced code.
   std::stable_sort(report.top_replies.begin(), report.top_replies.end(),
                    [](const ReplyCount& a, const ReplyCount& b) { return a.count > b.count; });

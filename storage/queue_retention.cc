@@ -58,10 +58,10 @@ std::expected<PurgeStatements, StorageError> prepare_purge(Connection& db) {
   if (!drop_attempts) return fail(drop_attempts);
   // Through the view, which knows which pending rows are delivered; a pending row that
   // goes is a delivered one.
-  auto drop_recipients = db.prepare(fmt::format(
-      "DELETE FROM recipient_rows WHERE id IN (SELECT id FROM recipients WHERE {}) "
-      "RETURNING CASE state WHEN 'pending' THEN 'delivered' ELSE state END, message_id",
-      kPurgeable));
+  auto drop_recipients = db.prepare(
+      fmt::format("DELETE FROM recipient_rows WHERE id IN (SELECT id FROM recipients WHERE {}) "
+                  "RETURNING CASE state WHEN 'pending' THEN 'delivered' ELSE state END, message_id",
+                  kPurgeable));
   if (!drop_recipients) return fail(drop_recipients);
   auto drop_deliveries = db.prepare(
       "DELETE FROM deliveries WHERE lo >= coalesce((SELECT max(lo) FROM deliveries "
@@ -218,7 +218,8 @@ std::expected<std::optional<int64_t>, StorageError> QueueStore::purge_final_step
     if (auto ok = drop_orphan_bodies(db_, now, counts); !ok) return fail(ok);
     return std::optional<int64_t>{from_id};
   }
-  auto first = db_.prepare("SELECT id, created_at FROM recipient_rows WHERE id >= ?1 ORDER BY id LIMIT 1");
+  auto first =
+      db_.prepare("SELECT id, created_at FROM recipient_rows WHERE id >= ?1 ORDER BY id LIMIT 1");
   if (!first) return fail(first);
   first->bind(1, from_id);
   auto row = first->step();

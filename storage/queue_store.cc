@@ -24,8 +24,8 @@
 namespace ringmail::storage {
 
 using queue_store_internal::fail;
-using queue_store_internal::lower;
 using queue_store_internal::kPendingWaits;
+using queue_store_internal::lower;
 using queue_store_internal::Status;
 
 namespace {
@@ -268,7 +268,8 @@ std::expected<void, StorageError> QueueStore::unregister_run(int64_t owner) {
   // unclaimed ranges now rather than at the next run's recovery.
   const std::string me = fmt::format("[{}]", owner);
   if (auto ok = db_.begin(); !ok) return fail(ok);
-  auto requeued = requeue_leases("owner IN (SELECT value FROM json_each(?2))", unix_now_ms(), me, "");
+  auto requeued =
+      requeue_leases("owner IN (SELECT value FROM json_each(?2))", unix_now_ms(), me, "");
   if (!requeued) {
     db_.rollback();
     return fail(requeued);
@@ -401,11 +402,11 @@ std::expected<uint64_t, StorageError> QueueStore::apply_suppressions(int64_t now
   if (any->value_or(0) == 0) return 0;
   // Pending rows too, unless a lease or a delivery holds them (queue_pending.cc): looked
   // up only for a suppressed address.
-  auto st = db_.prepare(fmt::format(
-      "UPDATE recipient_rows SET state = 'suppressed', updated_at = ?1 "
-      "WHERE lower(address) IN (SELECT address FROM suppressions) "
-      "AND (state IN ('queued', 'deferred') OR (state = 'pending' AND {}))",
-      kPendingWaits));
+  auto st =
+      db_.prepare(fmt::format("UPDATE recipient_rows SET state = 'suppressed', updated_at = ?1 "
+                              "WHERE lower(address) IN (SELECT address FROM suppressions) "
+                              "AND (state IN ('queued', 'deferred') OR (state = 'pending' AND {}))",
+                              kPendingWaits));
   if (!st) return fail(st);
   st->bind(1, now_ms);
   if (auto ok = st->run(); !ok) return fail(ok);

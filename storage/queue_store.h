@@ -345,6 +345,18 @@ class QueueStore {
       int64_t owner, size_t limit, int64_t now_ms, int64_t lease_expires_ms,
       std::vector<std::pair<int64_t, ClaimedRecipient>>& explicit_rows,
       std::vector<ClaimedRecipient>& out, std::vector<int64_t>& explicit_taken);
+  // One of `unclaimed`'s rows.
+  struct UnclaimedRange {
+    int64_t due_at = 0;
+    int64_t lo = 0;
+    int64_t hi = 0;
+    int64_t message_id = 0;
+  };
+  // Up to `want` pending rows of `range`, appended to `out` and leased to `owner` (one
+  // `leases` row); the range keeps what is left after them, or goes.
+  std::expected<void, StorageError> claim_range(int64_t owner, const UnclaimedRange& range,
+                                                size_t want, int64_t lease_expires_ms,
+                                                std::vector<ClaimedRecipient>& out);
   // Which of `sorted_ids` this process claimed as pending rows (and not yet gave an
   // outcome for); the rest stay in `others`.
   void split_pending(std::span<const int64_t> sorted_ids, std::vector<int64_t>& pending,
@@ -396,13 +408,13 @@ class QueueStore {
   std::optional<int64_t> only_message_;  // limit_to_message()
   Statement select_due_of_message_, next_due_of_message_;
   Statement insert_recipient_, find_suppressed_, select_due_, select_urgent_, delete_urgent_,
-      insert_urgent_, relist_urgent_, lease_range_, load_message_,
-      deliver_range_, log_redelivered_, read_for_policy_, update_after_attempt_, insert_attempt_,
-      insert_suppression_, release_range_, next_due_, pause_destination_, resume_destination_,
-      postpone_domain_, postpone_domain_of_message_, postpone_chunk_end_, insert_unclaimed_,
-      select_unclaimed_, select_unclaimed_of_message_, read_pending_, shrink_unclaimed_,
-      drop_unclaimed_, insert_lease_, check_lease_, drop_lease_, insert_delivery_,
-      materialize_range_, read_given_back_;
+      insert_urgent_, relist_urgent_, lease_range_, load_message_, deliver_range_, log_redelivered_,
+      read_for_policy_, update_after_attempt_, insert_attempt_, insert_suppression_, release_range_,
+      next_due_, pause_destination_, resume_destination_, postpone_domain_,
+      postpone_domain_of_message_, postpone_chunk_end_, insert_unclaimed_, select_unclaimed_,
+      select_unclaimed_of_message_, read_pending_, shrink_unclaimed_, drop_unclaimed_,
+      insert_lease_, check_lease_, drop_lease_, insert_delivery_, materialize_range_,
+      read_given_back_;
   // Domains postponed in this process (postpone_domain) and still paused: the pause's end
   // and the destination's name. Few entries; looked up only for a deferral.
   struct Postponed {

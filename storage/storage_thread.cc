@@ -426,7 +426,8 @@ std::expected<void, StorageError> StorageThread::commit_batch(
         return_claimed(u.recipient_id, u.recipient_id, std::nullopt, metrics);
         if (!unsent[k].ours) continue;  // its lease is another run's now: nothing committed
         ++metrics.outcomes[index_of(RecipientState::kQueued)];
-        if (u.retry_after_ms > 0) commit_parked_due_ms_ = std::max(commit_parked_due_ms_, unsent[k].due_ms);
+        if (u.retry_after_ms > 0)
+          commit_parked_due_ms_ = std::max(commit_parked_due_ms_, unsent[k].due_ms);
         if (on_state_changes_) {
           AppliedOutcome applied{std::move(unsent[k].address), 0, unsent[k].due_ms, false};
           state_changes_.push_back(

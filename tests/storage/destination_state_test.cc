@@ -38,11 +38,10 @@ TEST_F(DestinationStateTest, AVersion2DatabaseIsMigratedToVersion3) {
   {
     auto store = QueueStore::open(options_, OpenMode::kReadWriteExisting);
     ASSERT_TRUE(store);
-    ASSERT_TRUE(store->connection().exec(
-        std::string(testing::kUndoVersion5) +
-        "DROP TABLE destinations; DROP INDEX recipients_by_domain;"
-        "DROP TABLE urgent_due;"
-        "UPDATE schema_version SET version = 2"));
+    ASSERT_TRUE(store->connection().exec(std::string(testing::kUndoVersion5) +
+                                         "DROP TABLE destinations; DROP INDEX recipients_by_domain;"
+                                         "DROP TABLE urgent_due;"
+                                         "UPDATE schema_version SET version = 2"));
   }
   // Reopening migrated it to version 3, and on to the current one.
   EXPECT_EQ(query("SELECT version FROM schema_version"), current_schema_version());

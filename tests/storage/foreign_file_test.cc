@@ -218,11 +218,10 @@ TEST_F(ForeignFileTest, OurDatabaseWithoutWalIsSwitchedToWal) {
 
 TEST_F(ForeignFileTest, AnOlderVersionWithoutWalIsMigratedAndSwitchedToWal) {
   make_ringmail_database_without_wal();
-  sqlite_exec(tmp_.path(),
-              std::string(testing::kUndoVersion5) +
-              "DROP TABLE destinations; DROP INDEX recipients_by_domain; "
-              "DROP TABLE urgent_due; "
-              "UPDATE schema_version SET version = 2");
+  sqlite_exec(tmp_.path(), std::string(testing::kUndoVersion5) +
+                               "DROP TABLE destinations; DROP INDEX recipients_by_domain; "
+                               "DROP TABLE urgent_due; "
+                               "UPDATE schema_version SET version = 2");
   expect_opens_current_in_wal(OpenMode::kReadWriteExisting);
 }
 

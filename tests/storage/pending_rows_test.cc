@@ -664,9 +664,9 @@ TEST_F(PendingRowsTest, OtherOutcomesWriteThePendingRowAndGiveBacksDoNot) {
                   std::to_string(ids[2])),
             1);
   EXPECT_EQ(leases(), (Rows{{ids[3], ids[4], 4}}));
-  EXPECT_EQ(query("SELECT count(*) FROM unclaimed WHERE lo = " + std::to_string(ids[2]) +
-                  " AND hi = lo"),
-            1);
+  EXPECT_EQ(
+      query("SELECT count(*) FROM unclaimed WHERE lo = " + std::to_string(ids[2]) + " AND hi = lo"),
+      1);
 
   release(4, {ids[3]});  // the same for a release
   EXPECT_EQ(query("SELECT count(*) FROM recipient_rows WHERE state = 'pending' AND attempts = 0 "
@@ -1267,7 +1267,7 @@ TEST_F(PendingRowsTest, ABatchGivenBackLeavesRowsPendingAndTheRestLeased) {
   for (size_t i = 0; i < 10; i += 2) items.push_back({ids[i], kNow, false, false, false, {}});
   items[1].due_ms = kNow + 60'000;  // ids[2]: parked for a minute
   items[1].parked = true;
-  items.push_back({ids[0], kNow, false, false, false, {}});  // a repeat changes nothing
+  items.push_back({ids[0], kNow, false, false, false, {}});        // a repeat changes nothing
   items.push_back({ids[9] + 100, kNow, false, false, false, {}});  // not a claim of ours
   ASSERT_TRUE(store_->connection().begin());
   store_->forget_lease_checks();
@@ -1320,8 +1320,8 @@ TEST_F(PendingRowsTest, AClaimAgainOfIdsALostLeaseHeldIsNotOverwrittenByItsOutco
   ASSERT_EQ(claim(4, 10).size(), 10u);
   // Run 99 took the lease over: it recovered it and claimed ids[0..4] back.
   exec("DELETE FROM leases");
-  exec("INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (" + std::to_string(kNow) +
-       ", " + std::to_string(ids[0]) + ", " + std::to_string(ids[9]) + ", " +
+  exec("INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (" + std::to_string(kNow) + ", " +
+       std::to_string(ids[0]) + ", " + std::to_string(ids[9]) + ", " +
        std::to_string(m.message_id) + ")");
   ASSERT_EQ(claim(99, 5).size(), 5u);
   // Run 4 claims the rest again (its first claim's ids 5..9 are claimed anew).

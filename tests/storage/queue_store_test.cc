@@ -135,9 +135,9 @@ TEST_F(QueueStoreTest, AVersion1DatabaseIsMigrated) {
       "DROP INDEX recipients_by_message;"
       "CREATE INDEX recipients_leased ON recipients(lease_owner) WHERE state = 'in_flight';"
       "CREATE INDEX recipients_by_message ON recipients(message_id, state);"
-      "DROP TABLE destinations;"           // version 3's
+      "DROP TABLE destinations;"          // version 3's
       "DROP INDEX recipients_by_domain;"  // version 3's
-      "DROP TABLE urgent_due;"  // version 4's
+      "DROP TABLE urgent_due;"            // version 4's
       "UPDATE schema_version SET version = 1"));
   store_.reset();
   auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
@@ -203,10 +203,9 @@ TEST_F(QueueStoreTest, AnUrgentRecipientGivenBackUnsentStaysUrgent) {
 
 TEST_F(QueueStoreTest, AVersion3DatabaseGetsTheUrgentList) {
   enqueue(3);
-  ASSERT_TRUE(store_->connection().exec(
-      std::string(testing::kUndoVersion5) +
-      "DROP TABLE urgent_due;"
-      "UPDATE schema_version SET version = 3"));
+  ASSERT_TRUE(store_->connection().exec(std::string(testing::kUndoVersion5) +
+                                        "DROP TABLE urgent_due;"
+                                        "UPDATE schema_version SET version = 3"));
   store_.reset();
   auto again = QueueStore::open(options_, OpenMode::kReadWriteExisting);
   ASSERT_TRUE(again) << again.error().message;
@@ -504,8 +503,8 @@ TEST_F(QueueStoreTest, DeliveredGroupsAreAppliedByIdRanges) {
   // ids[3] defers first (one attempt: its row is written), then is claimed and delivered
   // again below, as an ordinary row.
   apply(4, ids[3], smtp::RecipientStatus::kDeferred, 451, {4, 3, 0});
-  ASSERT_TRUE(store_->connection().exec("UPDATE recipient_rows SET next_attempt_at = 0 WHERE id = " +
-                                        std::to_string(ids[3])));
+  ASSERT_TRUE(store_->connection().exec(
+      "UPDATE recipient_rows SET next_attempt_at = 0 WHERE id = " + std::to_string(ids[3])));
   ASSERT_EQ(claim(4, 10).size(), 1u);
   // The second lease went to another run (it expired, say).
   ASSERT_TRUE(store_->connection().exec("UPDATE leases SET owner = 99 WHERE lo = " +

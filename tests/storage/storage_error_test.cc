@@ -192,7 +192,8 @@ TEST(StorageErrorTest, ADamagedPageInTheMiddleIsCorrupt) {
   for (const char* sql :
        {"SELECT count(*) FROM recipients WHERE address LIKE 'user%'",
         "SELECT count(*) FROM recipient_rows INDEXED BY recipients_by_domain WHERE domain >= ''",
-        "SELECT count(*) FROM recipient_rows INDEXED BY recipients_by_message WHERE message_id >= 0",
+        "SELECT count(*) FROM recipient_rows INDEXED BY recipients_by_message WHERE message_id >= "
+        "0",
         "SELECT count(*) FROM recipient_rows INDEXED BY recipients_due "
         "WHERE next_attempt_at >= 0 AND state IN ('queued', 'deferred')"}) {
     if (auto n = db->query_int(sql); !n) {

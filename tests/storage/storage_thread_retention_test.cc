@@ -99,7 +99,8 @@ TEST_F(StorageThreadRetention, OldFinalRecipientsGoAndNothingElse) {
   exec("UPDATE recipient_rows SET state = 'delivered' WHERE id BETWEEN 19 AND 22");
   exec("UPDATE recipient_rows SET state = 'deferred', updated_at = " + std::to_string(old) +
        " WHERE id BETWEEN 23 AND 26");
-  exec("UPDATE recipient_rows SET updated_at = " + std::to_string(old) + " WHERE id BETWEEN 27 AND 30");
+  exec("UPDATE recipient_rows SET updated_at = " + std::to_string(old) +
+       " WHERE id BETWEEN 27 AND 30");
   exec("UPDATE recipient_rows SET state = 'delivered', updated_at = " + std::to_string(old) +
        " WHERE message_id = " + std::to_string(receipts));
 
