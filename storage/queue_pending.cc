@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <set>
 
 #include "storage/queue_store.h"
 #include "storage/queue_store_internal.h"
@@ -258,23 +259,19 @@ std::expected<void, StorageError> QueueStore::materialize(int64_t owner,
 }
 
 void QueueStore::forget_claims(int64_t lo, int64_t hi) {
+  // Ids of an old claim of this process are unclaimed again only when another run
+  // recovered its lease, and recovery takes a lease whole: every id of it is lost, not
+  // only those claimed again now (the rest may come next, under a lease starting at the
+  // same id as the old one).
+  std::set<int64_t> lost;
   auto it = pending_runs_.upper_bound(lo);
   if (it != pending_runs_.begin() && std::prev(it)->second.last >= lo) --it;
-  while (it != pending_runs_.end() && it->first <= hi) {
-    const int64_t first = it->first;
-    const PendingRun run = it->second;
-    it = pending_runs_.erase(it);
-    // What lies outside lo..hi stays claimed.
-    if (first < lo) pending_runs_[first] = PendingRun{lo - 1, run.lease_lo};
-    if (run.last > hi) it = pending_runs_.emplace(hi + 1, PendingRun{run.last, run.lease_lo}).first;
-    auto lease = pending_leases_.find(run.lease_lo);
-    if (lease == pending_leases_.end()) continue;
-    const uint64_t gone = uint64_t(std::min(run.last, hi) - std::max(first, lo) + 1);
-    lease->second.outstanding -= std::min(gone, lease->second.outstanding);
-    if (lease->second.outstanding == 0) {
-      leases_checked_.erase(lease->first);
-      pending_leases_.erase(lease);
-    }
+  for (; it != pending_runs_.end() && it->first <= hi; ++it) lost.insert(it->second.lease_lo);
+  if (lost.empty()) return;
+  std::erase_if(pending_runs_, [&](const auto& run) { return lost.contains(run.second.lease_lo); });
+  for (int64_t lease_lo : lost) {
+    pending_leases_.erase(lease_lo);
+    leases_checked_.erase(lease_lo);
   }
 }
 
@@ -305,13 +302,13 @@ std::expected<void, StorageError> QueueStore::give_back_pending(int64_t owner,
     for (GiveBack* item : given) item->handled = true;
     auto mine = lease_is_mine(owner, lease_lo);
     if (!mine) return fail(mine);
-    if (!*mine) {  // another run recovered the lease: not ours to give back
+    const auto found = pending_leases_.find(lease_lo);
+    if (!*mine || found == pending_leases_.end()) {  // another run recovered the lease
       for (GiveBack* item : given)
         if (auto ok = settle_pending(owner, item->id); !ok) return ok;
       continue;
     }
-    const auto found = pending_leases_.find(lease_lo);
-    const PendingLease held = found != pending_leases_.end() ? found->second : PendingLease{};
+    const PendingLease held = found->second;
     // The address for the log, the domain for a pause that outlasts a parked recipient's
     // wait (as apply() does for an ordinary row).
     for (GiveBack* item : given) {

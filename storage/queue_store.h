@@ -397,8 +397,9 @@ class QueueStore {
     uint64_t outstanding = 0;  // claimed ids without an outcome yet
     int64_t message_id = 0;
   };
-  // Forgets this process's claims of ids lo..hi (a lease another run recovered, whose
-  // ids this run now claims again), so a stale run never stands for a new one.
+  // Forgets this process's old claims that share an id with lo..hi, which this run now
+  // claims again: their leases were recovered by another run, whole, so every id of those
+  // leases goes (a stale claim must never stand for a new one).
   void forget_claims(int64_t lo, int64_t hi);
   std::map<int64_t, PendingLease> pending_leases_;  // by lo
   std::optional<OpenRange> enqueue_range_;

@@ -1337,5 +1337,43 @@ TEST_F(PendingRowsTest, AClaimAgainOfIdsALostLeaseHeldIsNotOverwrittenByItsOutco
   expect_ranges_consistent();
 }
 
+// The same when the claim again starts at the lost lease's first id and stops halfway:
+// the lost lease's other ids are not this run's either (its outcomes for them change
+// nothing), and what it gives back later keeps its message.
+TEST_F(PendingRowsTest, AClaimAgainFromALostLeasesFirstIdForgetsAllOfIt) {
+  const EnqueueCounts m = enqueue(10);
+  const auto ids = ids_of(m.message_id);
+  ASSERT_EQ(claim(4, 10).size(), 10u);
+  exec("DELETE FROM leases");  // recovered by another run, whole
+  exec("INSERT INTO unclaimed(due_at, lo, hi, message_id) VALUES (" + std::to_string(kNow) + ", " +
+       std::to_string(ids[0]) + ", " + std::to_string(ids[9]) + ", " +
+       std::to_string(m.message_id) + ")");
+  auto again = claim(4, 5);  // a new lease starting at the same id
+  ASSERT_EQ(again.size(), 5u);
+  EXPECT_EQ(leases(), (Rows{{ids[0], ids[4], 4}}));
+  // Outcomes of the first claim for ids[5..9]: they are in an unclaimed range now.
+  EXPECT_EQ(deliver(4, {ids[5], ids[6]}), 0u);
+  EXPECT_EQ(apply(4, ids[7], S::kDeferred, 0, {4, 3, 2}, /*not_attempted=*/true),
+            RecipientState::kInFlight);  // not ours: nothing written
+  EXPECT_EQ(
+      query("SELECT count(*) FROM unclaimed WHERE message_id = " + std::to_string(m.message_id) +
+            " AND lo = " + std::to_string(ids[5]) + " AND hi = " + std::to_string(ids[9])),
+      1);
+  // The new claim's own outcomes count; the rest is claimed and delivered once.
+  release(4, {ids[3], ids[4]});
+  EXPECT_EQ(
+      query("SELECT count(*) FROM unclaimed WHERE message_id <> " + std::to_string(m.message_id)),
+      0);
+  EXPECT_EQ(deliver(4, {ids[0], ids[1], ids[2]}), 3u);
+  auto rest = claim(4, 10);
+  EXPECT_EQ(rest.size(), 7u);
+  std::vector<int64_t> rest_ids;
+  for (const auto& r : rest) rest_ids.push_back(r.id);
+  EXPECT_EQ(deliver(4, rest_ids), 7u);
+  EXPECT_TRUE(leases().empty());
+  expect_states({{"delivered", 10}});
+  expect_ranges_consistent();
+}
+
 }  // namespace
 }  // namespace ringmail::storage
