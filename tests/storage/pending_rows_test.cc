@@ -76,6 +76,20 @@ class PendingRowsTest : public ::testing::Test {
     store_.emplace(std::move(*s));
   }
 
+  // A run registered through `s` whose process is gone (a pid that no longer runs), as
+  // recovery sees a run killed with -9.
+  std::optional<int64_t> register_dead_run(QueueStore& s) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, nullptr, 0);
+    auto owner = s.register_run(kNow);
+    EXPECT_TRUE(owner) << owner.error().message;
+    if (!owner) return std::nullopt;
+    exec("UPDATE runs SET pid = " + std::to_string(child) +
+         " WHERE owner = " + std::to_string(*owner));
+    return *owner;
+  }
+
   // Another process's store on the same file: its own claims and lease checks.
   std::optional<QueueStore> open_other() {
     auto s = QueueStore::open(options_, OpenMode::kReadWriteExisting);
@@ -736,13 +750,8 @@ TEST_F(PendingRowsTest, ADeadRunsLeaseComesBackWithoutItsDeliveredIds) {
   const auto ids = ids_of(m.message_id);
   auto dead_store = open_other();
   ASSERT_TRUE(dead_store);
-  pid_t child = fork();
-  if (child == 0) _exit(0);
-  waitpid(child, nullptr, 0);  // a pid that no longer runs
-  auto dead = dead_store->register_run(kNow);
-  ASSERT_TRUE(dead) << dead.error().message;
-  exec("UPDATE runs SET pid = " + std::to_string(child) +
-       " WHERE owner = " + std::to_string(*dead));
+  auto dead = register_dead_run(*dead_store);
+  ASSERT_TRUE(dead);
   auto live = store_->register_run(kNow);
   ASSERT_TRUE(live) << live.error().message;
 
@@ -830,14 +839,9 @@ TEST_F(PendingRowsTest, TheServicesCheckTakesBackOnlyDeadRunsPendingLeases) {
   const auto ids = ids_of(m.message_id);
   auto dead_store = open_other();
   ASSERT_TRUE(dead_store);
-  pid_t child = fork();
-  if (child == 0) _exit(0);
-  waitpid(child, nullptr, 0);
-  auto dead = dead_store->register_run(kNow);
+  auto dead = register_dead_run(*dead_store);
   auto live = store_->register_run(kNow);
   ASSERT_TRUE(dead && live);
-  exec("UPDATE runs SET pid = " + std::to_string(child) +
-       " WHERE owner = " + std::to_string(*dead));
   ASSERT_EQ(claim(*dead, 3, kNow, &*dead_store).size(), 3u);
   ASSERT_EQ(claim(*live, 3).size(), 3u);
   EXPECT_EQ(deliver(*dead, {ids[1]}, kNow + 5, &*dead_store), 1u);
