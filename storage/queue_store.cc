@@ -484,7 +484,7 @@ std::expected<std::vector<ClaimedRecipient>, StorageError> QueueStore::claim(
     Statement& s = **sel;
     const size_t urgent_count = out.size();
     // The urgent rows just read are due too, and this read may meet them again.
-    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit - urgent_count));
+    s.bind(1, now_ms).bind(2, static_cast<int64_t>(limit));
     if (only_message_) s.bind(3, *only_message_);
     std::vector<std::pair<int64_t, ClaimedRecipient>> due;
     while (true) {
