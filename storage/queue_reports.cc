@@ -13,6 +13,7 @@
 namespace ringmail::storage {
 
 using queue_store_internal::fail;
+using queue_store_internal::kLeasedPendingRow;
 using queue_store_internal::Status;
 
 // ---------------------------------------------------------------- reports
@@ -56,12 +57,11 @@ std::expected<StatusReport, StorageError> QueueStore::status(std::optional<std::
       " FROM deliveries d CROSS JOIN recipient_rows r ON r.id BETWEEN d.lo AND d.hi "
       "CROSS JOIN messages m ON m.id = r.message_id CROSS JOIN campaigns c ON c.id = "
       "m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) AND +r.state = 'pending' ";
-  const std::string leased_join =
+  const std::string leased_join = fmt::format(
       " FROM leases l CROSS JOIN recipient_rows r ON r.id BETWEEN l.lo AND l.hi "
       "CROSS JOIN messages m ON m.id = r.message_id CROSS JOIN campaigns c ON c.id = "
-      "m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) AND +r.state = 'pending' AND "
-      "coalesce((SELECT hi FROM deliveries WHERE lo <= r.id ORDER BY lo DESC LIMIT 1), 0) < "
-      "r.id ";
+      "m.campaign_id WHERE (?1 IS NULL OR c.name = ?1) AND {} ",
+      kLeasedPendingRow);
   auto bind_campaign = [&](Statement& s) {
     if (campaign) {
       s.bind(1, *campaign);
@@ -197,13 +197,12 @@ QueueStore::state_counts(std::optional<int64_t> message_id) {
     by_word["pending"] = pending;
   }
   const std::string of_message = message_id ? " AND +r.message_id = ?1" : "";
-  auto covered = db_.prepare(fmt::format(
-      "SELECT 'delivered', count(*) FROM deliveries d JOIN recipient_rows r "
-      "ON r.id BETWEEN d.lo AND d.hi WHERE +r.state = 'pending'{0}"
-      " UNION ALL SELECT 'in_flight', count(*) FROM leases l JOIN recipient_rows r "
-      "ON r.id BETWEEN l.lo AND l.hi WHERE +r.state = 'pending'{0} AND coalesce((SELECT hi FROM "
-      "deliveries WHERE lo <= r.id ORDER BY lo DESC LIMIT 1), 0) < r.id",
-      of_message));
+  auto covered = db_.prepare(
+      fmt::format("SELECT 'delivered', count(*) FROM deliveries d JOIN recipient_rows r "
+                  "ON r.id BETWEEN d.lo AND d.hi WHERE +r.state = 'pending'{0}"
+                  " UNION ALL SELECT 'in_flight', count(*) FROM leases l JOIN recipient_rows r "
+                  "ON r.id BETWEEN l.lo AND l.hi WHERE {1}{0}",
+                  of_message, kLeasedPendingRow));
   if (!covered) return fail(covered);
   if (message_id) covered->bind(1, *message_id);
   int64_t pending = by_word["pending"];  // less those delivered or in flight: queued

@@ -28,6 +28,13 @@ inline constexpr std::string_view kPendingWaits =
     "0) < recipient_rows.id AND coalesce((SELECT hi FROM deliveries WHERE lo <= "
     "recipient_rows.id ORDER BY lo DESC LIMIT 1), 0) < recipient_rows.id";
 
+// `r`, a row of a lease's id range joined by rowid, is one of the lease's recipients still
+// in flight: pending, and no deliveries range covers it (as for kPendingWaits). `+r.state`:
+// no index for the planner to scan once per range.
+inline constexpr std::string_view kLeasedPendingRow =
+    "+r.state = 'pending' AND coalesce((SELECT hi FROM deliveries WHERE lo <= r.id ORDER BY lo "
+    "DESC LIMIT 1), 0) < r.id";
+
 template <typename T>
 std::unexpected<StorageError> fail(const std::expected<T, StorageError>& e) {
   return std::unexpected(e.error());
